@@ -1,0 +1,178 @@
+"""Command-line interface: a thin layer over the Python API (``voxaudit --help``)."""
+
+from __future__ import annotations
+
+import functools
+import json
+from collections.abc import Callable
+from enum import Enum
+from pathlib import Path
+from typing import Annotated, TypeVar
+
+import typer
+from rich.console import Console
+
+from voxaudit.errors import VoxauditError
+
+app = typer.Typer(
+    help="Audit speech models for training-data leakage and guard speech APIs.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+)
+data_app = typer.Typer(help="Corpora: inspect one on disk, or synthesize the built-in one.")
+app.add_typer(data_app, name="data")
+
+console = Console()
+err_console = Console(stderr=True)
+F = TypeVar("F", bound=Callable)
+
+
+class Level(str, Enum):
+    sample = "sample"
+    speaker = "speaker"
+
+
+def _friendly_errors(command: F) -> F:
+    """Print bad-input errors as one clear message and exit 2, instead of a traceback."""
+
+    @functools.wraps(command)
+    def wrapper(*args, **kwargs):
+        try:
+            return command(*args, **kwargs)
+        except (VoxauditError, FileNotFoundError) as exc:
+            err_console.print(f"[bold red]error:[/] {exc}", highlight=False)
+            raise typer.Exit(2) from None
+
+    return wrapper  # type: ignore[return-value]
+
+
+LayoutOpt = Annotated[
+    str | None,
+    typer.Option(
+        help="Corpus layout (detected when omitted): librispeech, kaldi, manifest, fsdd, folder."
+    ),
+]
+PatternOpt = Annotated[
+    str | None,
+    typer.Option(help="Filename pattern for a folder of audio, e.g. '{speaker}_{text}.wav'."),
+]
+
+
+@app.command()
+@_friendly_errors
+def demo(
+    out: Annotated[Path, typer.Option(help="Where the corpus and splits are written.")] = Path(
+        "voxaudit-out"
+    ),
+    speakers: int = 200,
+    per_speaker: int = 10,
+    seed: int = 0,
+    workers: Annotated[int | None, typer.Option(help="Synthesis processes.")] = None,
+) -> None:
+    """Run the main job on the built-in synthetic default corpus."""
+    from voxaudit.demo import run_demo
+
+    run_demo(out, speakers, per_speaker, seed, workers, console)
+
+
+@data_app.command("inspect")
+@_friendly_errors
+def data_inspect(
+    path: Path,
+    layout: LayoutOpt = None,
+    pattern: PatternOpt = None,
+    strict: Annotated[bool, typer.Option(help="Fail if any file is bad.")] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the summary as JSON.")] = False,
+) -> None:
+    """Detect a corpus layout and report speakers, utterances, hours, rates and problems."""
+    from voxaudit.data.loaders import load_corpus
+    from voxaudit.report.console import corpus_table, problems_table
+
+    corpus = load_corpus(path, layout, pattern=pattern, strict=strict, progress=not as_json)
+    summary = corpus.summary()
+    if as_json:
+        print(json.dumps(summary.as_dict(), indent=2))
+        return
+    console.print(corpus_table(summary))
+    if summary.problems:
+        console.print(problems_table(summary.problems))
+
+
+@data_app.command("synth")
+@_friendly_errors
+def data_synth(
+    out: Annotated[Path, typer.Option(help="Output folder (WAVs and manifest.csv).")],
+    speakers: Annotated[int, typer.Option(min=1)] = 200,
+    per_speaker: Annotated[int, typer.Option(min=1)] = 10,
+    seed: int = 0,
+    sample_rate: int = 16000,
+    workers: Annotated[int | None, typer.Option(help="Processes (default: all cores).")] = None,
+) -> None:
+    """Synthesize the built-in multi-speaker corpus with eSpeak NG (resumes if interrupted)."""
+    from voxaudit.data.synth import synthesize_corpus
+    from voxaudit.report.console import corpus_table
+
+    corpus = synthesize_corpus(
+        out,
+        n_speakers=speakers,
+        per_speaker=per_speaker,
+        seed=seed,
+        sample_rate=sample_rate,
+        workers=workers,
+    )
+    console.print(corpus_table(corpus.summary()))
+    console.print(f"Wrote {len(corpus)} utterances and {out / 'manifest.csv'}")
+
+
+@app.command("split")
+@_friendly_errors
+def split(
+    corpus_path: Annotated[Path, typer.Argument(metavar="CORPUS")],
+    out: Annotated[Path, typer.Option(help="Where to save the split (JSON).")],
+    level: Level = Level.sample,
+    seed: int = 0,
+    shadows: Annotated[int, typer.Option(min=1, help="Number of shadow models.")] = 1,
+    halves: Annotated[
+        bool, typer.Option(help="Random halves: each shadow unit IN for half the shadow models.")
+    ] = False,
+    include_target: Annotated[
+        bool, typer.Option(help="With --halves, target candidates join the halves (online LiRA).")
+    ] = False,
+    target_fraction: float = 0.5,
+    reference_speakers: Annotated[
+        float, typer.Option(help="Speaker level: imposter speakers, a count or a fraction.")
+    ] = 0.2,
+    unseen_fraction: Annotated[
+        float, typer.Option(help="Speaker level: member speakers' voices kept out of training.")
+    ] = 0.2,
+    layout: LayoutOpt = None,
+    pattern: PatternOpt = None,
+) -> None:
+    """Partition a corpus into disjoint target/shadow member and non-member pools."""
+    from voxaudit.data.loaders import load_corpus
+    from voxaudit.data.splits import make_split
+    from voxaudit.report.console import split_table
+
+    corpus = load_corpus(corpus_path, layout, pattern=pattern, progress=True)
+    audit_split = make_split(
+        corpus,
+        level.value,
+        seed=seed,
+        target_fraction=target_fraction,
+        n_shadow=shadows,
+        shadow_mode="halves" if halves else "disjoint",
+        halves_include_target=include_target,
+        reference_speakers=_count_or_fraction(reference_speakers),
+        unseen_fraction=unseen_fraction,
+    )
+    audit_split.save(out)
+    console.print(split_table(audit_split))
+    console.print(f"Saved {out}")
+
+
+def _count_or_fraction(value: float) -> int | float:
+    return int(value) if value >= 1 else value
+
+
+if __name__ == "__main__":
+    app()

@@ -1,0 +1,1 @@
+"""Corpora, audio I/O, audit splits, synthesis and the features front-end."""

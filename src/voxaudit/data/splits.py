@@ -1,0 +1,540 @@
+"""Audit splits: disjoint member / non-member pools for the target and shadow models, as JSON.
+
+Two levels. At sample level the same speakers sit on both sides of member / non-member, so an
+attack must tell utterances apart, not voices. At speaker level whole speakers are members or
+not (the SLMIA-SR setting), and each member speaker keeps some voices out of training
+("unseen") to ask whether the speaker, not the recording, was trained on.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from voxaudit.data.corpus import Corpus
+from voxaudit.errors import VoxauditError
+
+SCHEMA = "voxaudit.split/1"
+#: Bumped whenever the dealing changes, because the same seed then gives a different split.
+ALGORITHM_VERSION = 1
+LEVELS = ("sample", "speaker")
+SHADOW_MODES = ("disjoint", "halves")
+SAMPLE_POOLS = ("target_train", "target_holdout", "shadow_train", "shadow_holdout")
+SPEAKER_POOLS = (
+    "target_train",
+    "target_member_unseen",
+    "target_holdout",
+    "shadow_train",
+    "shadow_member_unseen",
+    "shadow_holdout",
+    "reference",
+)
+SPEAKER_SETS = (
+    "target_member",
+    "target_nonmember",
+    "shadow_member",
+    "shadow_nonmember",
+    "reference",
+)
+
+Ids = tuple[str, ...]
+Groups = list[tuple[str, list[str]]]  # (speaker, its utterance ids), both in dealing order
+IdTable = dict[str, list[str]]  # pool, speaker set or speaker -> utterance or speaker ids
+Models = list[tuple[list[str], list[str], list[str]]]  # per shadow model: train, holdout, unseen
+Dealt = tuple[IdTable, IdTable, Models]  # pools, speaker sets, shadow models
+
+
+class SplitMismatchError(VoxauditError):
+    """A saved split was applied to a corpus other than the one it was made from."""
+
+
+class SplitFormatError(VoxauditError):
+    """A split file is malformed; the message names the file and the field."""
+
+
+@dataclass(frozen=True)
+class AuditSplit:
+    """Which utterances each model of an audit trains on, which it never sees, and why."""
+
+    level: str
+    seed: int
+    corpus_fingerprint: str
+    corpus_name: str
+    pools: dict[str, Ids]
+    speakers: dict[str, Ids]
+    shadow_train: tuple[Ids, ...]
+    shadow_holdout: tuple[Ids, ...]
+    shadow_unseen: tuple[Ids, ...]
+    params: dict[str, Any] = field(default_factory=dict)
+    version: int = ALGORITHM_VERSION
+
+    @property
+    def n_shadow(self) -> int:
+        """How many shadow models the split provides for."""
+        return len(self.shadow_train)
+
+    @property
+    def roles(self) -> tuple[str, ...]:
+        """Model roles: ``"target"``, then ``"shadow-0"``, ``"shadow-1"``, ..."""
+        return ("target", *(f"shadow-{k}" for k in range(self.n_shadow)))
+
+    def train_ids(self, role: str = "target") -> Ids:
+        """Utterances the model in ``role`` trains on (its members)."""
+        return self._pick(role, "target_train", self.shadow_train)
+
+    def holdout_ids(self, role: str = "target") -> Ids:
+        """Utterances the model in ``role`` never sees (at speaker level, of unseen speakers)."""
+        return self._pick(role, "target_holdout", self.shadow_holdout)
+
+    def unseen_ids(self, role: str = "target") -> Ids:
+        """Untrained voices of the speakers the model in ``role`` trains on (speaker level)."""
+        return self._pick(role, "target_member_unseen", self.shadow_unseen)
+
+    def _pick(self, role: str, target_pool: str, per_model: tuple[Ids, ...]) -> Ids:
+        if role not in self.roles:
+            raise VoxauditError(
+                f"unknown model role {role!r}; valid roles: {', '.join(self.roles)}"
+            )
+        if role == "target":
+            return self.pools.get(target_pool, ())
+        return per_model[int(role.removeprefix("shadow-"))]
+
+    def membership_matrix(self) -> tuple[Ids, np.ndarray]:
+        """Candidate utterances and a bool ``[n_shadow, n_units]`` array of shadow membership.
+
+        True where shadow model m trained on the utterance (sample level) or on its speaker
+        (speaker level, so unseen voices of trained speakers count as members).
+        Reference (imposter) utterances are no candidates and are left out.
+        """
+        units = tuple(
+            sorted({i for name, ids in self.pools.items() if name != "reference" for i in ids})
+        )
+        column = {uid: j for j, uid in enumerate(units)}
+        matrix = np.zeros((self.n_shadow, len(units)), dtype=bool)
+        for m, (train, unseen) in enumerate(
+            zip(self.shadow_train, self.shadow_unseen, strict=True)
+        ):
+            matrix[m, [column[uid] for uid in (*train, *unseen)]] = True
+        return units, matrix
+
+    def check(self, corpus: Corpus) -> None:
+        """Raise SplitMismatchError unless ``corpus`` is the corpus this split was made from."""
+        found = corpus.fingerprint()
+        if found != self.corpus_fingerprint:
+            raise SplitMismatchError(
+                f"this split was made for corpus {self.corpus_name!r} (fingerprint "
+                f"{self.corpus_fingerprint[:16]}) but corpus {corpus.name!r} has fingerprint "
+                f"{found[:16]}: its utterances, speakers or audio changed since; "
+                "re-run `voxaudit split` to make a split for it"
+            )
+
+    def summary(self) -> dict[str, Any]:
+        """Pool sizes, speaker-set sizes and per-shadow-model sizes, for reports."""
+        return {
+            "level": self.level,
+            "corpus": self.corpus_name,
+            "seed": self.seed,
+            "utterances": {name: len(ids) for name, ids in self.pools.items()},
+            "speakers": {name: len(ids) for name, ids in self.speakers.items()},
+            "shadow_mode": self.params.get("shadow_mode"),
+            "shadow_models": [
+                {"train": len(t), "holdout": len(h), "unseen": len(u)}
+                for t, h, u in zip(
+                    self.shadow_train, self.shadow_holdout, self.shadow_unseen, strict=True
+                )
+            ],
+        }
+
+    def to_dict(self) -> dict[str, Any]:
+        """The JSON document ``save`` writes."""
+        return {
+            "schema": SCHEMA,
+            "version": self.version,
+            "level": self.level,
+            "seed": self.seed,
+            "corpus_name": self.corpus_name,
+            "corpus_fingerprint": self.corpus_fingerprint,
+            "params": self.params,
+            "speakers": {k: list(v) for k, v in self.speakers.items()},
+            "pools": {k: list(v) for k, v in self.pools.items()},
+            "shadow_train": [list(ids) for ids in self.shadow_train],
+            "shadow_holdout": [list(ids) for ids in self.shadow_holdout],
+            "shadow_unseen": [list(ids) for ids in self.shadow_unseen],
+        }
+
+    def save(self, path: str | Path) -> Path:
+        """Write the split as JSON atomically (a reader never sees half a file)."""
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+        tmp.write_text(json.dumps(self.to_dict(), indent=1) + "\n", encoding="utf-8")
+        os.replace(tmp, path)
+        return path
+
+    @classmethod
+    def load(cls, path: str | Path) -> AuditSplit:
+        """Read a split saved by ``save``; SplitFormatError names the file and the bad field."""
+        path = Path(path)
+        try:
+            data = json.loads(path.read_text(encoding="utf-8"))
+        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+            raise SplitFormatError(f"{path}: not a split file (invalid JSON: {exc})") from exc
+        return _from_dict(data, path)
+
+
+def _from_dict(data: Any, path: Path) -> AuditSplit:
+    """Validate a parsed split document field by field."""
+    if not isinstance(data, dict):
+        raise SplitFormatError(f"{path}: not a split file (expected a JSON object)")
+    if data.get("schema") != SCHEMA:
+        raise SplitFormatError(
+            f"{path}: field 'schema' is {data.get('schema')!r}, expected {SCHEMA!r}"
+        )
+
+    def get(name: str, valid: Callable[[Any], bool], expected: str) -> Any:
+        if name not in data:
+            raise SplitFormatError(f"{path}: missing field {name!r}")
+        if not valid(data[name]):
+            found = repr(data[name])
+            found = found if len(found) <= 40 else found[:37] + "..."
+            raise SplitFormatError(f"{path}: field {name!r} is {found}; expected {expected}")
+        return data[name]
+
+    level = get("level", lambda v: v in LEVELS, f"one of {', '.join(LEVELS)}")
+    pools = get("pools", _is_id_map, "an object of string lists")
+    required = SAMPLE_POOLS if level == "sample" else SPEAKER_POOLS
+    missing = [name for name in required if name not in pools]
+    if missing:
+        raise SplitFormatError(f"{path}: field 'pools' lacks {missing[0]!r} for a {level} split")
+    per_model = {
+        name: get(name, lambda v: isinstance(v, list) and all(map(_is_ids, v)), "a list of lists")
+        for name in ("shadow_train", "shadow_holdout", "shadow_unseen")
+    }
+    if len({len(v) for v in per_model.values()}) != 1 or not per_model["shadow_train"]:
+        raise SplitFormatError(f"{path}: fields 'shadow_*' should list the same models, >= 1")
+    return AuditSplit(
+        level=level,
+        seed=get("seed", lambda v: isinstance(v, int), "an integer"),
+        corpus_fingerprint=get("corpus_fingerprint", lambda v: isinstance(v, str), "a string"),
+        corpus_name=get("corpus_name", lambda v: isinstance(v, str), "a string"),
+        pools={k: tuple(v) for k, v in pools.items()},
+        speakers={k: tuple(v) for k, v in get("speakers", _is_id_map, "an object").items()},
+        shadow_train=tuple(tuple(ids) for ids in per_model["shadow_train"]),
+        shadow_holdout=tuple(tuple(ids) for ids in per_model["shadow_holdout"]),
+        shadow_unseen=tuple(tuple(ids) for ids in per_model["shadow_unseen"]),
+        params=get("params", lambda v: isinstance(v, dict), "an object"),
+        version=get("version", lambda v: isinstance(v, int), "an integer"),
+    )
+
+
+def _is_ids(value: Any) -> bool:
+    return isinstance(value, list) and all(isinstance(v, str) for v in value)
+
+
+def _is_id_map(value: Any) -> bool:
+    return isinstance(value, dict) and all(map(_is_ids, value.values()))
+
+
+def make_split(
+    corpus: Corpus,
+    level: str = "sample",
+    *,
+    seed: int = 0,
+    target_fraction: float = 0.5,
+    n_shadow: int = 1,
+    shadow_mode: str = "disjoint",
+    halves_include_target: bool = False,
+    reference_speakers: int | float = 0.2,
+    unseen_fraction: float = 0.2,
+    max_per_speaker: int | None = None,
+) -> AuditSplit:
+    """Deal ``corpus`` into disjoint audit pools; the same ids and seed always give the same split.
+
+    ``shadow_mode="disjoint"`` gives each shadow model its own slice of the shadow pools
+    (Shokri et al.); ``"halves"`` puts every unit of the shadow population (an utterance, or
+    a speaker at speaker level) in the training set of half the models (LiRA / RMIA), adding
+    the target pools to that population when ``halves_include_target`` (online LiRA).
+    """
+    params: dict[str, Any] = {
+        "target_fraction": target_fraction,
+        "n_shadow": n_shadow,
+        "shadow_mode": shadow_mode,
+        "halves_include_target": halves_include_target,
+        "reference_speakers": reference_speakers,
+        "unseen_fraction": unseen_fraction,
+        "max_per_speaker": max_per_speaker,
+    }
+    _check_options(level, seed, params)
+    if len(corpus) == 0:
+        raise VoxauditError(f"corpus {corpus.name!r} is empty: there is nothing to split")
+    # Separate streams, so the shadow options never change the target pools.
+    base, shadow = (np.random.default_rng(s) for s in np.random.SeedSequence(seed).spawn(2))
+    groups = _shuffled_groups(corpus, base, max_per_speaker)
+    build = _sample_level if level == "sample" else _speaker_level
+    pools, speakers, models = build(corpus.name, groups, shadow, params)
+    return AuditSplit(
+        level=level,
+        seed=int(seed),
+        corpus_fingerprint=corpus.fingerprint(),
+        corpus_name=corpus.name,
+        pools={name: tuple(sorted(ids)) for name, ids in pools.items()},
+        speakers={name: tuple(sorted(spk)) for name, spk in speakers.items()},
+        shadow_train=tuple(tuple(sorted(m[0])) for m in models),
+        shadow_holdout=tuple(tuple(sorted(m[1])) for m in models),
+        shadow_unseen=tuple(tuple(sorted(m[2])) for m in models),
+        params=params,
+    )
+
+
+def _check_options(level: str, seed: int, p: dict[str, Any]) -> None:
+    """Refuse option values that cannot make a split, naming the option."""
+    if level not in LEVELS:
+        raise VoxauditError(f"unknown split level {level!r}; use one of: {', '.join(LEVELS)}")
+    if p["shadow_mode"] not in SHADOW_MODES:
+        raise VoxauditError(
+            f"unknown shadow_mode {p['shadow_mode']!r}; use one of: {', '.join(SHADOW_MODES)}"
+        )
+    rules = [
+        (isinstance(seed, (int, np.integer)) and seed >= 0, "seed must be an integer >= 0"),
+        (0 < p["target_fraction"] < 1, "target_fraction must lie strictly between 0 and 1"),
+        (isinstance(p["n_shadow"], int) and p["n_shadow"] >= 1, "n_shadow must be >= 1"),
+        (
+            p["shadow_mode"] != "halves" or p["n_shadow"] >= 2,
+            "shadow_mode='halves' needs n_shadow >= 2 (each unit is in half the models)",
+        ),
+        (0 <= p["unseen_fraction"] < 1, "unseen_fraction must lie in [0, 1)"),
+        (
+            p["max_per_speaker"] is None or p["max_per_speaker"] >= 1,
+            "max_per_speaker must be None or >= 1",
+        ),
+        (
+            (isinstance(p["reference_speakers"], float) and 0 <= p["reference_speakers"] < 1)
+            or (isinstance(p["reference_speakers"], int) and p["reference_speakers"] >= 0),
+            "reference_speakers must be a count >= 0 or a fraction in [0, 1)",
+        ),
+    ]
+    for ok, message in rules:
+        if not ok:
+            raise VoxauditError(message)
+
+
+def _shuffled_groups(corpus: Corpus, rng: np.random.Generator, cap: int | None) -> Groups:
+    """Speakers in random order, each with its utterance ids in random order (capped)."""
+    by_speaker: dict[str, list[str]] = {}
+    for u in corpus:
+        by_speaker.setdefault(u.speaker, []).append(u.id)
+    names = sorted(by_speaker)  # sorting first makes the split independent of corpus order
+    order = rng.permutation(len(names))
+    shuffled = {name: _permuted(sorted(by_speaker[name]), rng)[:cap] for name in names}
+    return [(names[i], shuffled[names[i]]) for i in order]
+
+
+def _permuted(items: list[str], rng: np.random.Generator) -> list[str]:
+    return [items[i] for i in rng.permutation(len(items))]
+
+
+class _Carry:
+    """Takes ``fraction`` of each group, carrying the remainder so the total rounds only once."""
+
+    def __init__(self, fraction: float) -> None:
+        self.fraction = fraction
+        self.seen = 0
+        self.taken = 0
+
+    def take(self, n: int) -> int:
+        """How many of the next ``n`` items to take."""
+        self.seen += n
+        due = _round(self.fraction * self.seen) - self.taken
+        self.taken += due
+        return due
+
+
+def _round(x: float) -> int:
+    """Round half up (Python's round() goes to even, which would bias the dealing)."""
+    return math.floor(x + 0.5)
+
+
+def _round_robin(items: Sequence[Any], n: int) -> list[list[Any]]:
+    """Deal items into ``n`` hands in turn, so hand sizes differ by at most one."""
+    return [list(items[k::n]) for k in range(n)]
+
+
+def _smallest(fits: Callable[[int], bool]) -> int:
+    """The smallest count for which ``fits`` holds (how much data a split needs)."""
+    n = 1
+    while not fits(n):
+        n += 1
+    return n
+
+
+def _sides_fit(total: int, fraction: float, shadow_parts: int) -> bool:
+    """Whether ``total`` units give the target side 2 and the shadow side ``shadow_parts``."""
+    target = _round(fraction * total)
+    return target >= 2 and total - target >= shadow_parts
+
+
+def _sample_level(name: str, groups: Groups, rng: np.random.Generator, p: dict[str, Any]) -> Dealt:
+    """Deal each speaker's utterances over all four pools, alternating train and holdout."""
+    total = sum(len(ids) for _, ids in groups)
+    disjoint = p["shadow_mode"] == "disjoint"
+    parts = 2 * p["n_shadow"] if disjoint else 2
+    if not _sides_fit(total, p["target_fraction"], parts):
+        need = _smallest(lambda n: _sides_fit(n, p["target_fraction"], parts))
+        raise VoxauditError(
+            f"corpus {name!r} is too small for a sample-level split: every pool needs an "
+            f"utterance, so with target_fraction={p['target_fraction']} and {p['n_shadow']} "
+            f"{p['shadow_mode']} shadow model(s) it needs at least {need} utterances; "
+            f"it has {total}" + (" after max_per_speaker" if p["max_per_speaker"] else "")
+        )
+    carry = _Carry(p["target_fraction"])
+    pools: dict[str, list[str]] = {pool: [] for pool in SAMPLE_POOLS}
+    for _, ids in groups:
+        k = carry.take(len(ids))
+        for side, part in (("target", ids[:k]), ("shadow", ids[k:])):
+            for uid in part:
+                # A global toggle (not per speaker) keeps train and holdout within one overall.
+                turn = len(pools[f"{side}_train"]) + len(pools[f"{side}_holdout"])
+                pools[f"{side}_{'holdout' if turn % 2 else 'train'}"].append(uid)
+    speakers = {"all": [spk for spk, _ in groups]}
+    if disjoint:
+        # Dealing in speaker order keeps each model's slice stratified by speaker.
+        trains = _round_robin(pools["shadow_train"], p["n_shadow"])
+        holdouts = _round_robin(pools["shadow_holdout"], p["n_shadow"])
+        return pools, speakers, [(t, h, []) for t, h in zip(trains, holdouts, strict=True)]
+    units = pools["shadow_train"] + pools["shadow_holdout"]
+    if p["halves_include_target"]:
+        units += pools["target_train"] + pools["target_holdout"]
+    models: Models = [(ins, outs, []) for ins, outs in _halves(units, p["n_shadow"], rng)]
+    return pools, speakers, models
+
+
+def _reference_count(reference: int | float, n_speakers: int) -> int:
+    """Reference speakers to set aside: a count, or a fraction (at least one when positive)."""
+    if isinstance(reference, float):
+        return max(1, _round(reference * n_speakers)) if reference > 0 else 0
+    return reference
+
+
+def _speakers_fit(n: int, p: dict[str, Any], parts: int) -> bool:
+    """Whether ``n`` speakers fill every speaker set of a speaker-level split."""
+    rest = n - _reference_count(p["reference_speakers"], n)
+    return rest > 0 and _sides_fit(rest, p["target_fraction"], parts)
+
+
+def _speaker_level(name: str, groups: Groups, rng: np.random.Generator, p: dict[str, Any]) -> Dealt:
+    """Deal whole speakers into disjoint sets; member speakers keep some voices unseen."""
+    disjoint = p["shadow_mode"] == "disjoint"
+    parts = 2 * p["n_shadow"] if disjoint else 2
+    if not _speakers_fit(len(groups), p, parts):
+        need = _smallest(lambda n: _speakers_fit(n, p, parts))
+        raise VoxauditError(
+            f"corpus {name!r} has {len(groups)} speakers; a speaker-level split with "
+            f"target_fraction={p['target_fraction']}, reference_speakers="
+            f"{p['reference_speakers']} and {p['n_shadow']} {p['shadow_mode']} shadow model(s) "
+            f"needs at least {need} (a member and a non-member speaker per model, plus the "
+            "reference speakers)"
+        )
+    n_ref = _reference_count(p["reference_speakers"], len(groups))
+    reference, rest = groups[:n_ref], groups[n_ref:]
+    every = dict(rest)
+    trained, unseen = _voices(rest, p["unseen_fraction"])
+    k = _round(p["target_fraction"] * len(rest))
+    t_member, t_non = _round_robin([spk for spk, _ in rest[:k]], 2)
+    s_member, s_non = _round_robin([spk for spk, _ in rest[k:]], 2)
+    speakers = {
+        "target_member": t_member,
+        "target_nonmember": t_non,
+        "shadow_member": s_member,
+        "shadow_nonmember": s_non,
+        "reference": [spk for spk, _ in reference],
+    }
+    pools = {
+        "target_train": _gather(t_member, trained),
+        "target_member_unseen": _gather(t_member, unseen),
+        "target_holdout": _gather(t_non, every),
+        "shadow_train": _gather(s_member, trained),
+        "shadow_member_unseen": _gather(s_member, unseen),
+        "shadow_holdout": _gather(s_non, every),
+        "reference": [uid for _, ids in reference for uid in ids],
+    }
+    for pool in ("target_member_unseen", "shadow_member_unseen"):
+        if p["unseen_fraction"] > 0 and not pools[pool]:
+            raise VoxauditError(
+                f"corpus {name!r}: pool {pool!r} would be empty; member speakers need at least "
+                "2 utterances each to keep an unseen voice (or pass unseen_fraction=0)"
+            )
+    if disjoint:
+        members = _round_robin(s_member, p["n_shadow"])
+        others = _round_robin(s_non, p["n_shadow"])
+    else:
+        units = s_member + s_non
+        if p["halves_include_target"]:
+            units += t_member + t_non
+        members, others = zip(*_halves(units, p["n_shadow"], rng), strict=True)
+    models = [
+        (_gather(m, trained), _gather(o, every), _gather(m, unseen))
+        for m, o in zip(members, others, strict=True)
+    ]
+    return pools, speakers, models
+
+
+def _gather(speakers: list[str], table: dict[str, list[str]]) -> list[str]:
+    """The utterance ids ``table`` lists for each of ``speakers``."""
+    return [uid for spk in speakers for uid in table[spk]]
+
+
+def _voices(groups: Groups, unseen_fraction: float) -> tuple[IdTable, IdTable]:
+    """Each speaker's training and unseen voices.
+
+    Counted per speaker, not carried over: every speaker keeps a training voice and, when it
+    has two or more and ``unseen_fraction`` > 0, an unseen one to query the attack with.
+    """
+    trained: IdTable = {}
+    unseen: IdTable = {}
+    for spk, ids in groups:
+        k = min(max(_round(unseen_fraction * len(ids)), 1), len(ids) - 1) if unseen_fraction else 0
+        trained[spk], unseen[spk] = ids[k:], ids[:k]
+    return trained, unseen
+
+
+def _halves(
+    units: list[str], n_models: int, rng: np.random.Generator
+) -> list[tuple[list[str], list[str]]]:
+    """Per shadow model, the units it trains on and the rest, each unit IN for half the models."""
+    order = _permuted(sorted(units), rng)
+    keep = _balanced_halves(len(order), n_models, rng)
+    return [
+        (
+            [u for u, k in zip(order, row, strict=True) if k],
+            [u for u, k in zip(order, row, strict=True) if not k],
+        )
+        for row in keep
+    ]
+
+
+def _balanced_halves(n_units: int, n_models: int, rng: np.random.Generator) -> np.ndarray:
+    """A bool ``[n_models, n_units]`` IN matrix: each unit IN for half the models.
+
+    LiRA's construction: each unit ranks the models at random and the first half are IN, so
+    memberships are independent across units (odd ``n_models`` alternate floor and ceil).
+    Model sizes vary binomially; a draw that leaves a model with no training or no holdout
+    unit (only likely on tiny populations) is redrawn.
+    """
+    need = np.array([n_models // 2 + (j % 2 if n_models % 2 else 0) for j in range(n_units)])
+    for _ in range(1000):
+        ranks = rng.random((n_models, n_units)).argsort(axis=0).argsort(axis=0)
+        keep = ranks < need
+        sizes = keep.sum(axis=1)
+        if n_units < 2 or ((sizes > 0) & (sizes < n_units)).all():
+            return keep
+    raise VoxauditError(
+        f"{n_units} shadow units are too few for {n_models} random-halves shadow models "
+        "(some model would train on nothing); add data or use fewer shadow models"
+    )

@@ -1,0 +1,68 @@
+"""Rich tables for corpora, problems and splits, shared by the CLI and the demo."""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Sequence
+
+from rich.table import Table
+
+from voxaudit.data.corpus import CorpusSummary, Problem
+from voxaudit.data.splits import AuditSplit
+
+
+def corpus_table(summary: CorpusSummary) -> Table:
+    errors = sum(p.severity == "error" for p in summary.problems)
+    warnings = len(summary.problems) - errors
+    rates = ", ".join(f"{rate} Hz x {n}" for rate, n in sorted(summary.sample_rates.items()))
+    table = Table(title=f"Corpus {summary.name!r} ({summary.layout} layout)", show_header=False)
+    table.add_column(style="bold")
+    table.add_column()
+    table.add_row("usable utterances", str(summary.utterances))
+    table.add_row("speakers", str(summary.speakers))
+    table.add_row("hours", f"{summary.hours:.2f}")
+    table.add_row("mean duration", f"{summary.mean_duration:.2f} s")
+    table.add_row(
+        "utterances per speaker",
+        f"min {summary.per_speaker_min}, median {summary.per_speaker_median:g}, "
+        f"max {summary.per_speaker_max}",
+    )
+    table.add_row("with transcript", str(summary.with_transcript))
+    table.add_row("sample rates", rates or "-")
+    table.add_row("left out (errors)", str(errors))
+    table.add_row("warnings", str(warnings))
+    return table
+
+
+def problems_table(problems: Sequence[Problem], limit: int = 30) -> Table:
+    table = Table(title=f"Problems found ({len(problems)})")
+    table.add_column("severity")
+    table.add_column("where", overflow="fold")
+    table.add_column("reason", overflow="fold")
+    for p in problems[:limit]:
+        style = "red" if p.severity == "error" else "yellow"
+        table.add_row(f"[{style}]{p.severity}[/]", p.where, p.reason)
+    if len(problems) > limit:
+        common = Counter(p.reason.split(" (")[0] for p in problems).most_common(3)
+        table.caption = f"{len(problems) - limit} more; most common: " + "; ".join(
+            f"{reason} x{n}" for reason, n in common
+        )
+    return table
+
+
+def split_table(split: AuditSplit) -> Table:
+    summary = split.summary()
+    table = Table(title=f"{split.level}-level audit split (seed {split.seed})", min_width=72)
+    table.add_column("pool")
+    table.add_column("utterances", justify="right")
+    for pool, count in summary["utterances"].items():
+        table.add_row(pool, str(count))
+    for speaker_set, count in summary["speakers"].items():
+        table.add_row(f"[dim]speakers: {speaker_set}[/]", f"[dim]{count}[/]")
+    sizes = [m["train"] for m in summary["shadow_models"]]
+    table.caption = (
+        f"{split.n_shadow} shadow model(s), {summary['shadow_mode']} mode, "
+        f"{min(sizes)}-{max(sizes)} training utterances each; "
+        f"corpus fingerprint {split.corpus_fingerprint[:12]}"
+    )
+    return table

@@ -1,0 +1,79 @@
+import json
+
+from typer.testing import CliRunner
+
+from tests.audio_fixtures import write_wav
+from voxaudit.cli import app
+
+runner = CliRunner()
+
+
+def _fsdd_folder(root, good=19):
+    for i in range(good):
+        write_wav(root / f"{i % 10}_{('amy', 'ben')[i % 2]}_{i}.wav", seed=i)
+    (root / "3_amy_99.wav").write_bytes(b"RIFF....WAVEfmt garbage")
+    return root
+
+
+def test_inspect_lists_usable_and_names_the_bad_file(tmp_path):
+    result = runner.invoke(app, ["data", "inspect", str(_fsdd_folder(tmp_path))])
+    assert result.exit_code == 0, result.output
+    assert "usable utterances" in result.output and " 19 " in result.output
+    assert "3_amy_99.wav" in result.output and "unreadable" in result.output
+
+
+def test_inspect_json(tmp_path):
+    result = runner.invoke(app, ["data", "inspect", str(_fsdd_folder(tmp_path)), "--json"])
+    summary = json.loads(result.output)
+    assert (summary["utterances"], summary["speakers"], summary["layout"]) == (19, 2, "fsdd")
+    assert summary["problems"][0]["where"].endswith("3_amy_99.wav")
+
+
+def test_inspect_strict_fails_with_exit_2(tmp_path):
+    result = runner.invoke(app, ["data", "inspect", str(_fsdd_folder(tmp_path)), "--strict"])
+    assert result.exit_code == 2
+    assert "3_amy_99.wav" in result.output and "Traceback" not in result.output
+
+
+def test_inspect_unknown_layout_lists_known_ones(tmp_path):
+    write_wav(tmp_path / "clip.wav")
+    result = runner.invoke(app, ["data", "inspect", str(tmp_path)])
+    assert result.exit_code == 2
+    for name in ("librispeech", "kaldi", "manifest", "fsdd", "folder"):
+        assert name in result.output
+
+
+def test_inspect_real_fsdd(fsdd_root):
+    result = runner.invoke(app, ["data", "inspect", str(fsdd_root), "--json"])
+    summary = json.loads(result.output)
+    assert (summary["utterances"], summary["speakers"], summary["problems"]) == (3000, 6, [])
+
+
+def test_split_command_writes_a_loadable_split(tmp_path):
+    from voxaudit.data.loaders import load_corpus
+    from voxaudit.data.splits import AuditSplit
+
+    corpus_dir = tmp_path / "corpus"
+    for i in range(24):
+        write_wav(corpus_dir / f"{i % 10}_{('amy', 'ben', 'cat')[i % 3]}_{i}.wav", seed=i)
+    out = tmp_path / "split.json"
+    result = runner.invoke(
+        app,
+        ["split", str(corpus_dir), "--out", str(out), "--shadows", "4", "--halves", "--seed", "3"],
+    )
+    assert result.exit_code == 0, result.output
+    split = AuditSplit.load(out)
+    assert (split.level, split.seed, split.n_shadow) == ("sample", 3, 4)
+    split.check(load_corpus(corpus_dir))
+    assert len(split.train_ids("target")) == len(split.holdout_ids("target"))
+
+
+def test_split_command_reports_bad_options_without_traceback(tmp_path):
+    corpus_dir = tmp_path / "corpus"
+    for i in range(6):
+        write_wav(corpus_dir / f"{i}_amy_{i}.wav", seed=i)
+    result = runner.invoke(
+        app, ["split", str(corpus_dir), "--out", str(tmp_path / "s.json"), "--level", "speaker"]
+    )
+    assert result.exit_code == 2
+    assert "speakers" in result.output and "Traceback" not in result.output
