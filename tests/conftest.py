@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
 
-FSDD = Path(__file__).resolve().parents[2] / "shared" / "data" / "fsdd"
+# The real recordings live beside the checkout (never in it); VOXAUDIT_FSDD points elsewhere.
+FSDD = Path(
+    os.environ.get("VOXAUDIT_FSDD", Path(__file__).resolve().parents[2] / "shared/data/fsdd")
+)
 
 
 @pytest.fixture

@@ -77,3 +77,49 @@ def test_split_command_reports_bad_options_without_traceback(tmp_path):
     )
     assert result.exit_code == 2
     assert "speakers" in result.output and "Traceback" not in result.output
+
+
+def test_synth_then_inspect_round_trip(tmp_path):
+    out = tmp_path / "synth"
+    result = runner.invoke(
+        app,
+        [
+            "data",
+            "synth",
+            "--out",
+            str(out),
+            "--speakers",
+            "3",
+            "--per-speaker",
+            "2",
+            "--workers",
+            "1",
+        ],
+    )
+    assert result.exit_code == 0, result.output
+    summary = json.loads(runner.invoke(app, ["data", "inspect", str(out), "--json"]).output)
+    assert (summary["utterances"], summary["speakers"], summary["layout"]) == (6, 3, "manifest")
+    assert summary["sample_rates"] == {"16000": 6} and summary["problems"] == []
+
+
+def test_demo_prints_corpus_and_both_splits(tmp_path):
+    result = runner.invoke(
+        app,
+        [
+            "demo",
+            "--out",
+            str(tmp_path),
+            "--speakers",
+            "10",
+            "--per-speaker",
+            "4",
+            "--workers",
+            "1",
+        ],
+    )
+    assert result.exit_code == 0, result.output
+    assert "usable utterances" in result.output and "40" in result.output
+    assert "sample-level audit split" in result.output
+    assert "speaker-level audit split" in result.output
+    assert (tmp_path / "split-sample.json").is_file()
+    assert (tmp_path / "split-speaker.json").is_file()

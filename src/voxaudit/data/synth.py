@@ -191,7 +191,7 @@ def speak(
     _chunks.clear()
     with _engine(seed) as lib:
         if lib.espeak_SetVoiceByName(voice.encode()) != 0:
-            raise ValueError(f"eSpeak NG has no voice {voice!r}")
+            raise VoxauditError(f"eSpeak NG has no voice {voice!r}")
         lib.espeak_SetParameter(_PARAM_RATE, int(np.clip(rate, 80, 450)), 0)
         lib.espeak_SetParameter(_PARAM_PITCH, int(np.clip(pitch, 0, 100)), 0)
         lib.espeak_SetParameter(_PARAM_RANGE, int(np.clip(pitch_range, 0, 100)), 0)
@@ -303,7 +303,7 @@ def synthesize(
     )
     trimmed = _trim(raw, ESPEAK_RATE)
     if trimmed.size == 0:
-        raise ValueError(f"eSpeak NG produced no audio for {text!r}")
+        raise VoxauditError(f"eSpeak NG produced no audio for {text!r}")
     speech = resample(trimmed, round(ESPEAK_RATE * speaker.alpha), sample_rate)
     lead, tail = (int(rng.uniform(0.1, 0.35) * sample_rate) for _ in range(2))
     speech = np.pad(speech, (lead, tail))
