@@ -123,3 +123,42 @@ def test_demo_prints_corpus_and_both_splits(tmp_path):
     assert "speaker-level audit split" in result.output
     assert (tmp_path / "split-sample.json").is_file()
     assert (tmp_path / "split-speaker.json").is_file()
+
+
+def test_train_classifier_on_a_split_role(tmp_path):
+    corpus_dir = tmp_path / "corpus"
+    for i in range(16):
+        write_wav(
+            corpus_dir / f"{i % 10}_{('amy', 'ben')[i % 2]}_{i}.wav",
+            seed=i,
+            freq=150 + 40 * (i % 2),
+        )
+    split_file = tmp_path / "split.json"
+    assert runner.invoke(app, ["split", str(corpus_dir), "--out", str(split_file)]).exit_code == 0
+    config = tmp_path / "run.toml"
+    config.write_text("[model]\nhidden = 16\n\n[train]\nepochs = 1\nbatch_size = 4\n")
+    args = [
+        "train",
+        "classifier",
+        "--corpus",
+        str(corpus_dir),
+        "--split",
+        str(split_file),
+        "--role",
+        "shadow-0",
+        "--config",
+        str(config),
+        "--out",
+        str(tmp_path / "run"),
+    ]
+    result = runner.invoke(app, args)
+    assert result.exit_code == 0, result.output
+    assert (tmp_path / "run" / "checkpoint.pt").is_file()
+
+    other = tmp_path / "other"
+    write_wav(other / "0_amy_99.wav")
+    for path in corpus_dir.iterdir():
+        (other / path.name).write_bytes(path.read_bytes())
+    args[3] = str(other)
+    result = runner.invoke(app, args)
+    assert result.exit_code == 2 and "re-run `voxaudit split`" in result.output

@@ -170,6 +170,50 @@ def split(
     console.print(f"Saved {out}")
 
 
+class Kind(str, Enum):
+    asr = "asr"
+    speaker = "speaker"
+    classifier = "classifier"
+
+
+@app.command("train")
+@_friendly_errors
+def train(
+    kind: Kind,
+    corpus: Annotated[Path, typer.Option(help="The corpus the split was made from.")],
+    split_path: Annotated[Path, typer.Option("--split", help="Split file from `voxaudit split`.")],
+    out: Annotated[Path, typer.Option(help="Run folder: checkpoint.pt and history.json.")],
+    role: Annotated[str, typer.Option(help="target, or shadow-K for the K-th shadow model.")] = (
+        "target"
+    ),
+    config: Annotated[
+        Path | None, typer.Option(help="TOML/JSON: \\[model], \\[train], \\[sampler] tables.")
+    ] = None,
+    val_fraction: Annotated[
+        float, typer.Option(help="Share of the TRAINING pool held out for early stopping.")
+    ] = 0.0,
+    cache_dir: Annotated[Path | None, typer.Option(help="Feature cache folder.")] = None,
+    layout: LayoutOpt = None,
+    pattern: PatternOpt = None,
+) -> None:
+    """Train a model on exactly the pool the split assigns to ROLE (resumes if interrupted)."""
+    from voxaudit.train.run import train_model
+
+    checkpoint = train_model(
+        kind.value,
+        corpus,
+        split_path,
+        role,
+        config if config is not None else {},
+        out,
+        layout=layout,
+        pattern=pattern,
+        val_fraction=val_fraction,
+        cache_dir=cache_dir,
+    )
+    console.print(f"Saved {checkpoint}")
+
+
 def _count_or_fraction(value: float) -> int | float:
     return int(value) if value >= 1 else value
 

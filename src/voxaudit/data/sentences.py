@@ -17,8 +17,8 @@ from importlib import resources
 from voxaudit.data.text import normalize_transcript
 
 #: Shortest and longest sentence in words: about 2 to 6 seconds at a normal speaking rate.
-MIN_WORDS = 6
-MAX_WORDS = 14
+MIN_WORDS = 7
+MAX_WORDS = 13
 
 _WORD = re.compile(r"[a-z]+")
 _VOWELS = frozenset("aeiou")

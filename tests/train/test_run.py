@@ -1,0 +1,161 @@
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+from voxaudit.data.loaders import load_corpus
+from voxaudit.data.splits import SplitMismatchError, make_split
+from voxaudit.data.synth import synthesize_corpus
+from voxaudit.errors import VoxauditError
+from voxaudit.models.classifier import SpokenClassifier, classifier_for
+from voxaudit.train.data import SpeakerBatchSampler
+from voxaudit.train.loop import CHECKPOINT, TrainConfig, read_checkpoint
+from voxaudit.train.run import (
+    MODEL_KINDS,
+    ModelKind,
+    carve_validation,
+    read_run_config,
+    train_model,
+)
+
+CONFIG = {
+    "model": {"label": "speaker", "hidden": 8, "n_mels": 16},
+    "train": {"epochs": 1, "batch_size": 4, "device": "cpu"},
+}
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+@pytest.fixture(scope="module")
+def audit(tmp_path_factory) -> tuple[Path, Path]:
+    """A synthetic corpus of 4 speakers x 4 on disk and a saved sample-level split of it."""
+    root = tmp_path_factory.mktemp("run")
+    synthesize_corpus(root / "corpus", n_speakers=4, per_speaker=4, workers=1, progress=False)
+    corpus = load_corpus(root / "corpus")
+    split = make_split(corpus, "sample", seed=0, n_shadow=1)
+    return root / "corpus", split.save(root / "split.json")
+
+
+def test_trains_on_exactly_the_roles_training_pool(audit, tmp_path: Path):
+    corpus_dir, split_path = audit
+    split = json.loads(split_path.read_text())
+    checkpoint = train_model(
+        "classifier", corpus_dir, split_path, "target", CONFIG, tmp_path, progress=False
+    )
+    assert checkpoint == tmp_path / CHECKPOINT
+    state = read_checkpoint(checkpoint)
+    assert state["data"]["train_ids"] == split["pools"]["target_train"]
+    assert state["data"]["val_ids"] is None
+    assert not set(state["data"]["train_ids"]) & set(split["pools"]["target_holdout"])
+    assert state["metadata"]["role"] == "target" and state["metadata"]["kind"] == "classifier"
+    classifier = SpokenClassifier.load(tmp_path)
+    assert classifier.classes == sorted({i.split("-")[0] for i in split["pools"]["target_train"]})
+
+
+def test_shadow_role_and_toml_config(audit, tmp_path: Path):
+    corpus_dir, split_path = audit
+    config = tmp_path / "run.toml"
+    config.write_text('[model]\nlabel = "speaker"\nhidden = 8\nn_mels = 16\n[train]\nepochs = 1\n')
+    train_model(
+        "classifier", corpus_dir, split_path, "shadow-0", config, tmp_path / "out", progress=False
+    )
+    state = read_checkpoint(tmp_path / "out")
+    assert state["data"]["train_ids"] == json.loads(split_path.read_text())["shadow_train"][0]
+
+
+def test_validation_comes_from_the_training_pool(audit, tmp_path: Path):
+    corpus_dir, split_path = audit
+    config = {**CONFIG, "train": {**CONFIG["train"], "early_stopping_patience": 1}}
+    train_model(
+        "classifier",
+        corpus_dir,
+        split_path,
+        "target",
+        config,
+        tmp_path,
+        progress=False,
+        val_fraction=0.25,
+    )
+    state = read_checkpoint(tmp_path)
+    pool = json.loads(split_path.read_text())["pools"]["target_train"]
+    train, val = state["data"]["train_ids"], state["data"]["val_ids"]
+    assert len(val) == round(0.25 * len(pool)) and sorted(train + val) == sorted(pool)
+    assert state["history"]["epochs"][0]["val_loss"] is not None
+    with pytest.raises(VoxauditError, match="set val_fraction"):
+        train_model(
+            "classifier", corpus_dir, split_path, "target", config, tmp_path / "x", progress=False
+        )
+
+
+def test_a_split_of_another_corpus_is_refused(audit, tmp_path: Path):
+    corpus_dir, _ = audit
+    corpus = load_corpus(corpus_dir)
+    other = corpus.filter(speakers=corpus.speakers[:3])
+    assert len(other) == 12
+    split_path = make_split(other, "sample", seed=0).save(tmp_path / "other.json")
+    with pytest.raises(SplitMismatchError, match="re-run `voxaudit split`"):
+        train_model("classifier", corpus_dir, split_path, "target", CONFIG, tmp_path / "out")
+    assert not (tmp_path / "out").exists()
+
+
+def test_kinds_and_config_errors_are_clear(audit, tmp_path: Path):
+    corpus_dir, split_path = audit
+    if "asr" not in MODEL_KINDS:
+        with pytest.raises(VoxauditError, match="'asr' is not available yet; available: "):
+            train_model("asr", corpus_dir, split_path, "target", CONFIG, tmp_path)
+    with pytest.raises(VoxauditError, match="unknown model kind 'tts'"):
+        train_model("tts", corpus_dir, split_path, "target", CONFIG, tmp_path)
+    with pytest.raises(VoxauditError, match="unknown section"):
+        train_model("classifier", corpus_dir, split_path, "target", {"optim": {}}, tmp_path)
+    bad_model = {"model": {"layers": 3}}
+    with pytest.raises(VoxauditError, match=r"bad \[model\] settings.*layers"):
+        train_model("classifier", corpus_dir, split_path, "target", bad_model, tmp_path)
+    with pytest.raises(VoxauditError, match="unknown model role"):
+        train_model("classifier", corpus_dir, split_path, "shadow-7", CONFIG, tmp_path)
+
+
+def test_read_run_config_defaults():
+    config = read_run_config({})
+    assert config.model == {} and config.sampler == {} and config.train == TrainConfig()
+
+
+def test_a_registered_kind_with_a_batch_sampler(audit, tmp_path: Path, monkeypatch):
+    batches = []
+
+    class Recording(SpeakerBatchSampler):
+        def __iter__(self):
+            for batch in super().__iter__():
+                batches.append(batch)
+                yield batch
+
+    kind = ModelKind(
+        build=classifier_for, target=lambda model: model.target, batch_sampler=Recording
+    )
+    monkeypatch.setitem(MODEL_KINDS, "speaker", kind)
+    corpus_dir, split_path = audit
+    config = {**CONFIG, "sampler": {"speakers_per_batch": 2, "utterances_per_speaker": 1}}
+    train_model("speaker", corpus_dir, split_path, "target", config, tmp_path, progress=False)
+    steps = read_checkpoint(tmp_path)["history"]["epochs"][0]["steps"]
+    assert steps == len(batches) > 0 and all(len(b) == 2 for b in batches)
+    bad = {**CONFIG, "sampler": {"speakers": 2}}
+    with pytest.raises(VoxauditError, match=r"bad \[sampler\] settings"):
+        train_model("speaker", corpus_dir, split_path, "target", bad, tmp_path / "bad")
+    with pytest.raises(VoxauditError, match=r"takes no \[sampler\] settings"):
+        train_model("classifier", corpus_dir, split_path, "target", config, tmp_path / "bad")
+
+
+def test_carve_validation_is_seeded_and_disjoint():
+    ids = [f"u{i}" for i in range(10)]
+    train, val = carve_validation(ids, 0.2, seed=3)
+    assert (train, val) == carve_validation(ids, 0.2, seed=3)
+    assert len(val) == 2 and sorted(train + val) == sorted(ids)
+    assert carve_validation(ids, 0.0, seed=3) == (ids, [])
+    with pytest.raises(VoxauditError, match="val_fraction"):
+        carve_validation(ids, 1.0, seed=0)
