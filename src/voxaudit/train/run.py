@@ -21,7 +21,9 @@ from voxaudit.data.loaders import load_corpus
 from voxaudit.data.splits import AuditSplit
 from voxaudit.errors import VoxauditError
 from voxaudit.models.classifier import classifier_for
-from voxaudit.train.data import TargetFn, UtteranceDataset
+from voxaudit.models.recognizer import asr_model_for, transcript_targets
+from voxaudit.models.speaker import speaker_encoder_for, speaker_targets
+from voxaudit.train.data import SpeakerBatchSampler, TargetFn, UtteranceDataset
 from voxaudit.train.loop import CHECKPOINT, Hook, TrainConfig, Trainer, read_config_file
 
 CONFIG_SECTIONS = ("model", "train", "sampler")
@@ -52,11 +54,27 @@ class RunConfig:
     sampler: dict[str, Any]
 
 
+def speaker_batches(
+    targets: Sequence[int],
+    seed: int = 0,
+    speakers_per_batch: int = 16,
+    utterances_per_speaker: int = 4,
+) -> SpeakerBatchSampler:
+    """GE2E-style N speakers x M utterances batches, N capped at the speakers available."""
+    counts = np.bincount(np.asarray(targets, dtype=np.int64))
+    available = int((counts >= utterances_per_speaker).sum())
+    return SpeakerBatchSampler(
+        targets, min(speakers_per_batch, max(available, 1)), utterances_per_speaker, seed
+    )
+
+
 MODEL_KINDS: dict[str, ModelKind] = {
     "classifier": ModelKind(build=classifier_for, target=lambda model: model.target),
+    "asr": ModelKind(build=asr_model_for, target=transcript_targets),
+    "speaker": ModelKind(
+        build=speaker_encoder_for, target=speaker_targets, batch_sampler=speaker_batches
+    ),
 }
-#: Kinds the CLI offers, whose models other modules register in ``MODEL_KINDS``.
-KNOWN_KINDS = ("asr", "speaker", "classifier")
 
 
 def model_kind(kind: str) -> ModelKind:
@@ -64,8 +82,6 @@ def model_kind(kind: str) -> ModelKind:
     if kind in MODEL_KINDS:
         return MODEL_KINDS[kind]
     available = ", ".join(sorted(MODEL_KINDS))
-    if kind in KNOWN_KINDS:
-        raise VoxauditError(f"model kind {kind!r} is not available yet; available: {available}")
     raise VoxauditError(f"unknown model kind {kind!r}; available: {available}")
 
 

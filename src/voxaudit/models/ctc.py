@@ -1,0 +1,208 @@
+"""Character CTC recognizers: a SpeechEncoder and a linear CTC head, greedy and beam decoding.
+
+The CTC prefix beam search is written out here rather than taken from torchaudio: torchaudio is
+not a dependency (its wheels pin exact torch versions), no language model is used, and without
+one the search is a few dozen lines.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import defaultdict
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from voxaudit.data.features import Batch, LogMel
+from voxaudit.data.text import ALPHABET
+from voxaudit.errors import VoxauditError
+from voxaudit.models.encoders import EncoderKind, RNNFactory, SpeechEncoder
+from voxaudit.models.tokens import CharTokenizer
+
+#: Named sizes; ``CTCModel.from_preset(name)``. Parameter counts are checked by the tests.
+CTC_PRESETS: dict[str, dict[str, Any]] = {
+    # ~1.1M parameters
+    "tiny": {"encoder": "gru", "d_model": 256, "layers": 3, "conv_channels": 32},
+    # ~5.4M parameters
+    "small": {"encoder": "gru", "d_model": 512, "layers": 4, "conv_channels": 64},
+    # ~19M parameters
+    "base": {
+        "encoder": "conformer",
+        "d_model": 256,
+        "layers": 12,
+        "heads": 4,
+        "d_ff": 1024,
+        "kernel_size": 15,
+        "conv_channels": 128,
+    },
+}
+
+
+def ctc_greedy_decode(log_probs: np.ndarray | torch.Tensor, blank: int = 0) -> list[int]:
+    """Best path: the argmax of each frame ``[T, V]``, repeats merged, blanks removed."""
+    best = np.asarray(torch.as_tensor(log_probs).argmax(dim=-1).cpu())
+    keep = np.ones(len(best), dtype=bool)
+    keep[1:] = best[1:] != best[:-1]
+    return [int(t) for t in best[keep] if t != blank]
+
+
+def ctc_prefix_beam_search(
+    log_probs: np.ndarray | torch.Tensor, beam: int = 8, blank: int = 0
+) -> list[int]:
+    """The most probable labelling found by CTC prefix beam search over ``[T, V]`` log-probs.
+
+    Each prefix carries the probability of the paths that spell it and end in a blank and of
+    those that end in its last label (Hannun et al., 2014, without a language model). Each frame
+    only the ``beam`` likeliest labels are tried, which makes ``beam=1`` exactly greedy decoding.
+    """
+    if beam < 1:
+        raise ValueError(f"beam must be at least 1; got {beam}")
+    frames = np.asarray(torch.as_tensor(log_probs).detach().cpu(), dtype=np.float64)
+    # prefix -> (log p of its paths ending in blank, log p of those ending in its last label)
+    beams: dict[tuple[int, ...], tuple[float, float]] = {(): (0.0, -math.inf)}
+    for frame in frames:
+        labels = np.argsort(-frame, kind="stable")[:beam]
+        grown: dict[tuple[int, ...], tuple[float, float]] = defaultdict(
+            lambda: (-math.inf, -math.inf)
+        )
+        for prefix, (p_blank, p_label) in beams.items():
+            total = np.logaddexp(p_blank, p_label)
+            for label in labels.tolist():
+                lp = frame[label]
+                if label == blank:
+                    b, nb = grown[prefix]
+                    grown[prefix] = (np.logaddexp(b, total + lp), nb)
+                    continue
+                longer = (*prefix, label)
+                b, nb = grown[longer]
+                if prefix and prefix[-1] == label:
+                    # A repeated label starts a new one only after a blank; else it merges.
+                    grown[longer] = (b, np.logaddexp(nb, p_blank + lp))
+                    b, nb = grown[prefix]
+                    grown[prefix] = (b, np.logaddexp(nb, p_label + lp))
+                else:
+                    grown[longer] = (b, np.logaddexp(nb, total + lp))
+        ranked = sorted(grown.items(), key=lambda item: np.logaddexp(*item[1]), reverse=True)
+        beams = dict(ranked[:beam])
+    return list(next(iter(beams)))
+
+
+class CTCModel(nn.Module):
+    """Log-mel front-end, SpeechEncoder (GRU, Conformer or Transformer) and a CTC head.
+
+    The model owns its ``LogMel`` (``front_end``) so waveform gradients flow through it, and its
+    tokenizer, whose alphabet is part of ``config()``. Training code must compute features with
+    ``front_end`` (or an extractor with the same ``params()``).
+    """
+
+    def __init__(
+        self,
+        encoder: EncoderKind = "gru",
+        n_mels: int = 80,
+        d_model: int = 512,
+        layers: int = 4,
+        heads: int = 4,
+        d_ff: int = 1024,
+        kernel_size: int = 15,
+        conv_channels: int = 64,
+        dropout: float = 0.1,
+        sample_rate: int = 16000,
+        alphabet: str = ALPHABET,
+        rnn: RNNFactory = nn.GRU,
+    ) -> None:
+        super().__init__()
+        # ``rnn`` is left out: a DP drop-in changes how gradients are taken, not the model.
+        self._config: dict[str, Any] = {
+            "encoder": encoder,
+            "n_mels": n_mels,
+            "d_model": d_model,
+            "layers": layers,
+            "heads": heads,
+            "d_ff": d_ff,
+            "kernel_size": kernel_size,
+            "conv_channels": conv_channels,
+            "dropout": dropout,
+            "sample_rate": sample_rate,
+            "alphabet": alphabet,
+        }
+        self.tokenizer = CharTokenizer(alphabet)
+        self.front_end = LogMel(sample_rate=sample_rate, n_mels=n_mels)
+        self.encoder = SpeechEncoder(
+            encoder, n_mels, d_model, layers, heads, d_ff, kernel_size, conv_channels, dropout, rnn
+        )
+        self.head = nn.Linear(d_model, self.tokenizer.ctc_vocab_size)
+
+    @classmethod
+    def from_preset(cls, name: str, **overrides: Any) -> CTCModel:
+        """A model of a named size from ``CTC_PRESETS``, with any argument overridden."""
+        if name not in CTC_PRESETS:
+            raise VoxauditError(f"unknown CTC preset {name!r}; choose from {sorted(CTC_PRESETS)}")
+        return cls(**{**CTC_PRESETS[name], **overrides})
+
+    @property
+    def sample_rate(self) -> int:
+        """The waveform rate the front-end expects."""
+        return self.front_end.sample_rate
+
+    def config(self) -> dict[str, Any]:
+        """JSON-able constructor arguments."""
+        return dict(self._config)
+
+    def forward_features(
+        self, features: torch.Tensor, lengths: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Frame log-probabilities ``[B, T', V]`` (V = blank + characters) and their lengths."""
+        hidden, out_lengths = self.encoder(features, lengths)
+        return self.head(hidden).log_softmax(dim=-1), out_lengths
+
+    def utterance_loss(
+        self,
+        features: torch.Tensor,
+        lengths: torch.Tensor,
+        targets: torch.Tensor,
+        target_lengths: torch.Tensor,
+        normalize: bool = False,
+    ) -> torch.Tensor:
+        """Per-utterance CTC loss ``[B]``, -log p(transcript); per character when ``normalize``.
+
+        Infinite losses (a transcript longer than the frames can spell) become zero, as in
+        training, so that one impossible utterance cannot poison a batch.
+        """
+        log_probs, out_lengths = self.forward_features(features, lengths)
+        losses = nn.functional.ctc_loss(
+            log_probs.transpose(0, 1),
+            targets,
+            out_lengths,
+            target_lengths,
+            blank=self.tokenizer.blank,
+            reduction="none",
+            zero_infinity=True,
+        )
+        return losses / target_lengths.clamp_min(1) if normalize else losses
+
+    def training_loss(self, batch: Batch) -> torch.Tensor:
+        """Mean over utterances of the CTC loss per target character (torch's "mean")."""
+        if batch.targets is None or batch.target_lengths is None:
+            raise ValueError("CTC training needs a batch with sequence targets")
+        return self.utterance_loss(
+            batch.features, batch.lengths, batch.targets, batch.target_lengths, normalize=True
+        ).mean()
+
+    def output_log_probs(self, features: torch.Tensor, lengths: torch.Tensor) -> list[torch.Tensor]:
+        """Per utterance, frame log-probabilities ``[T'_i, V]`` trimmed to its length."""
+        log_probs, out_lengths = self.forward_features(features, lengths)
+        return [lp[:n] for lp, n in zip(log_probs, out_lengths.tolist(), strict=True)]
+
+    def decode(self, features: torch.Tensor, lengths: torch.Tensor, beam: int = 1) -> list[str]:
+        """Transcripts: greedy for ``beam=1``, else prefix beam search of that width."""
+        blank = self.tokenizer.blank
+        return [
+            self.tokenizer.decode(
+                ctc_greedy_decode(lp, blank)
+                if beam == 1
+                else ctc_prefix_beam_search(lp, beam, blank)
+            )
+            for lp in self.output_log_probs(features, lengths)
+        ]

@@ -1,0 +1,212 @@
+"""The built-in ASR models behind the ``SpeechRecognizer`` protocol, and error rates.
+
+``Recognizer`` takes waveforms, pads them into batches of similar length, computes features with
+the model's own ``LogMel`` and returns numpy arrays in the input order. Input gradients are
+taken through that front-end, so they are with respect to the waveform samples themselves.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Callable, Iterator, Sequence
+from typing import TypeVar
+
+import jiwer
+import numpy as np
+import torch
+from torch import nn
+
+from voxaudit.data.corpus import Utterance
+from voxaudit.data.text import normalize_transcript
+from voxaudit.errors import VoxauditError
+from voxaudit.models.base import Waveforms
+from voxaudit.models.ctc import CTCModel
+from voxaudit.models.seq2seq import AttentionModel
+from voxaudit.models.tokens import CharTokenizer
+
+ASRModel = CTCModel | AttentionModel
+
+Result = TypeVar("Result")
+
+
+class Recognizer:
+    """A CTC or attention model as a ``SpeechRecognizer`` over mono float32 waveforms.
+
+    The model is put in eval mode for each call and returned to its previous mode afterwards.
+    ``beam`` > 1 selects CTC prefix beam search (CTC models only).
+    """
+
+    def __init__(
+        self,
+        model: ASRModel,
+        tokenizer: CharTokenizer | None = None,
+        device: torch.device | str | None = None,
+        batch_size: int = 16,
+        beam: int = 1,
+    ) -> None:
+        if tokenizer is not None and tokenizer.alphabet != model.tokenizer.alphabet:
+            raise ValueError(
+                f"the tokenizer's alphabet {tokenizer.alphabet!r} is not the model's "
+                f"{model.tokenizer.alphabet!r}"
+            )
+        if beam < 1 or (beam > 1 and not isinstance(model, CTCModel)):
+            raise ValueError(f"beam must be 1, or more for CTC models; got {beam}")
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be at least 1; got {batch_size}")
+        self.model = model if device is None else model.to(device)
+        self.device = next(self.model.parameters()).device
+        self.tokenizer = model.tokenizer
+        self.sample_rate = model.sample_rate
+        self.batch_size = batch_size
+        self.beam = beam
+
+    def transcribe(self, waveforms: Waveforms) -> list[str]:
+        """One normalized transcript per waveform."""
+
+        def decode(wave: torch.Tensor, n: torch.Tensor, _: list[int]) -> list[str]:
+            return self.model.decode(*self._features(wave, n), beam=self.beam)
+
+        with self._evaluating(), torch.no_grad():
+            return self._map(waveforms, decode)
+
+    def log_probs(self, waveforms: Waveforms) -> list[np.ndarray]:
+        """CTC: frame log-probabilities ``[T', V]``; attention: those of its greedy tokens."""
+
+        def score(wave: torch.Tensor, n: torch.Tensor, _: list[int]) -> list[np.ndarray]:
+            return [
+                lp.cpu().numpy() for lp in self.model.output_log_probs(*self._features(wave, n))
+            ]
+
+        with self._evaluating(), torch.no_grad():
+            return self._map(waveforms, score)
+
+    def utterance_loss(
+        self, waveforms: Waveforms, transcripts: Sequence[str], normalize: bool = False
+    ) -> np.ndarray:
+        """Per-utterance -log p(transcript): CTC loss or summed token cross-entropy.
+
+        ``normalize`` divides by the number of characters (CTC) or tokens with eos (attention),
+        as the training losses do.
+        """
+
+        def losses(wave: torch.Tensor, n: torch.Tensor, idx: list[int]) -> list[float]:
+            return self._losses(wave, n, [transcripts[i] for i in idx], normalize).tolist()
+
+        with self._evaluating(), torch.no_grad():
+            return np.asarray(self._map(waveforms, losses, len(transcripts)), dtype=np.float64)
+
+    def input_gradients(
+        self, waveforms: Waveforms, transcripts: Sequence[str], normalize: bool = False
+    ) -> list[np.ndarray]:
+        """d(utterance loss) / d(waveform) per utterance, as long as its waveform."""
+
+        def gradients(wave: torch.Tensor, n: torch.Tensor, idx: list[int]) -> list[np.ndarray]:
+            wave = wave.requires_grad_(True)
+            loss = self._losses(wave, n, [transcripts[i] for i in idx], normalize).sum()
+            # autograd.grad, not backward(): the model's parameter gradients stay untouched.
+            (grad,) = torch.autograd.grad(loss, wave)
+            return [g[:k].cpu().numpy() for g, k in zip(grad, n.tolist(), strict=True)]
+
+        # cuDNN cannot take RNN gradients in eval mode; the native kernels can.
+        with self._evaluating(), torch.enable_grad(), torch.backends.cudnn.flags(enabled=False):
+            return self._map(waveforms, gradients, len(transcripts))
+
+    @contextlib.contextmanager
+    def _evaluating(self) -> Iterator[None]:
+        """Eval mode (no dropout) for the duration, then the model's previous mode."""
+        was_training = self.model.training
+        self.model.eval()
+        try:
+            yield
+        finally:
+            self.model.train(was_training)
+
+    def _map(
+        self,
+        waveforms: Waveforms,
+        fn: Callable[[torch.Tensor, torch.Tensor, list[int]], list[Result]],
+        expected: int | None = None,
+    ) -> list[Result]:
+        """Apply ``fn(padded [B, N], num_samples [B], indices)`` to length-sorted batches."""
+        if expected is not None and expected != len(waveforms):
+            raise ValueError(f"{len(waveforms)} waveforms but {expected} transcripts")
+        waves = [_as_waveform(w, i) for i, w in enumerate(waveforms)]
+        # Sorting by length keeps padding, and so wasted computation, small.
+        order = sorted(range(len(waves)), key=lambda i: len(waves[i]))
+        results: dict[int, Result] = {}
+        for start in range(0, len(order), self.batch_size):
+            idx = order[start : start + self.batch_size]
+            chunk = [torch.from_numpy(waves[i]) for i in idx]
+            padded = nn.utils.rnn.pad_sequence(chunk, batch_first=True).to(self.device)
+            num_samples = torch.tensor([len(c) for c in chunk], device=self.device)
+            results.update(zip(idx, fn(padded, num_samples, idx), strict=True))
+        return [results[i] for i in range(len(waves))]
+
+    def _features(
+        self, padded: torch.Tensor, num_samples: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Log-mel features of a zero-padded batch and each utterance's frame count."""
+        return self.model.front_end(padded), self.model.front_end.frame_lengths(num_samples)
+
+    def _losses(
+        self, padded: torch.Tensor, num_samples: torch.Tensor, texts: list[str], normalize: bool
+    ) -> torch.Tensor:
+        """Per-utterance losses ``[B]`` of a padded batch against its transcripts."""
+        encoded = [torch.tensor(self.tokenizer.encode(t), dtype=torch.long) for t in texts]
+        targets = nn.utils.rnn.pad_sequence(encoded, batch_first=True).to(self.device)
+        target_lengths = torch.tensor([len(e) for e in encoded], device=self.device)
+        features, lengths = self._features(padded, num_samples)
+        return self.model.utterance_loss(features, lengths, targets, target_lengths, normalize)
+
+
+def _as_waveform(waveform: np.ndarray, index: int) -> np.ndarray:
+    """A non-empty 1-D float32 array, or a ValueError naming the offending input."""
+    wave = np.array(waveform, dtype=np.float32)  # a copy: torch wants writable memory
+    if wave.ndim != 1 or wave.size == 0:
+        raise ValueError(
+            f"waveform {index}: expected a non-empty 1-D array, got shape {wave.shape}"
+        )
+    return wave
+
+
+def cer(references: Sequence[str], hypotheses: Sequence[str]) -> float:
+    """Corpus character error rate (jiwer): edits / reference characters, both normalized."""
+    return float(jiwer.cer(*_normalized(references, hypotheses)))
+
+
+def wer(references: Sequence[str], hypotheses: Sequence[str]) -> float:
+    """Corpus word error rate (jiwer): word edits / reference words, both normalized."""
+    return float(jiwer.wer(*_normalized(references, hypotheses)))
+
+
+def _normalized(
+    references: Sequence[str], hypotheses: Sequence[str]
+) -> tuple[list[str], list[str]]:
+    if len(references) != len(hypotheses):
+        raise ValueError(f"{len(references)} references but {len(hypotheses)} hypotheses")
+    return [normalize_transcript(r) for r in references], [
+        normalize_transcript(h) for h in hypotheses
+    ]
+
+
+ASR_FAMILIES = {"ctc": CTCModel, "attention": AttentionModel}
+
+
+def asr_model_for(
+    utterances: Sequence[Utterance], family: str = "ctc", preset: str = "small", **overrides
+) -> CTCModel | AttentionModel:
+    """An ASR model of ``family`` and size ``preset`` to train on ``utterances`` (transcribed)."""
+    if family not in ASR_FAMILIES:
+        raise VoxauditError(f"unknown ASR family {family!r}; use one of: {', '.join(ASR_FAMILIES)}")
+    untranscribed = [u.id for u in utterances if not u.transcript]
+    if untranscribed:
+        raise VoxauditError(
+            f"{len(untranscribed)} training utterance(s) have no transcript, "
+            f"e.g. {untranscribed[0]!r}: an ASR model needs them"
+        )
+    return ASR_FAMILIES[family].from_preset(preset, **overrides)
+
+
+def transcript_targets(model: CTCModel | AttentionModel) -> Callable[[Utterance], list[int]]:
+    """The target function of an ASR model: the character ids of the transcript."""
+    return lambda utterance: model.tokenizer.encode(utterance.transcript)

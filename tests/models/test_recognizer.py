@@ -1,0 +1,138 @@
+"""Recognizer: the built-in models behind the SpeechRecognizer protocol, and error rates."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import numpy as np
+import pytest
+import torch
+
+from voxaudit.data.features import collate
+from voxaudit.data.synth import synthesize_corpus_in_memory
+from voxaudit.models.base import SpeechRecognizer
+from voxaudit.models.ctc import CTCModel
+from voxaudit.models.encoders import ConvSubsampling
+from voxaudit.models.recognizer import Recognizer, cer, wer
+from voxaudit.models.seq2seq import AttentionModel
+from voxaudit.models.tokens import CharTokenizer
+
+
+@pytest.fixture(autouse=True)
+def _one_thread() -> Iterator[None]:
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    torch.manual_seed(0)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="module")
+def speech() -> tuple[list[np.ndarray], list[str]]:
+    corpus = synthesize_corpus_in_memory(n_speakers=3, per_speaker=1)
+    return [u.load(16000) for u in corpus], [u.transcript for u in corpus]
+
+
+def _ctc() -> CTCModel:
+    return CTCModel(encoder="gru", d_model=64, layers=2, conv_channels=8)
+
+
+def _attention() -> AttentionModel:
+    return AttentionModel(
+        encoder="conformer",
+        d_model=64,
+        layers=2,
+        decoder_layers=1,
+        d_ff=128,
+        conv_channels=8,
+        label_smoothing=0.0,
+        ctc_weight=0.0,
+    )
+
+
+MODELS = [pytest.param(_ctc, id="ctc"), pytest.param(_attention, id="attention")]
+
+
+@pytest.mark.parametrize("make", MODELS)
+def test_is_a_speech_recognizer_with_per_utterance_outputs(make, speech) -> None:
+    waves, _ = speech
+    model = make()
+    rec = Recognizer(model, batch_size=2)
+    assert isinstance(rec, SpeechRecognizer)
+    assert rec.sample_rate == 16000
+    texts = rec.transcribe(waves)
+    log_probs = rec.log_probs(waves)
+    assert len(texts) == len(log_probs) == len(waves)
+    assert model.training  # each call restores the model's mode
+    for wave, text, lp in zip(waves, texts, log_probs, strict=True):
+        assert set(text) <= set(model.tokenizer.alphabet)
+        np.testing.assert_allclose(np.exp(lp).sum(axis=1), 1.0, rtol=1e-4)
+        if isinstance(model, CTCModel):
+            frames = model.front_end.frame_lengths(len(wave))
+            assert lp.shape == (ConvSubsampling.output_lengths(frames), 29)
+        else:
+            assert lp.shape == (len(text) + 1, 31)
+
+
+@pytest.mark.parametrize("make", MODELS)
+def test_batching_does_not_change_results(make, speech) -> None:
+    waves, transcripts = speech
+    model = make()
+    batched, single = Recognizer(model, batch_size=3), Recognizer(model, batch_size=1)
+    assert batched.transcribe(waves) == single.transcribe(waves)
+    np.testing.assert_allclose(
+        batched.utterance_loss(waves, transcripts),
+        single.utterance_loss(waves, transcripts),
+        rtol=1e-4,
+    )
+
+
+@pytest.mark.parametrize("make", MODELS)
+def test_utterance_loss_is_the_training_loss_of_one(make, speech) -> None:
+    waves, transcripts = speech
+    model = make().eval()
+    rec = Recognizer(model, tokenizer=CharTokenizer())
+    normalized = rec.utterance_loss(waves[:1], transcripts[:1], normalize=True)
+    features = model.front_end(torch.from_numpy(waves[0]))
+    batch = collate([features], [model.tokenizer.encode(transcripts[0])])
+    with torch.no_grad():
+        expected = model.training_loss(batch).item()
+    assert normalized.shape == (1,)
+    assert normalized[0] == pytest.approx(expected, rel=1e-4)
+    summed = rec.utterance_loss(waves[:1], transcripts[:1])
+    steps = len(model.tokenizer.encode(transcripts[0])) + isinstance(model, AttentionModel)
+    assert summed[0] == pytest.approx(normalized[0] * steps, rel=1e-4)
+
+
+@pytest.mark.parametrize("make", MODELS)
+def test_input_gradients_point_uphill(make, speech) -> None:
+    waves, transcripts = speech
+    model = make()
+    rec = Recognizer(model, batch_size=2)
+    grads = rec.input_gradients(waves, transcripts)
+    assert [g.shape for g in grads] == [w.shape for w in waves]
+    assert all(np.isfinite(g).all() and np.abs(g).max() > 0 for g in grads)
+    assert all(p.grad is None for p in model.parameters())
+    before = rec.utterance_loss(waves, transcripts)
+    stepped = [w + 1e-3 * g / np.linalg.norm(g) for w, g in zip(waves, grads, strict=True)]
+    assert (rec.utterance_loss(stepped, transcripts) > before).all()
+
+
+def test_bad_inputs_are_named() -> None:
+    rec = Recognizer(_ctc())
+    with pytest.raises(ValueError, match="waveform 1"):
+        rec.transcribe([np.zeros(1600, np.float32), np.zeros((2, 10), np.float32)])
+    with pytest.raises(ValueError, match="2 waveforms but 1 transcripts"):
+        rec.utterance_loss([np.zeros(1600, np.float32)] * 2, ["a"])
+    with pytest.raises(ValueError, match="alphabet"):
+        Recognizer(_ctc(), tokenizer=CharTokenizer("abc"))
+    with pytest.raises(ValueError, match="beam"):
+        Recognizer(_attention(), beam=4)
+
+
+def test_error_rates_normalize_both_sides() -> None:
+    assert cer(["Hello, World!"], ["hello world"]) == 0.0
+    assert cer(["abcd", "ef"], ["abxd", "ef"]) == pytest.approx(1 / 6)
+    assert wer(["the cat sat"], ["the hat sat"]) == pytest.approx(1 / 3)
+    with pytest.raises(ValueError, match="references"):
+        cer(["a"], [])
