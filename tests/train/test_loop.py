@@ -392,3 +392,16 @@ def test_cuda_mixed_precision_trains(tmp_path: Path):
     assert read_checkpoint(tmp_path)["scaler_state"] is not None
     _, resumed = fit({"epochs": 5, "device": "cuda", "amp": True}, out_dir=tmp_path)
     assert len(resumed.epochs) == 5
+
+
+def test_warmup_ramps_the_learning_rate_linearly():
+    class Capture:
+        def wrap(self, model, optimizer, loader):
+            self.optimizer = optimizer
+            return model, optimizer, loader
+
+    capture = Capture()
+    fit({"epochs": 5, "warmup_steps": 8, "max_steps": 2}, hooks=[capture])
+    assert capture.optimizer.param_groups[0]["lr"] == pytest.approx(1e-2 * 2 / 8)
+    with pytest.raises(VoxauditError, match="warmup_steps"):
+        TrainConfig(warmup_steps=-1)

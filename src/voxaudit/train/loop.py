@@ -88,6 +88,7 @@ class TrainConfig:
     epochs: int = 10
     batch_size: int = 16
     lr: float = 1e-3
+    warmup_steps: int = 0  # linear learning-rate warm-up over the first optimizer steps
     weight_decay: float = 0.0
     optimizer: str = "adam"
     momentum: float = 0.9  # SGD only
@@ -112,6 +113,10 @@ class TrainConfig:
                 "batch_size must be an integer >= 1",
             ),
             (_is_number(self.lr) and self.lr >= 0, "lr must be a number >= 0"),
+            (
+                _is_int(self.warmup_steps) and self.warmup_steps >= 0,
+                "warmup_steps must be an integer >= 0",
+            ),
             (
                 _is_number(self.weight_decay) and self.weight_decay >= 0,
                 "weight_decay must be a number >= 0",
@@ -601,6 +606,11 @@ class _Run:
             loss.backward()
         if self.config.grad_clip is not None:
             nn.utils.clip_grad_norm_(model.parameters(), self.config.grad_clip)
+        if self.config.warmup_steps:
+            # Derived from the step counter, which checkpoints hold: resumes stay exact.
+            scale = min(1.0, (self.step + 1) / self.config.warmup_steps)
+            for group in optimizer.param_groups:
+                group["lr"] = self.config.lr * scale
         if self.scaler is not None:
             self.scaler.step(optimizer)
             self.scaler.update()
