@@ -145,7 +145,7 @@ def test_config_rebuilds_the_model() -> None:
     twin = CTCModel(**model.config())
     twin.load_state_dict(model.state_dict())
     assert isinstance(model, Trainable)
-    with pytest.raises(ValueError, match="unknown CTC preset"):
+    with pytest.raises(ValueError, match="unknown CTCModel preset"):
         CTCModel.from_preset("huge")
 
 

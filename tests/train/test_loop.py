@@ -405,3 +405,9 @@ def test_warmup_ramps_the_learning_rate_linearly():
     assert capture.optimizer.param_groups[0]["lr"] == pytest.approx(1e-2 * 2 / 8)
     with pytest.raises(VoxauditError, match="warmup_steps"):
         TrainConfig(warmup_steps=-1)
+
+
+def test_load_model_refuses_an_unexpected_model_class(tmp_path):
+    fit({"epochs": 1}, out_dir=tmp_path)
+    with pytest.raises(VoxauditError, match=r"holds a \w+, not a Linear or Conv1d"):
+        load_model(tmp_path, expected=(torch.nn.Linear, torch.nn.Conv1d))

@@ -198,10 +198,7 @@ class SpokenClassifier:
         cls, path: str | Path, device: str | torch.device = "cpu", batch_size: int = 16
     ) -> SpokenClassifier:
         """Wrap the classifier saved in a checkpoint (file or run directory)."""
-        model = load_model(path, device)
-        if not isinstance(model, UtteranceClassifierNet):
-            raise VoxauditError(f"{path}: holds a {type(model).__name__}, not a classifier")
-        return cls(model, batch_size)
+        return cls(load_model(path, device, UtteranceClassifierNet), batch_size)
 
     def predict_proba(self, waveforms: Waveforms) -> np.ndarray:
         """``[batch, n_classes]`` class probabilities."""

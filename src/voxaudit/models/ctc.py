@@ -17,8 +17,7 @@ from torch import nn
 
 from voxaudit.data.features import Batch, LogMel
 from voxaudit.data.text import ALPHABET
-from voxaudit.errors import VoxauditError
-from voxaudit.models.encoders import EncoderKind, RNNFactory, SpeechEncoder
+from voxaudit.models.encoders import EncoderKind, PresetModel, RNNFactory, SpeechEncoder
 from voxaudit.models.tokens import CharTokenizer
 
 #: Named sizes; ``CTCModel.from_preset(name)``. Parameter counts are checked by the tests.
@@ -89,13 +88,15 @@ def ctc_prefix_beam_search(
     return list(next(iter(beams)))
 
 
-class CTCModel(nn.Module):
+class CTCModel(PresetModel):
     """Log-mel front-end, SpeechEncoder (GRU, Conformer or Transformer) and a CTC head.
 
     The model owns its ``LogMel`` (``front_end``) so waveform gradients flow through it, and its
     tokenizer, whose alphabet is part of ``config()``. Training code must compute features with
     ``front_end`` (or an extractor with the same ``params()``).
     """
+
+    PRESETS = CTC_PRESETS
 
     def __init__(
         self,
@@ -133,22 +134,6 @@ class CTCModel(nn.Module):
             encoder, n_mels, d_model, layers, heads, d_ff, kernel_size, conv_channels, dropout, rnn
         )
         self.head = nn.Linear(d_model, self.tokenizer.ctc_vocab_size)
-
-    @classmethod
-    def from_preset(cls, name: str, **overrides: Any) -> CTCModel:
-        """A model of a named size from ``CTC_PRESETS``, with any argument overridden."""
-        if name not in CTC_PRESETS:
-            raise VoxauditError(f"unknown CTC preset {name!r}; choose from {sorted(CTC_PRESETS)}")
-        return cls(**{**CTC_PRESETS[name], **overrides})
-
-    @property
-    def sample_rate(self) -> int:
-        """The waveform rate the front-end expects."""
-        return self.front_end.sample_rate
-
-    def config(self) -> dict[str, Any]:
-        """JSON-able constructor arguments."""
-        return dict(self._config)
 
     def forward_features(
         self, features: torch.Tensor, lengths: torch.Tensor

@@ -10,13 +10,14 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
-from typing import Literal
+from typing import Any, ClassVar, Literal, TypeVar
 
 import torch
 from torch import nn
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
-from voxaudit.data.features import Count
+from voxaudit.data.features import Count, LogMel
+from voxaudit.errors import VoxauditError
 
 EncoderKind = Literal["gru", "conformer", "transformer"]
 
@@ -316,3 +317,32 @@ class SpeechEncoder(nn.Module):
         """``[B, T, n_mels]`` to states ``[B, T', d_model]`` and their lengths."""
         x, lengths = self.subsample(self.norm(features, lengths), lengths)
         return self.encoder(x, lengths), lengths
+
+
+P = TypeVar("P", bound="PresetModel")
+
+
+class PresetModel(nn.Module):
+    """Named sizes, JSON-able config and the front-end's rate, shared by the ASR families."""
+
+    PRESETS: ClassVar[dict[str, dict[str, Any]]] = {}
+    _config: dict[str, Any]
+    front_end: LogMel
+
+    @classmethod
+    def from_preset(cls: type[P], name: str, **overrides: Any) -> P:
+        """A model of a named size from ``PRESETS``, with any argument overridden."""
+        if name not in cls.PRESETS:
+            raise VoxauditError(
+                f"unknown {cls.__name__} preset {name!r}; choose from {sorted(cls.PRESETS)}"
+            )
+        return cls(**{**cls.PRESETS[name], **overrides})
+
+    @property
+    def sample_rate(self) -> int:
+        """The waveform rate the front-end expects."""
+        return self.front_end.sample_rate
+
+    def config(self) -> dict[str, Any]:
+        """JSON-able constructor arguments."""
+        return dict(self._config)

@@ -15,11 +15,11 @@ from torch import nn
 
 from voxaudit.data.features import Batch, LogMel
 from voxaudit.data.text import ALPHABET
-from voxaudit.errors import VoxauditError
 from voxaudit.models.encoders import (
     Attention,
     EncoderKind,
     FeedForward,
+    PresetModel,
     RNNFactory,
     SpeechEncoder,
     lengths_to_mask,
@@ -122,12 +122,14 @@ class TransformerDecoder(nn.Module):
         return self.out(self.norm(x))
 
 
-class AttentionModel(nn.Module):
+class AttentionModel(PresetModel):
     """Log-mel front-end, SpeechEncoder, Transformer decoder and, if ``ctc_weight``, a CTC head.
 
     Like ``CTCModel`` it owns its ``LogMel`` (``front_end``) and tokenizer. ``utterance_loss`` is
     the decoder's -log p(transcript) (no smoothing, no CTC term): what an audit should score.
     """
+
+    PRESETS = ATTENTION_PRESETS
 
     def __init__(
         self,
@@ -177,24 +179,6 @@ class AttentionModel(nn.Module):
             self.tokenizer.vocab_size, d_model, decoder_layers, heads, d_ff, dropout
         )
         self.ctc_head = nn.Linear(d_model, self.tokenizer.ctc_vocab_size) if ctc_weight else None
-
-    @classmethod
-    def from_preset(cls, name: str, **overrides: Any) -> AttentionModel:
-        """A model of a named size from ``ATTENTION_PRESETS``, with any argument overridden."""
-        if name not in ATTENTION_PRESETS:
-            raise VoxauditError(
-                f"unknown attention preset {name!r}; choose from {sorted(ATTENTION_PRESETS)}"
-            )
-        return cls(**{**ATTENTION_PRESETS[name], **overrides})
-
-    @property
-    def sample_rate(self) -> int:
-        """The waveform rate the front-end expects."""
-        return self.front_end.sample_rate
-
-    def config(self) -> dict[str, Any]:
-        """JSON-able constructor arguments."""
-        return dict(self._config)
 
     def _teacher_forcing(
         self, targets: torch.Tensor, target_lengths: torch.Tensor

@@ -279,10 +279,7 @@ class Encoder:
         cls, path: str | Path, device: str | torch.device = "cpu", batch_size: int = 32
     ) -> Encoder:
         """Wrap the speaker model saved in a checkpoint (file or run directory)."""
-        model = load_model(path, device)
-        if not isinstance(model, SpeakerModel):
-            raise VoxauditError(f"{path}: holds a {type(model).__name__}, not a speaker model")
-        return cls(model, batch_size=batch_size)
+        return cls(load_model(path, device, (GE2EEncoder, XVectorEncoder)), batch_size=batch_size)
 
     def embed(self, waveforms: Waveforms) -> np.ndarray:
         """``[batch, dim]`` L2-normalized embeddings of whole utterances."""

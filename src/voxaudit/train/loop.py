@@ -382,10 +382,24 @@ def import_model_class(dotted: str) -> type[nn.Module]:
     return found
 
 
-def load_model(path: str | Path, device: str | torch.device = "cpu") -> nn.Module:
-    """Rebuild a trained model from its checkpoint (file or run directory), in eval mode."""
+def load_model(
+    path: str | Path,
+    device: str | torch.device = "cpu",
+    expected: type | tuple[type, ...] = nn.Module,
+) -> nn.Module:
+    """Rebuild a trained model from its checkpoint (file or run directory), in eval mode.
+
+    ``expected`` names the model class(es) the caller can use; another is a clear error.
+    """
     state = read_checkpoint(path)
-    model = import_model_class(state["model_class"])(**state["model_config"])
+    model_class = import_model_class(state["model_class"])
+    if not issubclass(model_class, expected):
+        wanted = expected if isinstance(expected, tuple) else (expected,)
+        raise VoxauditError(
+            f"{path}: holds a {model_class.__name__}, not a "
+            + " or ".join(cls.__name__ for cls in wanted)
+        )
+    model = model_class(**state["model_config"])
     model.load_state_dict(state["model_state"])
     return model.to(device).eval()
 
