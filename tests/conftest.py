@@ -6,6 +6,7 @@ import os
 from pathlib import Path
 
 import pytest
+import torch
 
 # The real recordings live beside the checkout (never in it); VOXAUDIT_FSDD points elsewhere.
 FSDD = Path(
@@ -19,3 +20,13 @@ def fsdd_root() -> Path:
     if not (FSDD / "recordings").is_dir():
         pytest.skip("../shared/data/fsdd is not present")
     return FSDD
+
+
+@pytest.fixture(autouse=True)
+def _torch_one_thread_seeded():
+    """Tiny models run fastest on one thread, and seeding keeps model-building tests repeatable."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    torch.manual_seed(0)
+    yield
+    torch.set_num_threads(threads)

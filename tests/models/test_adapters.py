@@ -25,15 +25,6 @@ def needs(package: str) -> pytest.MarkDecorator:
     return pytest.mark.skipif(missing, reason=f"{package} is not installed")
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny models run fastest, and share the machine best, on one thread."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 @pytest.fixture
 def offline(monkeypatch):
     """Any attempt to open a network connection fails the test."""

@@ -19,14 +19,6 @@ from voxaudit.train.data import UtteranceDataset
 from voxaudit.train.loop import TrainConfig, Trainer, load_model
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 @pytest.fixture(scope="module")
 def digits() -> list[Utterance]:
     """Two 'speakers' saying three 'digits': tones whose pitch is the digit."""

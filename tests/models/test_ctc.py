@@ -5,7 +5,6 @@ from __future__ import annotations
 import itertools
 import math
 from collections import defaultdict
-from collections.abc import Iterator
 
 import numpy as np
 import pytest
@@ -30,15 +29,6 @@ from voxaudit.models.encoders import (
 from voxaudit.models.recognizer import cer
 
 TINY = {"encoder": "gru", "d_model": 128, "layers": 2, "conv_channels": 16, "dropout": 0.0}
-
-
-@pytest.fixture(autouse=True)
-def _one_thread() -> Iterator[None]:
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    torch.manual_seed(0)
-    yield
-    torch.set_num_threads(threads)
 
 
 def test_subsampling_output_lengths_are_exact() -> None:

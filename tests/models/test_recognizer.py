@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-
 import numpy as np
 import pytest
 import torch
@@ -16,15 +14,6 @@ from voxaudit.models.encoders import ConvSubsampling
 from voxaudit.models.recognizer import Recognizer, cer, wer
 from voxaudit.models.seq2seq import AttentionModel
 from voxaudit.models.tokens import CharTokenizer
-
-
-@pytest.fixture(autouse=True)
-def _one_thread() -> Iterator[None]:
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    torch.manual_seed(0)
-    yield
-    torch.set_num_threads(threads)
 
 
 @pytest.fixture(scope="module")

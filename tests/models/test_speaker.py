@@ -25,15 +25,6 @@ from voxaudit.train.data import SpeakerBatchSampler, UtteranceDataset
 from voxaudit.train.loop import TrainConfig, Trainer
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny models run fastest, and share the machine best, on one thread."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 @pytest.fixture(scope="module")
 def corpus():
     return list(synthesize_corpus_in_memory(n_speakers=4, per_speaker=4, seed=0))

@@ -28,15 +28,6 @@ from voxaudit.train.loop import (
 FAST = {"batch_size": 4, "lr": 1e-2, "device": "cpu"}
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny models run fastest on one thread, and other work shares the machine."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 def tones(n_classes: int = 4, per_class: int = 4) -> list[Utterance]:
     """Half-second harmonic tones, one pitch per class (the 'speaker')."""
     return [

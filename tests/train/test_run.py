@@ -2,7 +2,6 @@ import json
 from pathlib import Path
 
 import pytest
-import torch
 
 from voxaudit.data.loaders import load_corpus
 from voxaudit.data.splits import AuditSplit, SplitMismatchError, make_split
@@ -23,14 +22,6 @@ CONFIG = {
     "model": {"label": "speaker", "hidden": 8, "n_mels": 16},
     "train": {"epochs": 1, "batch_size": 4, "device": "cpu"},
 }
-
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 @pytest.fixture(scope="module")
