@@ -2,7 +2,7 @@
 
 Usage: python bench/asr_cer.py [--family ctc|attention] [--preset small] [--epochs 30]
        [--minutes 10] [--corpus PATH | --speakers 200 --per-speaker 10] [--held-out 20]
-       [--threads 2] [--device cpu] [--out result.json]
+       [--specaugment] [--threads 2] [--device cpu] [--out result.json]
 
 Without --corpus the built-in synthetic corpus is used; with it, any corpus voxaudit loads
 (e.g. ../shared/data/fsdd). The last --held-out speakers (sorted) never reach training, so the
@@ -27,6 +27,7 @@ from voxaudit.data.loaders import load_corpus
 from voxaudit.data.synth import synthesize_corpus_in_memory
 from voxaudit.models.encoders import parameter_count
 from voxaudit.models.recognizer import Recognizer, asr_model_for, cer, transcript_targets
+from voxaudit.train.augment import SpecAugment
 from voxaudit.train.data import UtteranceDataset
 from voxaudit.train.loop import TrainConfig, Trainer
 
@@ -44,6 +45,7 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=16)
     parser.add_argument("--lr", type=float, default=2e-3)
     parser.add_argument("--warmup", type=int, default=200, help="warm-up steps")
+    parser.add_argument("--specaugment", action="store_true", help="SpecAugment while training")
     parser.add_argument("--threads", type=int, default=os.cpu_count() or 1)
     parser.add_argument("--device", default="auto")
     parser.add_argument("--seed", type=int, default=0)
@@ -79,7 +81,9 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                 epochs=epoch, batch_size=args.batch_size, lr=args.lr, warmup_steps=args.warmup,
                 grad_clip=5.0, device=args.device, seed=args.seed,
             )  # fmt: skip
-            records = Trainer(config, progress=False).fit(model, data, out_dir=run_dir).epochs
+            hooks = [SpecAugment()] if args.specaugment else []
+            trainer = Trainer(config, hooks, progress=False)
+            records = trainer.fit(model, data, out_dir=run_dir).epochs
             trained += records[-1].seconds
             history.append({
                 "epoch": epoch,
@@ -94,6 +98,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     return {
         "family": args.family,
         "preset": args.preset,
+        "specaugment": args.specaugment,
         "corpus": corpus.name if args.corpus is not None else "synthetic",
         "parameters": parameter_count(model),
         "train_utterances": len(train),

@@ -187,7 +187,7 @@ def train(
         "target"
     ),
     config: Annotated[
-        Path | None, typer.Option(help="TOML/JSON: \\[model], \\[train], \\[sampler] tables.")
+        Path | None, typer.Option(help="TOML/JSON: \\[model] \\[train] \\[sampler] \\[augment].")
     ] = None,
     val_fraction: Annotated[
         float, typer.Option(help="Share of the TRAINING pool held out for early stopping.")

@@ -110,6 +110,9 @@ def test_kinds_and_config_errors_are_clear(audit, tmp_path: Path):
     corpus_dir, split_path = audit
     with pytest.raises(VoxauditError, match="unknown model kind 'tts'"):
         train_model("tts", corpus_dir, split_path, "target", CONFIG, tmp_path)
+    bad_augment = {**CONFIG, "augment": {"masks": 3}}
+    with pytest.raises(VoxauditError, match=r"bad \[augment\] settings"):
+        train_model("classifier", corpus_dir, split_path, "target", bad_augment, tmp_path)
     with pytest.raises(VoxauditError, match="unknown section"):
         train_model("classifier", corpus_dir, split_path, "target", {"optim": {}}, tmp_path)
     bad_model = {"model": {"layers": 3}}
@@ -164,6 +167,7 @@ def test_carve_validation_is_seeded_and_disjoint():
     [
         ("asr", {"family": "ctc", "preset": "tiny"}),
         ("asr", {"family": "attention", "preset": "tiny"}),
+        ("asr", {"family": "ctc", "preset": "tiny", "augment": True}),
         ("speaker", {"family": "ge2e", "hidden": 32, "layers": 1, "embedding_dim": 16}),
         ("speaker", {"family": "xvector", "channels": 32, "embedding_dim": 16}),
     ],
@@ -172,7 +176,10 @@ def test_every_model_family_trains_through_the_entry_point(
     audit, speaker_audit, tmp_path: Path, kind, model
 ):
     corpus_dir, split_path = speaker_audit if kind == "speaker" else audit
+    augment = model.pop("augment", False)
     config = {"model": model, "train": {"epochs": 1, "batch_size": 4, "max_steps": 2}}
+    if augment:
+        config["augment"] = {"freq_masks": 1, "time_masks": 1}
     if kind == "speaker":
         config["sampler"] = {"speakers_per_batch": 2, "utterances_per_speaker": 2}
     checkpoint = train_model(

@@ -23,10 +23,11 @@ from voxaudit.errors import VoxauditError
 from voxaudit.models.classifier import classifier_for
 from voxaudit.models.recognizer import asr_model_for, transcript_targets
 from voxaudit.models.speaker import speaker_encoder_for, speaker_targets
+from voxaudit.train.augment import SpecAugment
 from voxaudit.train.data import SpeakerBatchSampler, TargetFn, UtteranceDataset
 from voxaudit.train.loop import CHECKPOINT, Hook, TrainConfig, Trainer, read_config_file
 
-CONFIG_SECTIONS = ("model", "train", "sampler")
+CONFIG_SECTIONS = ("model", "train", "sampler", "augment")
 
 
 @dataclass(frozen=True)
@@ -52,6 +53,7 @@ class RunConfig:
     model: dict[str, Any]
     train: TrainConfig
     sampler: dict[str, Any]
+    augment: dict[str, Any]  # SpecAugment keywords; empty: no augmentation
 
 
 def speaker_batches(
@@ -103,6 +105,7 @@ def read_run_config(config: str | Path | Mapping[str, Any]) -> RunConfig:
         model=dict(sections["model"]),
         train=TrainConfig.from_dict(dict(sections["train"])),
         sampler=dict(sections["sampler"]),
+        augment=dict(sections["augment"]),
     )
 
 
@@ -189,6 +192,11 @@ def train_model(
         "val_fraction": val_fraction,
     }
     out_dir = Path(out_dir)
+    if settings.augment:
+        try:
+            hooks = [*hooks, SpecAugment(**settings.augment)]
+        except TypeError as exc:
+            raise VoxauditError(f"bad [augment] settings: {exc}") from exc
     Trainer(train_config, hooks, progress=progress).fit(
         model, train_set, val_set, out_dir, batch_sampler=sampler, metadata=metadata
     )
