@@ -114,20 +114,7 @@ class CTCModel(PresetModel):
         rnn: RNNFactory = nn.GRU,
     ) -> None:
         super().__init__()
-        # ``rnn`` is left out: a DP drop-in changes how gradients are taken, not the model.
-        self._config: dict[str, Any] = {
-            "encoder": encoder,
-            "n_mels": n_mels,
-            "d_model": d_model,
-            "layers": layers,
-            "heads": heads,
-            "d_ff": d_ff,
-            "kernel_size": kernel_size,
-            "conv_channels": conv_channels,
-            "dropout": dropout,
-            "sample_rate": sample_rate,
-            "alphabet": alphabet,
-        }
+        self._keep_config(locals())
         self.tokenizer = CharTokenizer(alphabet)
         self.front_end = LogMel(sample_rate=sample_rate, n_mels=n_mels)
         self.encoder = SpeechEncoder(

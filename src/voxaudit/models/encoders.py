@@ -346,3 +346,9 @@ class PresetModel(nn.Module):
     def config(self) -> dict[str, Any]:
         """JSON-able constructor arguments."""
         return dict(self._config)
+
+    def _keep_config(self, arguments: dict[str, Any]) -> None:
+        """Record the constructor's arguments (its ``locals()``) as the config."""
+        # ``rnn`` is left out: a DP drop-in changes how gradients are taken, not the model.
+        skip = {"self", "__class__", "rnn"}
+        self._config = {k: v for k, v in arguments.items() if k not in skip}

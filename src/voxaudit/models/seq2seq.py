@@ -152,22 +152,7 @@ class AttentionModel(PresetModel):
         super().__init__()
         if not 0.0 <= ctc_weight < 1.0:
             raise ValueError(f"ctc_weight must be in [0, 1); got {ctc_weight}")
-        self._config: dict[str, Any] = {
-            "encoder": encoder,
-            "n_mels": n_mels,
-            "d_model": d_model,
-            "layers": layers,
-            "decoder_layers": decoder_layers,
-            "heads": heads,
-            "d_ff": d_ff,
-            "kernel_size": kernel_size,
-            "conv_channels": conv_channels,
-            "dropout": dropout,
-            "label_smoothing": label_smoothing,
-            "ctc_weight": ctc_weight,
-            "sample_rate": sample_rate,
-            "alphabet": alphabet,
-        }
+        self._keep_config(locals())
         self.label_smoothing = label_smoothing
         self.ctc_weight = ctc_weight
         self.tokenizer = CharTokenizer(alphabet)
