@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import platform
 import tempfile
@@ -34,6 +35,9 @@ def add_options(parser: argparse.ArgumentParser, held_out: int, lr: float) -> No
     parser.add_argument("--per-speaker", type=int, default=10)
     parser.add_argument("--held-out", type=int, default=held_out, help="speakers kept out")
     parser.add_argument("--lr", type=float, default=lr)
+    parser.add_argument(
+        "--cosine", action="store_true", help="cosine learning-rate decay to 0 by --epochs"
+    )
     parser.add_argument("--threads", type=int, default=os.cpu_count() or 1)
     parser.add_argument("--device", default="auto")
     parser.add_argument("--seed", type=int, default=0)
@@ -64,6 +68,11 @@ def train_by_epoch(
     """Train one epoch at a time (resuming the checkpoint), evaluating after each, in budget."""
     history: list[dict[str, Any]] = []
     trained = 0.0
+    if args.cosine:
+        batches = (
+            len(sampler) if sampler is not None else math.ceil(len(data) / config["batch_size"])
+        )
+        config["decay_steps"] = max(1, args.epochs * batches - config.get("warmup_steps", 0))
     with tempfile.TemporaryDirectory() as run_dir:
         for epoch in range(1, args.epochs + 1):
             settings = TrainConfig(

@@ -214,6 +214,90 @@ def train(
     console.print(f"Saved {checkpoint}")
 
 
+mia_app = typer.Typer(help="Membership inference audits.", no_args_is_help=True)
+app.add_typer(mia_app, name="mia")
+
+
+class Threat(str, Enum):
+    black = "black"
+    grey = "grey"
+    white = "white"
+
+
+class Evidence(str, Enum):
+    unseen = "unseen"
+    trained = "trained"
+
+
+@mia_app.command("asr")
+@_friendly_errors
+def mia_asr(
+    corpus: Annotated[Path, typer.Option(help="The corpus the split was made from.")],
+    split_path: Annotated[Path, typer.Option("--split", help="Split file from `voxaudit split`.")],
+    target: Annotated[Path, typer.Option(help="Target model run folder (`voxaudit train`).")],
+    shadow: Annotated[
+        list[Path], typer.Option(help="Shadow model run folder; repeat for each shadow.")
+    ],
+    out: Annotated[Path, typer.Option(help="Report folder: report.json, report.html, features.")],
+    null: Annotated[
+        Path | None,
+        typer.Option(
+            help="Null-control model that never saw the target's data (default: a "
+            "shadow that qualifies)."
+        ),
+    ] = None,
+    level: Annotated[
+        Level | None, typer.Option(help="sample or speaker; must match the split's level.")
+    ] = None,
+    threat: Threat = Threat.grey,
+    draws: Annotated[int, typer.Option(min=1, help="Gaussian noise draws per SNR.")] = 8,
+    snr: Annotated[list[float] | None, typer.Option(help="Noise SNR in dB; repeatable.")] = None,
+    max_per_side: Annotated[
+        int, typer.Option(min=1, help="Members (speaker level: speakers) evaluated per model.")
+    ] = 500,
+    evidence: Annotated[
+        Evidence,
+        typer.Option(help="Speaker level: query member speakers' unseen or trained voices."),
+    ] = Evidence.unseen,
+    bootstrap: Annotated[int, typer.Option(min=100, help="Bootstrap resamples.")] = 1000,
+    device: str = "auto",
+    seed: int = 0,
+    layout: LayoutOpt = None,
+    pattern: PatternOpt = None,
+) -> None:
+    """Was this recording (or speaker) in the ASR model's training set? Writes a report."""
+    from voxaudit.data.loaders import load_corpus
+    from voxaudit.data.splits import AuditSplit
+    from voxaudit.mia.asr import AsrAuditConfig, audit_asr, load_audit_model
+    from voxaudit.report.console import mia_table
+
+    audit_split = AuditSplit.load(split_path)
+    if level is not None and level.value != audit_split.level:
+        raise VoxauditError(
+            f"--level {level.value} but {split_path} is a {audit_split.level}-level split"
+        )
+    config = AsrAuditConfig(
+        threat=threat.value,
+        draws=draws,
+        snrs_db=tuple(snr) if snr else AsrAuditConfig.snrs_db,
+        max_per_side=max_per_side,
+        evidence=evidence.value,
+        n_bootstrap=bootstrap,
+        seed=seed,
+    )
+    report = audit_asr(
+        load_corpus(corpus, layout, pattern=pattern, progress=True),
+        audit_split,
+        load_audit_model(target, "target", device),
+        [load_audit_model(path, None, device) for path in shadow],
+        out,
+        null=None if null is None else load_audit_model(null, "null", device),
+        config=config,
+    )
+    console.print(mia_table(report))
+    console.print(f"Wrote {out / 'report.json'} and {out / 'report.html'}")
+
+
 def _count_or_fraction(value: float) -> int | float:
     return int(value) if value >= 1 else value
 

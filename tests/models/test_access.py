@@ -83,6 +83,21 @@ def test_black_box_asr_gives_transcripts_only():
     assert box.queries == 2
 
 
+class AnalyzingASR(FakeASR):
+    def analyze(self, waveforms, transcripts):
+        return [(t, len(w)) for w, t in zip(waveforms, transcripts, strict=True)]
+
+
+def test_analyze_is_grey_box():
+    with pytest.raises(AccessDenied, match=r"analyze is hidden by black-box.*needs grey-box"):
+        Access(AnalyzingASR(), "black", scores=True).analyze([clip()], ["a"])
+    assert not hasattr(Access(AnalyzingASR(), "black"), "analyze")
+    grey = Access(AnalyzingASR(), "grey")
+    assert grey.analyze([clip(), clip(n=10)], ["a", "b"]) == [("a", 320), ("b", 10)]
+    assert grey.queries == 2
+    assert not hasattr(Access(FakeASR(), "white"), "analyze")  # the model has none
+
+
 def test_levels_add_up():
     grey = Access(FakeASR(), AccessLevel.GREY)
     assert grey.utterance_loss([clip()], ["abc"]).tolist() == [3.0]

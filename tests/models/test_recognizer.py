@@ -107,6 +107,55 @@ def test_input_gradients_point_uphill(make, speech) -> None:
     assert (rec.utterance_loss(stepped, transcripts) > before).all()
 
 
+@pytest.mark.parametrize("make", MODELS)
+def test_analyze_is_transcribe_loss_and_log_probs_in_one_pass(make, speech) -> None:
+    waves, transcripts = speech
+    model = make()
+    rec = Recognizer(model, batch_size=2)
+    analyses = rec.analyze(waves, transcripts)
+    assert [a.transcript for a in analyses] == rec.transcribe(waves)
+    np.testing.assert_allclose(
+        [a.loss for a in analyses], rec.utterance_loss(waves, transcripts), rtol=1e-5
+    )
+    if isinstance(model, CTCModel):
+        expected = rec.log_probs(waves)
+    else:  # the decoder's steps teacher-forced on the transcript, not its own hypothesis
+        expected = []
+        for wave, text in zip(waves, transcripts, strict=True):
+            targets = torch.tensor([model.tokenizer.encode(text)])
+            features = model.front_end(torch.from_numpy(wave))[None]
+            with torch.no_grad():
+                logits, _ = model.eval().forward_features(
+                    features, torch.tensor([len(features[0])]), targets, torch.tensor([len(text)])
+                )
+            expected.append(logits[0].log_softmax(dim=-1).numpy())
+    for analysis, log_probs in zip(analyses, expected, strict=True):
+        np.testing.assert_allclose(analysis.log_probs, log_probs, rtol=1e-4, atol=1e-5)
+        assert analysis.kl is None
+    compared = rec.analyze(
+        waves, transcripts, compare_to=[a.log_probs for a in analyses], keep_log_probs=False
+    )
+    assert all(c.log_probs is None and abs(c.kl) < 1e-6 for c in compared)
+    hummed = [w + 0.05 * np.sin(np.arange(len(w), dtype=np.float32)) for w in waves]
+    compared = rec.analyze(hummed, transcripts, compare_to=[a.log_probs for a in analyses])
+    assert all(c.kl > 1e-6 for c in compared)
+    with pytest.raises(ValueError, match="compare_to 1: shape"):
+        rec.analyze(waves, transcripts, compare_to=[a.log_probs[:1] for a in analyses])
+
+
+@pytest.mark.parametrize("make", MODELS)
+def test_scores_are_the_log_probability_of_the_transcript(make, speech) -> None:
+    waves, _ = speech
+    rec = Recognizer(make(), batch_size=2)
+    scores = rec.scores(waves)
+    texts = rec.transcribe(waves)
+    assert [s["text"] for s in scores] == texts
+    np.testing.assert_allclose(
+        [s["log_score"] for s in scores], -rec.utterance_loss(waves, texts), rtol=1e-5
+    )
+    assert all(s["log_score"] < 0 for s in scores)
+
+
 def test_bad_inputs_are_named() -> None:
     rec = Recognizer(_ctc())
     with pytest.raises(ValueError, match="waveform 1"):

@@ -1,4 +1,5 @@
 import copy
+import itertools
 import json
 from pathlib import Path
 
@@ -396,6 +397,34 @@ def test_warmup_ramps_the_learning_rate_linearly():
     assert capture.optimizer.param_groups[0]["lr"] == pytest.approx(1e-2 * 2 / 8)
     with pytest.raises(VoxauditError, match="warmup_steps"):
         TrainConfig(warmup_steps=-1)
+
+
+def test_cosine_decay_follows_warmup_and_ends_at_min_lr():
+    config = TrainConfig(lr=1.0, warmup_steps=4, decay_steps=10, min_lr=0.1)
+    rates = [config.learning_rate(step) for step in range(20)]
+    assert rates[:4] == pytest.approx([0.25, 0.5, 0.75, 1.0])
+    assert rates[4] == pytest.approx(1.0)
+    assert rates[9] == pytest.approx(0.1 + 0.9 * 0.5)  # halfway through the decay
+    assert all(a >= b for a, b in itertools.pairwise(rates[3:]))
+    assert rates[14:] == pytest.approx([0.1] * 6)
+    assert TrainConfig(lr=0.3).learning_rate(1000) == 0.3
+    with pytest.raises(VoxauditError, match="min_lr"):
+        TrainConfig(lr=0.1, min_lr=0.2)
+    with pytest.raises(VoxauditError, match="decay_steps"):
+        TrainConfig(decay_steps=0)
+
+
+def test_decay_is_applied_by_the_trainer():
+    class Capture:
+        def wrap(self, model, optimizer, loader):
+            self.optimizer = optimizer
+            return model, optimizer, loader
+
+    capture = Capture()
+    settings = {"epochs": 5, "decay_steps": 4, "max_steps": 2}
+    fit(settings, hooks=[capture])
+    expected = TrainConfig(lr=1e-2, decay_steps=4).learning_rate(1)
+    assert capture.optimizer.param_groups[0]["lr"] == pytest.approx(expected)
 
 
 def test_load_model_refuses_an_unexpected_model_class(tmp_path):

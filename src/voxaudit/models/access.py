@@ -7,7 +7,8 @@ or ``UtteranceClassifier``; the family is told by its ``transcribe``, ``embed`` 
 ==============  ======================  ==========================  ===================
 family          black box               grey box adds               white box adds
 ==============  ======================  ==========================  ===================
-ASR             transcribe              log_probs, utterance_loss   input_gradients
+ASR             transcribe              log_probs, utterance_loss,  input_gradients
+                                        analyze
 classifier      predict (labels)        predict_proba,              input_gradients
                                         utterance_loss
 speaker         verify (accept/reject)  embed                       input_gradients
@@ -109,6 +110,8 @@ class Access:
                 "scores": forward("scores", grey, scored=True),
                 "log_probs": forward("log_probs", grey),
                 "utterance_loss": forward("utterance_loss", grey),
+                # One pass giving transcripts, losses and log-probs: what the grey box sees.
+                "analyze": forward("analyze", grey),
                 "input_gradients": forward("input_gradients", white),
             }
         if hasattr(model, "embed"):

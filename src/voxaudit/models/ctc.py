@@ -143,7 +143,17 @@ class CTCModel(PresetModel):
         training, so that one impossible utterance cannot poison a batch.
         """
         log_probs, out_lengths = self.forward_features(features, lengths)
-        losses = nn.functional.ctc_loss(
+        losses = self._ctc_losses(log_probs, out_lengths, targets, target_lengths)
+        return losses / target_lengths.clamp_min(1) if normalize else losses
+
+    def _ctc_losses(
+        self,
+        log_probs: torch.Tensor,
+        out_lengths: torch.Tensor,
+        targets: torch.Tensor,
+        target_lengths: torch.Tensor,
+    ) -> torch.Tensor:
+        return nn.functional.ctc_loss(
             log_probs.transpose(0, 1),
             targets,
             out_lengths,
@@ -152,7 +162,6 @@ class CTCModel(PresetModel):
             reduction="none",
             zero_infinity=True,
         )
-        return losses / target_lengths.clamp_min(1) if normalize else losses
 
     def training_loss(self, batch: Batch) -> torch.Tensor:
         """Mean over utterances of the CTC loss per target character (torch's "mean")."""
@@ -169,12 +178,35 @@ class CTCModel(PresetModel):
 
     def decode(self, features: torch.Tensor, lengths: torch.Tensor, beam: int = 1) -> list[str]:
         """Transcripts: greedy for ``beam=1``, else prefix beam search of that width."""
+        return self._transcripts(*self.forward_features(features, lengths), beam)
+
+    def analyze_features(
+        self,
+        features: torch.Tensor,
+        lengths: torch.Tensor,
+        targets: torch.Tensor,
+        target_lengths: torch.Tensor,
+        beam: int = 1,
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, list[str]]:
+        """Losses ``[B]`` of ``targets``, frame log-probs ``[B, T', V]``, lengths, transcripts.
+
+        All from one forward pass; the transcripts are those ``decode`` gives with ``beam``.
+        """
+        log_probs, out_lengths = self.forward_features(features, lengths)
+        losses = self._ctc_losses(log_probs, out_lengths, targets, target_lengths)
+        return losses, log_probs, out_lengths, self._transcripts(log_probs, out_lengths, beam)
+
+    def _transcripts(
+        self, log_probs: torch.Tensor, out_lengths: torch.Tensor, beam: int
+    ) -> list[str]:
+        """Decoded frames ``[B, T', V]``; the batch moves to the CPU at once, not per utterance."""
         blank = self.tokenizer.blank
+        frames = log_probs.detach().cpu()
         return [
             self.tokenizer.decode(
-                ctc_greedy_decode(lp, blank)
+                ctc_greedy_decode(lp[:n], blank)
                 if beam == 1
-                else ctc_prefix_beam_search(lp, beam, blank)
+                else ctc_prefix_beam_search(lp[:n], beam, blank)
             )
-            for lp in self.output_log_probs(features, lengths)
+            for lp, n in zip(frames, out_lengths.tolist(), strict=True)
         ]

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
 from typing import TypeVar
 
 import jiwer
@@ -21,12 +22,23 @@ from voxaudit.data.text import normalize_transcript
 from voxaudit.errors import VoxauditError
 from voxaudit.models.base import Waveforms
 from voxaudit.models.ctc import CTCModel
+from voxaudit.models.encoders import lengths_to_mask
 from voxaudit.models.seq2seq import AttentionModel
 from voxaudit.models.tokens import CharTokenizer
 
 ASRModel = CTCModel | AttentionModel
 
 Result = TypeVar("Result")
+
+
+@dataclass(frozen=True)
+class Analysis:
+    """What one forward pass tells about an utterance and its reference (``Recognizer.analyze``)."""
+
+    transcript: str  # as ``transcribe`` gives it
+    loss: float  # -log p(reference), as ``utterance_loss`` gives it
+    log_probs: np.ndarray | None = None  # [steps, V], unless keep_log_probs=False
+    kl: float | None = None  # mean over steps of KL(compare_to || output), given compare_to
 
 
 class Recognizer:
@@ -95,6 +107,58 @@ class Recognizer:
         with self._evaluating(), torch.no_grad():
             return np.asarray(self._map(waveforms, losses, len(transcripts)), dtype=np.float64)
 
+    def scores(self, waveforms: Waveforms) -> list[dict[str, str | float]]:
+        """Per utterance its transcript (``text``) and log-probability (``log_score``).
+
+        What a scoring API reports: -``utterance_loss`` of the model's own transcript (CTC:
+        summed over alignments; attention: its tokens and eos).
+        """
+        texts = self.transcribe(waveforms)
+        log_scores = -self.utterance_loss(waveforms, texts)
+        return [
+            {"text": text, "log_score": float(score)}
+            for text, score in zip(texts, log_scores, strict=True)
+        ]
+
+    def analyze(
+        self,
+        waveforms: Waveforms,
+        transcripts: Sequence[str],
+        compare_to: Sequence[np.ndarray] | None = None,
+        keep_log_probs: bool = True,
+    ) -> list[Analysis]:
+        """Transcript, loss of ``transcripts`` and step log-probabilities from one forward pass.
+
+        Steps are CTC frames or, for attention models, the decoder steps teacher-forced on
+        ``transcripts`` (unlike ``log_probs``, which follows the model's own hypothesis), so two
+        inputs of the same length and transcript have distributions that line up step by step.
+        ``compare_to`` (per waveform, log-probabilities ``[steps, V]``, e.g. of an earlier
+        analysis of the clean input) adds ``kl``, computed on the model's device; then
+        ``keep_log_probs=False`` saves bringing every distribution back.
+        """
+        if compare_to is not None and len(compare_to) != len(waveforms):
+            raise ValueError(f"{len(waveforms)} waveforms but {len(compare_to)} to compare to")
+
+        def run(wave: torch.Tensor, n: torch.Tensor, idx: list[int]) -> list[Analysis]:
+            targets = self._targets([transcripts[i] for i in idx])
+            losses, log_probs, steps, texts = self.model.analyze_features(
+                *self._features(wave, n), *targets, beam=self.beam
+            )
+            kls: list[float | None] = [None] * len(idx)
+            if compare_to is not None:
+                kls = _mean_kl(log_probs, steps, [compare_to[i] for i in idx], idx).tolist()
+            kept: list[np.ndarray | None] = [None] * len(idx)
+            if keep_log_probs:
+                kept = [
+                    lp[:k].cpu().numpy() for lp, k in zip(log_probs, steps.tolist(), strict=True)
+                ]
+            return [
+                Analysis(*fields) for fields in zip(texts, losses.tolist(), kept, kls, strict=True)
+            ]
+
+        with self._evaluating(), torch.no_grad():
+            return self._map(waveforms, run, len(transcripts))
+
     def input_gradients(
         self, waveforms: Waveforms, transcripts: Sequence[str], normalize: bool = False
     ) -> list[np.ndarray]:
@@ -148,15 +212,37 @@ class Recognizer:
         """Log-mel features of a zero-padded batch and each utterance's frame count."""
         return self.model.front_end(padded), self.model.front_end.frame_lengths(num_samples)
 
+    def _targets(self, texts: list[str]) -> tuple[torch.Tensor, torch.Tensor]:
+        """Padded character ids ``[B, S]`` of transcripts and their lengths."""
+        encoded = [torch.tensor(self.tokenizer.encode(t), dtype=torch.long) for t in texts]
+        targets = nn.utils.rnn.pad_sequence(encoded, batch_first=True).to(self.device)
+        return targets, torch.tensor([len(e) for e in encoded], device=self.device)
+
     def _losses(
         self, padded: torch.Tensor, num_samples: torch.Tensor, texts: list[str], normalize: bool
     ) -> torch.Tensor:
         """Per-utterance losses ``[B]`` of a padded batch against its transcripts."""
-        encoded = [torch.tensor(self.tokenizer.encode(t), dtype=torch.long) for t in texts]
-        targets = nn.utils.rnn.pad_sequence(encoded, batch_first=True).to(self.device)
-        target_lengths = torch.tensor([len(e) for e in encoded], device=self.device)
         features, lengths = self._features(padded, num_samples)
-        return self.model.utterance_loss(features, lengths, targets, target_lengths, normalize)
+        return self.model.utterance_loss(features, lengths, *self._targets(texts), normalize)
+
+
+def _mean_kl(
+    log_probs: torch.Tensor, steps: torch.Tensor, reference: list[np.ndarray], indices: list[int]
+) -> torch.Tensor:
+    """Per utterance, the mean over its steps of KL(reference || log_probs); ``[B]``."""
+    # Padded on the host, so that the batch goes to the device in one copy.
+    padded = np.zeros(log_probs.shape, dtype=np.float32)
+    for row, (ref, k, index) in enumerate(zip(reference, steps.tolist(), indices, strict=True)):
+        if np.shape(ref) != (k, log_probs.shape[2]):
+            raise ValueError(
+                f"compare_to {index}: shape {np.shape(ref)}, but the output has "
+                f"{(k, log_probs.shape[2])}"
+            )
+        padded[row, :k] = ref
+    target = torch.from_numpy(padded).to(log_probs.device)
+    kl = nn.functional.kl_div(log_probs, target, reduction="none", log_target=True).sum(dim=2)
+    mask = lengths_to_mask(steps, kl.shape[1])
+    return (kl * mask).sum(dim=1) / steps.clamp_min(1)
 
 
 def _as_waveform(waveform: np.ndarray, index: int) -> np.ndarray:

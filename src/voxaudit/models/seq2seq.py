@@ -280,10 +280,39 @@ class AttentionModel(PresetModel):
 
     def decode(self, features: torch.Tensor, lengths: torch.Tensor, beam: int = 1) -> list[str]:
         """Greedy autoregressive transcripts (the only search here: ``beam`` must be 1)."""
-        if beam != 1:
-            raise ValueError(f"attention models decode greedily only; got beam={beam}")
-        hypotheses, hyp_lengths = self._greedy(*self.encoder(features, lengths))
+        _check_greedy(beam)
+        return self._texts(*self._greedy(*self.encoder(features, lengths)))
+
+    def analyze_features(
+        self,
+        features: torch.Tensor,
+        lengths: torch.Tensor,
+        targets: torch.Tensor,
+        target_lengths: torch.Tensor,
+        beam: int = 1,
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, list[str]]:
+        """Losses ``[B]`` of ``targets``, step log-probs ``[B, S + 1, V]``, steps, transcripts.
+
+        One encoder pass serves the teacher-forced decoder and greedy decoding. Teacher forcing
+        makes the steps those of the targets, so the distributions of two inputs with the same
+        transcript line up step by step (those of ``output_log_probs`` follow each input's own
+        hypothesis).
+        """
+        _check_greedy(beam)
+        memory, memory_lengths = self.encoder(features, lengths)
+        inputs, outputs, steps = self._teacher_forcing(targets, target_lengths)
+        log_probs = self.decoder(inputs, steps, memory, memory_lengths).log_softmax(dim=-1)
+        nll = -log_probs.gather(2, outputs[:, :, None])[:, :, 0]
+        losses = (nll * lengths_to_mask(steps, nll.shape[1])).sum(dim=1)
+        return losses, log_probs, steps, self._texts(*self._greedy(memory, memory_lengths))
+
+    def _texts(self, hypotheses: torch.Tensor, hyp_lengths: torch.Tensor) -> list[str]:
         return [
             self.tokenizer.decode(h[:n].tolist())
             for h, n in zip(hypotheses, hyp_lengths.tolist(), strict=True)
         ]
+
+
+def _check_greedy(beam: int) -> None:
+    if beam != 1:
+        raise ValueError(f"attention models decode greedily only; got beam={beam}")

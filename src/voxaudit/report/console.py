@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+import math
 from collections import Counter
 from collections.abc import Sequence
+from typing import Any
 
 from rich.table import Table
 
 from voxaudit.data.corpus import CorpusSummary, Problem
 from voxaudit.data.splits import AuditSplit
+
+MIA_METRICS = ("accuracy", "auroc", "tpr_at_0.1%_fpr", "tpr_at_1%_fpr")
 
 
 def corpus_table(summary: CorpusSummary) -> Table:
@@ -66,3 +70,25 @@ def split_table(split: AuditSplit) -> Table:
         f"corpus fingerprint {split.corpus_fingerprint[:12]}"
     )
     return table
+
+
+def mia_table(report: dict[str, Any], metrics: Sequence[str] = MIA_METRICS) -> Table:
+    """A membership audit's results, each target row followed by its null-control row."""
+    setup = report["setup"]
+    table = Table(title=f"Membership inference: {setup['level']} level, {setup['threat']} box")
+    for name in ("attack", "features", "model", *metrics):
+        table.add_column(name, justify="right" if name in metrics else "left")
+    for result in report["results"]:
+        cells = []
+        for name in metrics:
+            metric = result["metrics"].get(name)
+            cells.append("-" if metric is None else _interval(metric))
+        style = "dim" if result["model"] == "null" else None
+        table.add_row(result["name"], result["features"], result["model"], *cells, style=style)
+    return table
+
+
+def _interval(metric: dict[str, float]) -> str:
+    if math.isnan(metric["value"]):
+        return "n/a"
+    return f"{metric['value']:.3f} [{metric['low']:.3f}, {metric['high']:.3f}]"

@@ -89,6 +89,8 @@ class TrainConfig:
     batch_size: int = 16
     lr: float = 1e-3
     warmup_steps: int = 0  # linear learning-rate warm-up over the first optimizer steps
+    decay_steps: int | None = None  # cosine decay to min_lr over these steps after warm-up
+    min_lr: float = 0.0
     weight_decay: float = 0.0
     optimizer: str = "adam"
     momentum: float = 0.9  # SGD only
@@ -116,6 +118,14 @@ class TrainConfig:
             (
                 _is_int(self.warmup_steps) and self.warmup_steps >= 0,
                 "warmup_steps must be an integer >= 0",
+            ),
+            (
+                self.decay_steps is None or (_is_int(self.decay_steps) and self.decay_steps >= 1),
+                "decay_steps must be an integer >= 1, or absent",
+            ),
+            (
+                _is_number(self.min_lr) and 0 <= self.min_lr <= self.lr,
+                "min_lr must be a number in [0, lr]",
             ),
             (
                 _is_number(self.weight_decay) and self.weight_decay >= 0,
@@ -176,6 +186,18 @@ class TrainConfig:
     def to_dict(self) -> dict[str, Any]:
         """Plain JSON-able settings."""
         return asdict(self)
+
+    def learning_rate(self, step: int) -> float:
+        """The learning rate of optimizer step ``step`` (0-based): warm-up, then cosine decay.
+
+        A function of the step counter alone, which checkpoints hold, so resumes stay exact.
+        """
+        if step < self.warmup_steps:
+            return self.lr * (step + 1) / self.warmup_steps
+        if self.decay_steps is None:
+            return self.lr
+        progress = min(1.0, (step - self.warmup_steps) / self.decay_steps)
+        return self.min_lr + (self.lr - self.min_lr) * 0.5 * (1 + math.cos(math.pi * progress))
 
 
 @dataclass(frozen=True)
@@ -620,11 +642,9 @@ class _Run:
             loss.backward()
         if self.config.grad_clip is not None:
             nn.utils.clip_grad_norm_(model.parameters(), self.config.grad_clip)
-        if self.config.warmup_steps:
-            # Derived from the step counter, which checkpoints hold: resumes stay exact.
-            scale = min(1.0, (self.step + 1) / self.config.warmup_steps)
+        if self.config.warmup_steps or self.config.decay_steps is not None:
             for group in optimizer.param_groups:
-                group["lr"] = self.config.lr * scale
+                group["lr"] = self.config.learning_rate(self.step)
         if self.scaler is not None:
             self.scaler.step(optimizer)
             self.scaler.update()

@@ -1,0 +1,1 @@
+"""Membership inference: features, attacks and metrics."""

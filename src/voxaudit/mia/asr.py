@@ -1,0 +1,481 @@
+"""Membership audit of an ASR model: the API behind ``voxaudit mia asr``.
+
+One run answers "was this recording (sample level) or this speaker (speaker level) in the
+target's training set?" under one threat model, and writes a report:
+
+1. each model (target, shadows, null control) is queried on its balanced evaluation set
+   (``voxaudit.mia.evaluation``) through ``Access`` at the audit's threat level, and its
+   per-utterance features are extracted (cached, so a stopped run resumes);
+2. attacks are fitted on the shadow models' features only: a shadow-model attack per feature
+   ablation (WER only; + loss; + Gaussian noise; + adversarial), single-feature thresholds,
+   and, with grey-box access, the calibrated LiRA and RMIA on the per-utterance loss;
+3. every attack scores the target and the null control (a model that never saw the evaluated
+   utterances, which must sit at chance), with bootstrap 95% intervals.
+"""
+
+from __future__ import annotations
+
+import os
+import platform
+import time
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from voxaudit.data.corpus import Corpus
+from voxaudit.data.splits import AuditSplit
+from voxaudit.errors import VoxauditError
+from voxaudit.mia.asr_features import AsrFeatures
+from voxaudit.mia.attacks import ShadowAttack, ThresholdAttack
+from voxaudit.mia.calibrated import RMIA, LiRA, logit_confidence
+from voxaudit.mia.evaluation import EvalSet, evaluation_set
+from voxaudit.mia.speaker import aggregate_by_speaker, speaker_membership, subsample_per_speaker
+from voxaudit.mia.table import FeatureTable
+from voxaudit.models.access import Access, AccessLevel
+from voxaudit.models.recognizer import Recognizer
+from voxaudit.progress import track
+from voxaudit.report.mia import new_report, result_entry, write_report
+
+#: Feature ablations as in paper 000's table: name -> (families, least threat that has them).
+ABLATIONS: dict[str, tuple[tuple[str, ...], str]] = {
+    "WER only": (("transcript",), "black"),
+    "WER + noise": (("transcript", "noise"), "black"),
+    "loss": (("transcript", "score", "loss", "confidence"), "grey"),
+    "loss + noise": (("transcript", "score", "loss", "confidence", "noise"), "grey"),
+    "loss + noise + adversarial": (
+        ("transcript", "score", "loss", "confidence", "noise", "adversarial"),
+        "white",
+    ),
+}
+THRESHOLDS = {"wer": "black", "loss_per_char": "grey"}
+
+
+@dataclass(frozen=True)
+class AsrAuditConfig:
+    """What an ASR audit extracts and how it evaluates."""
+
+    threat: str = "grey"
+    snrs_db: tuple[float, ...] = (30.0, 20.0, 10.0)
+    draws: int = 8
+    adversarial_eps: tuple[float, ...] = (0.002, 0.01)
+    pgd_steps: int = 5
+    max_per_side: int | None = 500  # members (speaker level: member speakers) per model
+    evidence: str = "unseen"  # speaker level: which member-speaker utterances are queried
+    utterances_per_speaker: tuple[int, ...] = (1, 2, 5, 10, 20)
+    classifiers: tuple[str, ...] = ("logistic", "random_forest", "gradient_boosting", "mlp")
+    cv: int = 5  # cross-validation folds on shadow data (fewer when there are fewer speakers)
+    population: int = 500  # RMIA population utterances (known non-members of the target)
+    batch_size: int = 32
+    n_bootstrap: int = 1000
+    seed: int = 0
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if self.threat not in [level.value for level in AccessLevel]:
+            raise VoxauditError(f"unknown threat {self.threat!r}; use black, grey or white")
+
+    def allows(self, threat: str) -> bool:
+        return AccessLevel(self.threat).rank >= AccessLevel(threat).rank
+
+
+@dataclass
+class AuditModel:
+    """A model the audit queries: its role, where it came from, and the recognizer itself.
+
+    ``trained_ids``, when known (a voxaudit checkpoint records them), are the utterances it
+    really trained on: a validation share carved from its pool is then not counted as members.
+    """
+
+    role: str  # "target", "shadow-K" or "null"
+    source: str
+    recognizer: Any
+    trained_ids: frozenset[str] | None = None
+
+
+def audit_asr(
+    corpus: Corpus,
+    split: AuditSplit,
+    target: AuditModel,
+    shadows: Sequence[AuditModel],
+    out_dir: str | Path,
+    null: AuditModel | None = None,
+    config: AsrAuditConfig | None = None,
+    progress: bool = True,
+) -> dict[str, Any]:
+    """Run the audit, write ``report.json`` and ``report.html`` to ``out_dir``; the report."""
+    config = config or AsrAuditConfig()
+    out_dir = Path(out_dir)
+    started = time.time()
+    split.check(corpus)
+    if not shadows:
+        raise VoxauditError("an ASR membership audit needs at least one shadow model")
+    roles = [s.role for s in shadows]
+    if len(set(roles)) != len(roles) or not set(roles) <= set(split.roles[1:]):
+        raise VoxauditError(
+            f"shadow roles {roles} must be distinct shadow roles of the split: "
+            + ", ".join(split.roles[1:])
+        )
+    sets = {
+        m.role: evaluation_set(
+            split, corpus, m.role, max_per_side=config.max_per_side,
+            evidence=config.evidence, trained=m.trained_ids, seed=config.seed,
+        )
+        for m in (target, *shadows)
+    }  # fmt: skip
+    null = null or _null_from_shadows(corpus, split, sets["target"], shadows)
+    sets["null"] = sets["target"]  # the null control answers for the target's evaluation set
+    extractor = AsrFeatures(
+        snrs_db=config.snrs_db,
+        draws=config.draws,
+        adversarial_eps=config.adversarial_eps,
+        pgd_steps=config.pgd_steps,
+        batch_size=config.batch_size,
+        seed=config.seed,
+    )
+    tables = {
+        m.role: _features(m, sets[m.role], corpus, extractor, config, out_dir, progress)
+        for m in (target, *shadows, null)
+    }
+    shadow_roles = [s.role for s in shadows]
+    if split.level == "sample":
+        results, selection = _sample_attacks(tables, sets, shadow_roles, config)
+        if config.allows("grey"):
+            results += _calibrated(corpus, split, sets, target, shadows, null, config, progress)
+    else:
+        results, selection = _speaker_attacks(tables, sets, shadow_roles, config)
+    report = new_report(
+        _setup(corpus, split, target, shadows, null, sets, config, started),
+        results=results,
+        selection=selection,
+    )
+    write_report(out_dir, report)
+    return report
+
+
+def _null_from_shadows(
+    corpus: Corpus, split: AuditSplit, target_set: EvalSet, shadows: Sequence[AuditModel]
+) -> AuditModel:
+    """A shadow that never trained on the target's evaluated utterances (or their speakers)."""
+    for shadow in shadows:
+        seen = set(split.train_ids(shadow.role)) | set(split.unseen_ids(shadow.role))
+        overlap = bool(seen & set(target_set.ids))
+        if split.level == "speaker":
+            # At speaker level, having trained on the voice is having seen the evidence.
+            overlap |= bool({corpus[i].speaker for i in seen} & set(target_set.speakers))
+        if not overlap:
+            return AuditModel("null", f"{shadow.source} (as null control)", shadow.recognizer)
+    raise VoxauditError(
+        "every shadow model trained on some of the target's evaluated data (random halves "
+        "including the target?): pass a null-control model trained on other data"
+    )
+
+
+def _features(
+    model: AuditModel,
+    eval_set: EvalSet,
+    corpus: Corpus,
+    extractor: AsrFeatures,
+    config: AsrAuditConfig,
+    out_dir: Path,
+    progress: bool,
+) -> FeatureTable:
+    access = Access(model.recognizer, config.threat)
+    utterances = [corpus[i] for i in eval_set.ids]
+    return extractor.extract(
+        access,
+        [u.load(access.sample_rate) for u in utterances],
+        [u.transcript for u in utterances],
+        list(eval_set.ids),
+        list(eval_set.speakers),
+        cache_dir=out_dir / "features" / model.role,
+        progress=progress,
+    )
+
+
+def _ablations(config: AsrAuditConfig, table: FeatureTable) -> dict[str, tuple[str, ...]]:
+    """The feature ablations the threat allows and the table has columns for."""
+    present = set(table.families)
+    return {
+        name: families
+        for name, (families, threat) in ABLATIONS.items()
+        if config.allows(threat)
+        and present & set(families)
+        # "WER + noise" only adds over "WER only" when no loss is available.
+        and not (name == "WER + noise" and config.allows("grey"))
+    }
+
+
+def _stacked(tables: dict[str, FeatureTable], sets: dict[str, EvalSet], roles: Sequence[str]):
+    """Shadow features stacked, their membership labels, and speakers as CV groups.
+
+    Grouping by speaker keeps a voice (member for one shadow, non-member for another under
+    random halves) from sitting on both sides of a cross-validation fold.
+    """
+    table = FeatureTable.concat_rows([_prefixed(tables[r], r) for r in roles])
+    labels = np.concatenate([sets[r].is_member for r in roles])
+    return table, labels, np.array(table.speakers)
+
+
+def _prefixed(table: FeatureTable, role: str) -> FeatureTable:
+    """Row ids made unique across models (one utterance may be evaluated on several)."""
+    return FeatureTable(
+        tuple(f"{role}/{i}" for i in table.ids),
+        table.speakers,
+        table.columns,
+        table.families,
+        table.values,
+    )
+
+
+def _evaluate(
+    name: str,
+    features: str,
+    attack: Any,
+    tables: dict[str, FeatureTable],
+    sets: dict[str, EvalSet],
+    config: AsrAuditConfig,
+    importances: dict[str, float] | None = None,
+) -> list[dict[str, Any]]:
+    """Result entries of a fitted attack on the target and on the null control."""
+    return [
+        result_entry(
+            name,
+            features,
+            role,
+            attack.score(tables[role]),
+            sets[role].is_member,
+            predictions=attack.predict(tables[role]),
+            feature_importances=importances if role == "target" else None,
+            n_bootstrap=config.n_bootstrap,
+            seed=config.seed,
+        )
+        for role in ("target", "null")
+    ]
+
+
+def _sample_attacks(
+    tables: dict[str, FeatureTable],
+    sets: dict[str, EvalSet],
+    shadow_roles: Sequence[str],
+    config: AsrAuditConfig,
+) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+    shadow_table, labels, groups = _stacked(tables, sets, shadow_roles)
+    results: list[dict[str, Any]] = []
+    for column, threat in THRESHOLDS.items():
+        if config.allows(threat) and column in shadow_table.columns:
+            attack = ThresholdAttack(column).fit(shadow_table, labels)
+            results += _evaluate(f"threshold on {column}", column, attack, tables, sets, config)
+    selection: dict[str, Any] = {"groups": "speaker", "ablations": {}}
+    for name, families in _ablations(config, shadow_table).items():
+        attack = _shadow_attack(config, name, families, labels, groups).fit(
+            shadow_table, labels, groups=groups
+        )
+        importances = attack.feature_importances(shadow_table, labels)
+        results += _evaluate("shadow attack", name, attack, tables, sets, config, importances)
+        selection["ablations"][name] = {
+            "selected": list(attack.selected_),
+            "cv_results": attack.cv_results_,
+        }
+    return results, selection
+
+
+def _shadow_attack(
+    config: AsrAuditConfig,
+    name: str,
+    families: tuple[str, ...],
+    labels: np.ndarray,
+    groups: np.ndarray,
+) -> ShadowAttack:
+    """A shadow attack over one feature set, with as many CV folds as the groups allow."""
+    per_class = min(len(set(groups[labels])), len(set(groups[~labels])))
+    return ShadowAttack(
+        classifiers=config.classifiers,
+        feature_sets={name: families},
+        cv=max(2, min(config.cv, per_class)),
+        random_state=config.seed,
+    )
+
+
+def _speaker_attacks(
+    tables: dict[str, FeatureTable],
+    sets: dict[str, EvalSet],
+    shadow_roles: Sequence[str],
+    config: AsrAuditConfig,
+) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+    """Speaker-level attacks on per-speaker aggregates, as utterances per speaker grow."""
+    per_speaker = min(
+        len(ids) for table in tables.values() for ids in _rows_by_speaker(table).values()
+    )
+    counts = sorted({k for k in config.utterances_per_speaker if k <= per_speaker} | {per_speaker})
+    results: list[dict[str, Any]] = []
+    selection: dict[str, Any] = {"groups": "speaker", "ablations": {}, "per_speaker": counts}
+    ablations = _ablations(config, tables["target"])
+    for k in counts:
+        speaker_tables, speaker_sets = {}, {}
+        for role, table in tables.items():
+            sub = subsample_per_speaker(table, k, seed=config.seed)
+            member = dict(zip(sets[role].ids, sets[role].is_member, strict=True))
+            aggregated = aggregate_by_speaker(sub)
+            # Every speaker has k utterances, so the count column carries no signal; drop it.
+            keep = [c for c in aggregated.columns if c != "n_utterances"]
+            speaker_tables[role] = aggregated.select(families=(), columns=keep)
+            is_member = speaker_membership(sub, np.array([member[i] for i in sub.ids]))
+            speaker_sets[role] = EvalSet(aggregated.ids, aggregated.ids, is_member)
+        # At the largest count every ablation; below it the richest one, for the curve.
+        chosen = ablations if k == counts[-1] else dict(list(ablations.items())[-1:])
+        shadow_table, labels, groups = _stacked(speaker_tables, speaker_sets, shadow_roles)
+        for name, families in chosen.items():
+            attack = _shadow_attack(config, name, families, labels, groups).fit(
+                shadow_table, labels, groups=groups
+            )
+            label = f"{name}, {k} utterance{'s' if k > 1 else ''}/speaker"
+            results += _evaluate(
+                "speaker shadow attack", label, attack, speaker_tables, speaker_sets, config
+            )
+            selection["ablations"][label] = {
+                "selected": list(attack.selected_),
+                "cv_results": attack.cv_results_,
+            }
+    return results, selection
+
+
+def _rows_by_speaker(table: FeatureTable) -> dict[str, list[str]]:
+    rows: dict[str, list[str]] = {}
+    for uid, spk in zip(table.ids, table.speakers, strict=True):
+        rows.setdefault(spk, []).append(uid)
+    return rows
+
+
+def _calibrated(
+    corpus: Corpus,
+    split: AuditSplit,
+    sets: dict[str, EvalSet],
+    target: AuditModel,
+    shadows: Sequence[AuditModel],
+    null: AuditModel,
+    config: AsrAuditConfig,
+    progress: bool,
+) -> list[dict[str, Any]]:
+    """LiRA and RMIA on the length-normalized loss, with the shadows as reference models."""
+    candidates = list(sets["target"].ids)
+    population = _population(split, candidates, config)
+    ids = candidates + population
+    utterances = [corpus[i] for i in ids]
+    sample_rate = target.recognizer.sample_rate
+    waves = [u.load(sample_rate) for u in utterances]
+    texts = [u.transcript for u in utterances]
+
+    def losses(model: AuditModel) -> np.ndarray:
+        access = Access(model.recognizer, config.threat)
+        return np.asarray(access.utterance_loss(waves, texts, normalize=True), dtype=np.float64)
+
+    reference = np.stack([losses(s) for s in track(shadows, "reference losses", enabled=progress)])
+    reference_in = np.stack([_membership(split, s.role, ids) for s in shadows])
+    observed = {"target": losses(target), "null": losses(null)}
+    n = len(candidates)
+    results: list[dict[str, Any]] = []
+    lira_variants = [("LiRA offline, fixed variance", LiRA(mode="offline", fixed_variance=True))]
+    if (reference_in[:, :n].any(axis=0) & ~reference_in[:, :n].all(axis=0)).all():
+        lira_variants.append(("LiRA online", LiRA(mode="online", fixed_variance=len(shadows) < 8)))
+    for name, lira in lira_variants:
+        lira.fit(logit_confidence(reference[:, :n]), reference_in[:, :n])
+        results += [
+            result_entry(
+                name, "loss_per_char", role,
+                lira.score(logit_confidence(observed[role][:n])), sets["target"].is_member,
+                n_bootstrap=config.n_bootstrap, seed=config.seed,
+            )
+            for role in ("target", "null")
+        ]  # fmt: skip
+    if population:
+        rmia = RMIA().fit(np.exp(-reference), reference_in)
+        mask = np.arange(len(ids)) >= n
+        results += [
+            result_entry(
+                "RMIA", "loss_per_char", role,
+                rmia.score(np.exp(-observed[role]), mask)[:n], sets["target"].is_member,
+                n_bootstrap=config.n_bootstrap, seed=config.seed,
+            )
+            for role in ("target", "null")
+        ]  # fmt: skip
+    return results
+
+
+def _population(split: AuditSplit, candidates: list[str], config: AsrAuditConfig) -> list[str]:
+    """Known non-members of the target for RMIA: utterances no target pool holds."""
+    target_pools = {
+        i for name, ids in split.pools.items() if name.startswith("target") for i in ids
+    }
+    pool = sorted({i for ids in split.pools.values() for i in ids} - target_pools - set(candidates))
+    rng = np.random.default_rng(config.seed)
+    if len(pool) > config.population:
+        pool = [pool[i] for i in np.sort(rng.choice(len(pool), config.population, replace=False))]
+    return pool
+
+
+def _membership(split: AuditSplit, role: str, ids: Sequence[str]) -> np.ndarray:
+    trained = set(split.train_ids(role)) | set(split.unseen_ids(role))
+    return np.array([i in trained for i in ids])
+
+
+def _setup(
+    corpus: Corpus,
+    split: AuditSplit,
+    target: AuditModel,
+    shadows: Sequence[AuditModel],
+    null: AuditModel,
+    sets: dict[str, EvalSet],
+    config: AsrAuditConfig,
+    started: float,
+) -> dict[str, Any]:
+    return {
+        "family": "asr",
+        "model_class": type(getattr(target.recognizer, "model", target.recognizer)).__name__,
+        "target": target.source,
+        "shadows": [s.source for s in shadows],
+        "null_control": null.source,
+        "level": split.level,
+        "threat": config.threat,
+        "corpus": {"name": corpus.name, "fingerprint": split.corpus_fingerprint},
+        "split": split.summary(),
+        "evaluated": {
+            role: {"members": s.n_members, "nonmembers": s.n_nonmembers} for role, s in sets.items()
+        },
+        "config": {k: v for k, v in asdict(config).items() if k != "extra"},
+        "seconds": round(time.time() - started, 1),
+        "machine": {
+            "platform": platform.platform(),
+            "cpu_count": os.cpu_count(),
+            "torch": torch.__version__,
+            "device": str(getattr(target.recognizer, "device", "cpu")),
+        },
+    }
+
+
+def load_audit_model(path: str | Path, role: str | None = None, device: str = "auto") -> AuditModel:
+    """A built-in ASR model from its ``voxaudit train`` run folder (or checkpoint file).
+
+    The role comes from the checkpoint's metadata; ``role`` overrides it (e.g. ``"null"``)
+    and must agree with it when both are known, except for the null control.
+    """
+    from voxaudit.models.recognizer import ASRModel
+    from voxaudit.train.loop import load_model, read_checkpoint, resolve_device
+
+    state = read_checkpoint(path)
+    recorded = (state.get("metadata") or {}).get("role")
+    if role is None and recorded is None:
+        raise VoxauditError(f"{path}: the checkpoint records no split role; give it explicitly")
+    if role not in (None, "null") and recorded not in (None, role):
+        raise VoxauditError(f"{path}: trained as {recorded!r}, not as {role!r}")
+    model = load_model(path, resolve_device(device), expected=ASRModel.__args__)  # type: ignore[attr-defined]
+    train_ids = (state.get("data") or {}).get("train_ids")
+    return AuditModel(
+        role or recorded,
+        str(path),
+        Recognizer(model),
+        frozenset(train_ids) if train_ids is not None else None,
+    )

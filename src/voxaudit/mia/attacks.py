@@ -1,0 +1,286 @@
+"""Membership inference attacks over feature tables: a one-feature threshold and shadow classifiers.
+
+Both are fitted on shadow data (rows whose membership is known, from models the auditor trained)
+and then score the target's rows. Scores are always oriented so that higher = more likely member.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Literal
+
+import numpy as np
+from sklearn.base import BaseEstimator, clone
+from sklearn.ensemble import HistGradientBoostingClassifier, RandomForestClassifier
+from sklearn.inspection import permutation_importance
+from sklearn.linear_model import LogisticRegression
+from sklearn.metrics import roc_auc_score, roc_curve
+from sklearn.model_selection import StratifiedGroupKFold, StratifiedKFold
+from sklearn.neural_network import MLPClassifier
+from sklearn.pipeline import Pipeline, make_pipeline
+from sklearn.preprocessing import StandardScaler
+
+from voxaudit.errors import VoxauditError
+from voxaudit.mia.table import FeatureTable
+
+CLASSIFIERS = ("logistic", "random_forest", "gradient_boosting", "mlp")
+
+
+def default_classifier(name: str, random_state: int = 0) -> BaseEstimator:
+    """The seeded scikit-learn classifier behind one of the names in ``CLASSIFIERS``."""
+    if name == "logistic":
+        return LogisticRegression(max_iter=1000)
+    if name == "random_forest":
+        return RandomForestClassifier(random_state=random_state)
+    if name == "gradient_boosting":
+        return HistGradientBoostingClassifier(random_state=random_state)
+    if name == "mlp":
+        return MLPClassifier(
+            hidden_layer_sizes=(32, 16),
+            early_stopping=True,
+            max_iter=500,
+            random_state=random_state,
+        )
+    raise VoxauditError(f"unknown classifier {name!r}; known: {', '.join(CLASSIFIERS)}")
+
+
+def member_labels(is_member: Sequence[bool] | np.ndarray, n_rows: int) -> np.ndarray:
+    """``is_member`` as a bool array of one label per row, with both classes present."""
+    labels = np.asarray(is_member)
+    if labels.shape != (n_rows,):
+        raise VoxauditError(f"is_member has shape {labels.shape}; expected ({n_rows},)")
+    if labels.dtype != bool and not np.isin(labels, (0, 1)).all():
+        raise VoxauditError("is_member must hold booleans (or 0/1)")
+    labels = labels.astype(bool)
+    if labels.all() or not labels.any():
+        raise VoxauditError("an attack needs both members and non-members to fit on")
+    return labels
+
+
+def _matrix(table: FeatureTable, columns: Sequence[str]) -> np.ndarray:
+    """These columns, in this order; a non-finite value is an error that names its column."""
+    values = np.column_stack([table.column(name) for name in columns])
+    bad = ~np.isfinite(values)
+    if bad.any():
+        j = int(np.flatnonzero(bad.any(axis=0))[0])
+        raise VoxauditError(
+            f"feature column {columns[j]!r} has {int(bad[:, j].sum())} non-finite value(s)"
+        )
+    return values
+
+
+def accuracy_threshold(labels: np.ndarray, scores: np.ndarray) -> float:
+    """The cut ``t`` for which ``scores >= t`` predicts ``labels`` most accurately."""
+    fpr, tpr, thresholds = roc_curve(labels, scores, drop_intermediate=False)
+    positives = labels.sum()
+    accuracy = tpr * positives + (1 - fpr) * (len(labels) - positives)
+    best = int(np.argmax(accuracy))
+    if best == 0 or best == len(thresholds) - 1:
+        return float(thresholds[best])
+    # Halfway to the next lower score: the same accuracy here, with a margin on both sides.
+    return float((thresholds[best] + thresholds[best + 1]) / 2)
+
+
+class ThresholdAttack:
+    """The one-feature baseline: a member if ``column`` is on the member side of a threshold.
+
+    ``member_if`` says which side: ``"low"`` (e.g. loss, WER), ``"high"``, or ``"auto"``, which
+    takes the direction with the higher AUROC on the data given to :meth:`fit` (``"high"`` on a
+    tie). The threshold maximizes accuracy on that data.
+    """
+
+    def __init__(self, column: str, member_if: Literal["low", "high", "auto"] = "auto") -> None:
+        self.column = column
+        self.member_if = member_if
+
+    def fit(self, table: FeatureTable, is_member: Sequence[bool] | np.ndarray) -> ThresholdAttack:
+        """Learn ``member_if_`` (low/high), ``threshold_`` (in column units) and ``auroc_``."""
+        if self.member_if not in ("low", "high", "auto"):
+            raise VoxauditError(
+                f"member_if must be 'low', 'high' or 'auto', not {self.member_if!r}"
+            )
+        labels = member_labels(is_member, len(table))
+        values = _matrix(table, [self.column])[:, 0]
+        direction = self.member_if
+        if direction == "auto":
+            direction = "high" if roc_auc_score(labels, values) >= 0.5 else "low"
+        self.member_if_ = direction
+        self.threshold_ = self._sign * accuracy_threshold(labels, self._sign * values)
+        self.auroc_ = float(roc_auc_score(labels, self._sign * values))
+        return self
+
+    @property
+    def _sign(self) -> float:
+        return 1.0 if self.member_if_ == "high" else -1.0
+
+    def score(self, table: FeatureTable) -> np.ndarray:
+        """The column, signed so that higher = more likely member."""
+        return self._sign * _matrix(table, [self.column])[:, 0]
+
+    def predict(self, table: FeatureTable) -> np.ndarray:
+        """True for the rows on the member side of ``threshold_``."""
+        return self.score(table) >= self._sign * self.threshold_
+
+
+class ShadowAttack:
+    """Shadow-model attack: a classifier from features to membership, chosen by cross-validation.
+
+    Every (classifier, feature set) pair is cross-validated with AUROC on the shadow data given
+    to :meth:`fit`, the pair with the best mean is refitted on all of it, and the refitted model's
+    member probability is the score.
+
+    ``classifiers`` are names from ``CLASSIFIERS`` or a mapping of names to scikit-learn
+    classifiers (e.g. a smaller forest); each is preceded by a ``StandardScaler``. One classifier
+    and several feature sets make a feature ablation. ``feature_sets`` maps a name to feature
+    table families (or one family), e.g. ``{"wer": "transcript", "loss": ["loss", "confidence"]}``;
+    ``None`` is one set, ``"all"``, with every column.
+
+    Fitted attributes: ``selected_`` (classifier, feature set), ``cv_results_`` (one dict per
+    pair: classifier, features, auroc_mean, auroc_std), ``columns_``, ``model_`` and
+    ``threshold_``, the cut on the member probability that maximizes accuracy over the
+    out-of-fold probabilities of the selected pair (not 0.5: shadow data need not be balanced).
+    """
+
+    def __init__(
+        self,
+        classifiers: Sequence[str] | Mapping[str, BaseEstimator] = CLASSIFIERS,
+        feature_sets: Mapping[str, Sequence[str]] | None = None,
+        cv: int = 5,
+        random_state: int = 0,
+    ) -> None:
+        self.classifiers = classifiers
+        self.feature_sets = feature_sets
+        self.cv = cv
+        self.random_state = random_state
+
+    def fit(
+        self,
+        table: FeatureTable,
+        is_member: Sequence[bool] | np.ndarray,
+        groups: Sequence[object] | np.ndarray | None = None,
+    ) -> ShadowAttack:
+        """Cross-validate every pair, keep the best, refit it on all rows.
+
+        Folds are stratified by membership. ``groups`` (e.g. the shadow model or the speaker of
+        each row) keeps each group within one fold (``StratifiedGroupKFold``), so that a speaker
+        never sits on both sides of a split.
+        """
+        labels = member_labels(is_member, len(table))
+        pipelines = self._pipelines()
+        sets = self._feature_sets(table)
+        matrices = {name: _matrix(table, columns) for name, columns in sets.items()}
+        folds = self._folds(labels, groups)
+
+        self.cv_results_ = []
+        out_of_fold = {}
+        for classifier, pipeline in pipelines.items():
+            for features, x in matrices.items():
+                probability = np.empty(len(labels))
+                aurocs = []
+                for train, test in folds:
+                    model = clone(pipeline).fit(x[train], labels[train])
+                    probability[test] = model.predict_proba(x[test])[:, 1]
+                    # A fold of one group can hold one class only: its AUROC is undefined.
+                    if 0 < labels[test].sum() < len(test):
+                        aurocs.append(roc_auc_score(labels[test], probability[test]))
+                if not aurocs:
+                    raise VoxauditError(
+                        "every cross-validation test fold holds one class only; "
+                        "use fewer folds or more groups"
+                    )
+                out_of_fold[classifier, features] = probability
+                self.cv_results_.append(
+                    {
+                        "classifier": classifier,
+                        "features": features,
+                        "auroc_mean": float(np.mean(aurocs)),
+                        "auroc_std": float(np.std(aurocs)),
+                    }
+                )
+        best = max(self.cv_results_, key=lambda row: row["auroc_mean"])
+        self.selected_ = (best["classifier"], best["features"])
+        self.columns_ = sets[best["features"]]
+        self.model_ = clone(pipelines[best["classifier"]]).fit(matrices[best["features"]], labels)
+        self.threshold_ = accuracy_threshold(labels, out_of_fold[self.selected_])
+        return self
+
+    def _pipelines(self) -> dict[str, Pipeline]:
+        if isinstance(self.classifiers, Mapping):
+            estimators = dict(self.classifiers)
+        else:
+            estimators = {
+                name: default_classifier(name, self.random_state) for name in self.classifiers
+            }
+        if not estimators:
+            raise VoxauditError("ShadowAttack needs at least one classifier")
+        return {name: make_pipeline(StandardScaler(), est) for name, est in estimators.items()}
+
+    def _feature_sets(self, table: FeatureTable) -> dict[str, tuple[str, ...]]:
+        if self.feature_sets is None:
+            return {"all": table.columns}
+        if not self.feature_sets:
+            raise VoxauditError("ShadowAttack needs at least one feature set")
+        sets = {}
+        for name, families in self.feature_sets.items():
+            families = [families] if isinstance(families, str) else list(families)
+            columns = table.select(families).columns
+            if not columns:
+                raise VoxauditError(
+                    f"feature set {name!r}: the table has no column of the famil(ies) "
+                    f"{', '.join(families) or '(none)'}"
+                )
+            sets[name] = columns
+        return sets
+
+    def _folds(
+        self, labels: np.ndarray, groups: Sequence[object] | np.ndarray | None
+    ) -> list[tuple[np.ndarray, np.ndarray]]:
+        if self.cv < 2:
+            raise VoxauditError(f"cv must be at least 2, not {self.cv}")
+        x = np.zeros((len(labels), 1))
+        if groups is None:
+            if min(labels.sum(), (~labels).sum()) < self.cv:
+                raise VoxauditError(f"cv={self.cv} folds need at least {self.cv} rows per class")
+            splitter = StratifiedKFold(self.cv, shuffle=True, random_state=self.random_state)
+            return list(splitter.split(x, labels))
+        groups = np.asarray(groups)
+        if groups.shape != labels.shape:
+            raise VoxauditError(f"groups has shape {groups.shape}; expected {labels.shape}")
+        n_groups = len(np.unique(groups))
+        if n_groups < self.cv:
+            raise VoxauditError(
+                f"cv={self.cv} folds need at least {self.cv} groups, not {n_groups}"
+            )
+        # Stratified as well as grouped: with speaker groups membership is constant within a
+        # group, and plain GroupKFold can then leave a fold with one class.
+        splitter = StratifiedGroupKFold(self.cv, shuffle=True, random_state=self.random_state)
+        folds = list(splitter.split(x, labels, groups))
+        for k, (train, _) in enumerate(folds):
+            if labels[train].all() or not labels[train].any():
+                raise VoxauditError(
+                    f"cross-validation fold {k}: the training part holds one class only; "
+                    "use fewer folds or more groups"
+                )
+        return folds
+
+    def score(self, table: FeatureTable) -> np.ndarray:
+        """The selected model's member probability for each row."""
+        return self.model_.predict_proba(_matrix(table, self.columns_))[:, 1]
+
+    def predict(self, table: FeatureTable) -> np.ndarray:
+        """True for the rows whose member probability reaches ``threshold_``."""
+        return self.score(table) >= self.threshold_
+
+    def feature_importances(
+        self, table: FeatureTable, is_member: Sequence[bool] | np.ndarray, n_repeats: int = 5
+    ) -> dict[str, float]:
+        """Mean AUROC drop when each selected column is shuffled, on these rows."""
+        result = permutation_importance(
+            self.model_,
+            _matrix(table, self.columns_),
+            member_labels(is_member, len(table)),
+            scoring="roc_auc",
+            n_repeats=n_repeats,
+            random_state=self.random_state,
+        )
+        return dict(zip(self.columns_, map(float, result.importances_mean), strict=True))

@@ -1,0 +1,208 @@
+"""Feature tables: one row per utterance (or speaker), named float columns grouped in families.
+
+Attacks are estimators over these tables, so feature extraction (which needs the model) and
+attack fitting (which needs only numbers) are separate steps, and extracted features can be
+cached on disk and reused by every attack and every ablation.
+
+Each column belongs to one *family*, the unit of the feature ablations:
+
+===============  ===========  =================================================================
+family           threat       columns
+===============  ===========  =================================================================
+transcript       black box    WER, CER, hypothesis/reference length ratio
+score            black box*   decoder scores, when the API exposes them
+loss             grey box     per-utterance loss, raw and length-normalized
+confidence       grey box     posterior confidence and entropy statistics
+noise            grey box**   loss/WER/CER/KL under Gaussian noise at several SNRs
+adversarial      white box    loss increase, KL and WER change under FGSM / PGD
+aggregate        any          per-speaker statistics of utterance features and attack scores
+===============  ===========  =================================================================
+
+\\* only with ``Access(..., scores=True)`` at black box.  \\*\\* its transcript columns
+(WER/CER change) need only a black box.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from collections import Counter
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from voxaudit.errors import VoxauditError
+
+FAMILIES = ("transcript", "score", "loss", "confidence", "noise", "adversarial", "aggregate")
+FORMAT = "voxaudit.features/1"
+
+
+@dataclass(frozen=True)
+class FeatureTable:
+    """``values[i, j]`` is feature ``columns[j]`` of row ``ids[i]`` (an utterance or speaker).
+
+    ``families[j]`` is the family of column j (see the module docstring); ``speakers[i]`` the
+    speaker of row i (for utterance rows) or the speaker itself (for speaker rows).
+    """
+
+    ids: tuple[str, ...]
+    speakers: tuple[str, ...]
+    columns: tuple[str, ...]
+    families: tuple[str, ...]
+    values: np.ndarray
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "ids", tuple(self.ids))
+        object.__setattr__(self, "speakers", tuple(self.speakers))
+        object.__setattr__(self, "columns", tuple(self.columns))
+        object.__setattr__(self, "families", tuple(self.families))
+        values = np.array(self.values, dtype=np.float64)  # a copy: the table is read-only
+        if values.ndim != 2 or values.shape != (len(self.ids), len(self.columns)):
+            raise VoxauditError(
+                f"feature table: values of shape {values.shape} do not match "
+                f"{len(self.ids)} rows x {len(self.columns)} columns"
+            )
+        if len(self.speakers) != len(self.ids):
+            raise VoxauditError(
+                f"feature table: {len(self.speakers)} speakers for {len(self.ids)} rows"
+            )
+        if len(self.families) != len(self.columns):
+            raise VoxauditError(
+                f"feature table: {len(self.families)} families for {len(self.columns)} columns"
+            )
+        unknown = sorted(set(self.families) - set(FAMILIES))
+        if unknown:
+            raise VoxauditError(
+                f"feature table: unknown famil(ies) {', '.join(unknown)}; "
+                f"known: {', '.join(FAMILIES)}"
+            )
+        for name, items in (("row id", self.ids), ("column", self.columns)):
+            duplicates = [item for item, count in Counter(items).items() if count > 1]
+            if duplicates:
+                raise VoxauditError(f"feature table: {name} {duplicates[0]!r} appears twice")
+        values.setflags(write=False)
+        object.__setattr__(self, "values", values)
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+    def column(self, name: str) -> np.ndarray:
+        """One column by name."""
+        try:
+            return self.values[:, self.columns.index(name)]
+        except ValueError:
+            raise VoxauditError(
+                f"feature table has no column {name!r}; it has: {', '.join(self.columns)}"
+            ) from None
+
+    def select(
+        self, families: Iterable[str] | None = None, columns: Iterable[str] = ()
+    ) -> FeatureTable:
+        """The columns of these families, plus these named columns, in table order."""
+        families = set(FAMILIES if families is None else families)
+        wanted = set(columns)
+        missing = sorted(wanted - set(self.columns))
+        if missing:
+            raise VoxauditError(f"feature table has no column(s) {', '.join(missing)}")
+        keep = [
+            j
+            for j, (col, fam) in enumerate(zip(self.columns, self.families, strict=True))
+            if fam in families or col in wanted
+        ]
+        return FeatureTable(
+            self.ids,
+            self.speakers,
+            tuple(self.columns[j] for j in keep),
+            tuple(self.families[j] for j in keep),
+            self.values[:, keep],
+        )
+
+    def rows(self, ids: Sequence[str]) -> FeatureTable:
+        """These rows, in this order; an unknown id is an error that names it."""
+        index = {row: i for i, row in enumerate(self.ids)}
+        missing = [row for row in ids if row not in index]
+        if missing:
+            raise VoxauditError(
+                f"feature table has no row {missing[0]!r}"
+                + (f" (and {len(missing) - 1} more)" if len(missing) > 1 else "")
+            )
+        take = [index[row] for row in ids]
+        return FeatureTable(
+            tuple(ids),
+            tuple(self.speakers[i] for i in take),
+            self.columns,
+            self.families,
+            self.values[take],
+        )
+
+    @classmethod
+    def concat_columns(cls, tables: Sequence[FeatureTable]) -> FeatureTable:
+        """Side by side: tables over the same rows, columns joined."""
+        if not tables:
+            raise VoxauditError("feature table: nothing to join")
+        first = tables[0]
+        for other in tables[1:]:
+            if other.ids != first.ids:
+                raise VoxauditError("feature table: joined tables must have the same rows")
+        return cls(
+            first.ids,
+            first.speakers,
+            tuple(c for t in tables for c in t.columns),
+            tuple(f for t in tables for f in t.families),
+            np.concatenate([t.values for t in tables], axis=1),
+        )
+
+    @classmethod
+    def concat_rows(cls, tables: Sequence[FeatureTable]) -> FeatureTable:
+        """One under another: tables with the same columns, rows joined."""
+        if not tables:
+            raise VoxauditError("feature table: nothing to join")
+        first = tables[0]
+        for other in tables[1:]:
+            if other.columns != first.columns:
+                raise VoxauditError("feature table: stacked tables must have the same columns")
+        return cls(
+            tuple(i for t in tables for i in t.ids),
+            tuple(s for t in tables for s in t.speakers),
+            first.columns,
+            first.families,
+            np.concatenate([t.values for t in tables], axis=0),
+        )
+
+    def save(self, path: str | Path) -> Path:
+        """Write to ``.npz`` atomically (a temporary file, then a rename)."""
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        meta = {
+            "format": FORMAT,
+            "ids": self.ids,
+            "speakers": self.speakers,
+            "columns": self.columns,
+            "families": self.families,
+        }
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+        try:
+            with os.fdopen(fd, "wb") as f:
+                np.savez(f, values=self.values, meta=np.array(json.dumps(meta)))
+            os.replace(tmp, path)
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise
+        return path
+
+    @classmethod
+    def load(cls, path: str | Path) -> FeatureTable:
+        """Read a table written by :meth:`save`; a bad file is an error that names it."""
+        path = Path(path)
+        try:
+            with np.load(path, allow_pickle=False) as data:
+                meta = json.loads(str(data["meta"]))
+                values = data["values"]
+        except (OSError, KeyError, ValueError) as exc:
+            raise VoxauditError(f"{path}: not a readable feature table ({exc})") from exc
+        if meta.get("format") != FORMAT:
+            raise VoxauditError(f"{path}: not a voxaudit feature table (expected {FORMAT})")
+        return cls(meta["ids"], meta["speakers"], meta["columns"], meta["families"], values)

@@ -1,0 +1,87 @@
+"""The ASR membership audit end to end, on tiny untrained models (plumbing, validity rules)."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from voxaudit.data.splits import make_split
+from voxaudit.data.synth import synthesize_corpus_in_memory
+from voxaudit.errors import VoxauditError
+from voxaudit.mia.asr import AsrAuditConfig, AuditModel, audit_asr
+from voxaudit.models.ctc import CTCModel
+from voxaudit.models.recognizer import Recognizer
+from voxaudit.report.mia import read_report
+
+FAST = {
+    "snrs_db": (20.0,),
+    "draws": 2,
+    "adversarial_eps": (0.01,),
+    "pgd_steps": 1,
+    "classifiers": ("logistic",),
+    "n_bootstrap": 200,
+    "utterances_per_speaker": (1, 2),
+}
+
+
+@pytest.fixture(scope="module")
+def corpus():
+    return synthesize_corpus_in_memory(n_speakers=12, per_speaker=4, seed=3)
+
+
+def _model(role: str, seed: int) -> AuditModel:
+    torch.manual_seed(seed)
+    model = CTCModel(encoder="gru", d_model=32, layers=1, conv_channels=8)
+    return AuditModel(role, f"tiny-{role}", Recognizer(model.eval(), batch_size=8))
+
+
+@pytest.mark.parametrize(
+    ("level", "threat"), [("sample", "white"), ("sample", "black"), ("speaker", "grey")]
+)
+def test_audit_writes_a_valid_report_with_a_null_row_for_every_target_row(
+    corpus, tmp_path, level, threat
+):
+    split = make_split(corpus, level, seed=0, n_shadow=2, reference_speakers=2)
+    shadows = [_model("shadow-0", 1), _model("shadow-1", 2)]
+    config = AsrAuditConfig(threat=threat, **FAST)
+    report = audit_asr(
+        corpus, split, _model("target", 0), shadows, tmp_path, config=config, progress=False
+    )
+    assert read_report(tmp_path) == json.loads((tmp_path / "report.json").read_text())
+    assert (tmp_path / "report.html").exists()
+    results = report["results"]
+    targets = [(r["name"], r["features"]) for r in results if r["model"] == "target"]
+    nulls = [(r["name"], r["features"]) for r in results if r["model"] == "null"]
+    assert targets and sorted(targets) == sorted(nulls)
+    for r in results:
+        assert r["n_members"] == r["n_nonmembers"] > 0
+    names = {name for name, _ in targets}
+    features = {f for _, f in targets}
+    if threat == "black":
+        assert not any("loss" in f for f in features) and "threshold on loss_per_char" not in names
+    if threat == "white" and level == "sample":
+        assert "loss + noise + adversarial" in features
+        assert {"LiRA offline, fixed variance", "RMIA"} <= names
+    if level == "speaker":
+        assert any("1 utterance/speaker" in f for f in features)
+    assert report["setup"]["null_control"].endswith("(as null control)")
+
+
+def test_a_null_control_that_saw_the_target_data_is_refused(corpus, tmp_path):
+    split = make_split(
+        corpus, "sample", seed=0, n_shadow=2, shadow_mode="halves", halves_include_target=True
+    )
+    shadows = [_model("shadow-0", 1), _model("shadow-1", 2)]
+    with pytest.raises(VoxauditError, match="null-control"):
+        audit_asr(
+            corpus, split, _model("target", 0), shadows, tmp_path,
+            config=AsrAuditConfig(**FAST), progress=False,
+        )  # fmt: skip
+
+
+def test_unknown_shadow_roles_are_refused(corpus, tmp_path):
+    split = make_split(corpus, "sample", seed=0, n_shadow=1)
+    with pytest.raises(VoxauditError, match="shadow roles"):
+        audit_asr(corpus, split, _model("target", 0), [_model("shadow-5", 1)], tmp_path)
