@@ -162,3 +162,37 @@ def test_train_classifier_on_a_split_role(tmp_path):
     args[3] = str(other)
     result = runner.invoke(app, args)
     assert result.exit_code == 2 and "re-run `voxaudit split`" in result.output
+
+
+def test_mia_asr_trains_nothing_and_audits_trained_checkpoints(tmp_path):
+    from voxaudit.data.synth import synthesize_corpus
+
+    corpus_dir = tmp_path / "corpus"
+    synthesize_corpus(corpus_dir, n_speakers=8, per_speaker=4, seed=1, workers=1)
+    split_file = tmp_path / "split.json"
+    made = runner.invoke(
+        app, ["split", str(corpus_dir), "--out", str(split_file), "--shadows", "2"]
+    )
+    assert made.exit_code == 0, made.output
+    config = tmp_path / "run.toml"
+    config.write_text(
+        '[model]\nfamily = "ctc"\npreset = "tiny"\nd_model = 32\nlayers = 1\n\n'
+        "[train]\nepochs = 1\nbatch_size = 4\n"
+    )
+    for role in ("target", "shadow-0", "shadow-1"):
+        args = ["train", "asr", "--corpus", str(corpus_dir), "--split", str(split_file)]
+        args += ["--role", role, "--config", str(config), "--out", str(tmp_path / role)]
+        trained = runner.invoke(app, args)
+        assert trained.exit_code == 0, trained.output
+    audit = ["mia", "asr", "--corpus", str(corpus_dir), "--split", str(split_file)]
+    audit += ["--target", str(tmp_path / "target"), "--out", str(tmp_path / "report")]
+    audit += ["--shadow", str(tmp_path / "shadow-0"), "--shadow", str(tmp_path / "shadow-1")]
+    audit += ["--threat", "black", "--draws", "1", "--snr", "20", "--bootstrap", "100"]
+    result = runner.invoke(app, audit)
+    assert result.exit_code == 0, result.output
+    assert "Membership inference" in result.output
+    assert (tmp_path / "report" / "report.html").is_file()
+    # A shadow given as the target is refused by its recorded role, with exit code 2.
+    wrong = [*audit[:6], "--target", str(tmp_path / "shadow-0"), *audit[8:]]
+    refused = runner.invoke(app, wrong)
+    assert refused.exit_code == 2 and "trained as 'shadow-0'" in refused.output

@@ -89,6 +89,7 @@ def mia_table(report: dict[str, Any], metrics: Sequence[str] = MIA_METRICS) -> T
 
 
 def _interval(metric: dict[str, float]) -> str:
-    if math.isnan(metric["value"]):
+    # NaN (e.g. TPR at an FPR too low for the number of non-members) is null in the JSON.
+    if any(metric[k] is None or math.isnan(metric[k]) for k in ("value", "low", "high")):
         return "n/a"
     return f"{metric['value']:.3f} [{metric['low']:.3f}, {metric['high']:.3f}]"
