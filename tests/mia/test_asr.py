@@ -85,3 +85,15 @@ def test_unknown_shadow_roles_are_refused(corpus, tmp_path):
     split = make_split(corpus, "sample", seed=0, n_shadow=1)
     with pytest.raises(VoxauditError, match="shadow roles"):
         audit_asr(corpus, split, _model("target", 0), [_model("shadow-5", 1)], tmp_path)
+
+
+def test_rmia_population_needs_an_out_reference_when_only_some_halves_shadows_are_used(
+    corpus, tmp_path
+):
+    split = make_split(corpus, "sample", seed=0, n_shadow=4, shadow_mode="halves")
+    shadows = [_model("shadow-0", 1), _model("shadow-1", 2)]
+    report = audit_asr(
+        corpus, split, _model("target", 0), shadows, tmp_path,
+        config=AsrAuditConfig(threat="grey", **FAST), progress=False,
+    )  # fmt: skip
+    assert "RMIA" in {r["name"] for r in report["results"]}

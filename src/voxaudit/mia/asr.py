@@ -161,7 +161,7 @@ def _null_from_shadows(
 ) -> AuditModel:
     """A shadow that never trained on the target's evaluated utterances (or their speakers)."""
     for shadow in shadows:
-        seen = set(split.train_ids(shadow.role)) | set(split.unseen_ids(shadow.role))
+        seen = _membership_ids(split, shadow.role)
         overlap = bool(seen & set(target_set.ids))
         if split.level == "speaker":
             # At speaker level, having trained on the voice is having seen the evidence.
@@ -362,7 +362,7 @@ def _calibrated(
 ) -> list[dict[str, Any]]:
     """LiRA and RMIA on the length-normalized loss, with the shadows as reference models."""
     candidates = list(sets["target"].ids)
-    population = _population(split, candidates, config)
+    population = _population(split, candidates, [s.role for s in shadows], config)
     ids = candidates + population
     utterances = [corpus[i] for i in ids]
     sample_rate = target.recognizer.sample_rate
@@ -405,20 +405,31 @@ def _calibrated(
     return results
 
 
-def _population(split: AuditSplit, candidates: list[str], config: AsrAuditConfig) -> list[str]:
-    """Known non-members of the target for RMIA: utterances no target pool holds."""
+def _population(
+    split: AuditSplit, candidates: list[str], shadow_roles: list[str], config: AsrAuditConfig
+) -> list[str]:
+    """Known non-members of the target for RMIA: utterances no target pool holds.
+
+    Each must be OUT for at least one reference (shadow) model, or p(z) has no OUT estimate.
+    """
+    everything = {i for ids in split.pools.values() for i in ids}
     target_pools = {
         i for name, ids in split.pools.items() if name.startswith("target") for i in ids
     }
-    pool = sorted({i for ids in split.pools.values() for i in ids} - target_pools - set(candidates))
+    in_every = set.intersection(*(_membership_ids(split, role) for role in shadow_roles))
+    pool = sorted(everything - target_pools - set(candidates) - in_every)
     rng = np.random.default_rng(config.seed)
     if len(pool) > config.population:
         pool = [pool[i] for i in np.sort(rng.choice(len(pool), config.population, replace=False))]
     return pool
 
 
+def _membership_ids(split: AuditSplit, role: str) -> set[str]:
+    return set(split.train_ids(role)) | set(split.unseen_ids(role))
+
+
 def _membership(split: AuditSplit, role: str, ids: Sequence[str]) -> np.ndarray:
-    trained = set(split.train_ids(role)) | set(split.unseen_ids(role))
+    trained = _membership_ids(split, role)
     return np.array([i in trained for i in ids])
 
 
