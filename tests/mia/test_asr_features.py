@@ -9,13 +9,13 @@ import pytest
 import torch
 
 from tests.audio_fixtures import tone
+from tests.models.test_recognizer import _attention
 from voxaudit.errors import VoxauditError
 from voxaudit.mia.asr_features import AsrFeatures
 from voxaudit.mia.table import FAMILIES
 from voxaudit.models.access import Access
 from voxaudit.models.ctc import CTCModel
 from voxaudit.models.recognizer import Recognizer, cer, wer
-from voxaudit.models.seq2seq import AttentionModel
 
 TEXTS = ["ab", "cab", "a b", "bad", "dab"]
 IDS = [f"u{k}" for k in range(len(TEXTS))]
@@ -42,17 +42,7 @@ def ctc() -> Recognizer:
 @pytest.fixture(scope="module")
 def attention() -> Recognizer:
     torch.manual_seed(0)
-    model = AttentionModel(
-        encoder="conformer",
-        d_model=64,
-        layers=2,
-        decoder_layers=1,
-        d_ff=128,
-        conv_channels=8,
-        label_smoothing=0.0,
-        ctc_weight=0.0,
-    )
-    return Recognizer(model, batch_size=4)
+    return Recognizer(_attention(), batch_size=4)
 
 
 class Spy:

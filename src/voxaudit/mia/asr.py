@@ -33,7 +33,12 @@ from voxaudit.mia.asr_features import AsrFeatures
 from voxaudit.mia.attacks import ShadowAttack, ThresholdAttack
 from voxaudit.mia.calibrated import RMIA, LiRA, logit_confidence
 from voxaudit.mia.evaluation import EvalSet, evaluation_set
-from voxaudit.mia.speaker import aggregate_by_speaker, speaker_membership, subsample_per_speaker
+from voxaudit.mia.speaker import (
+    aggregate_by_speaker,
+    speaker_membership,
+    speaker_rows,
+    subsample_per_speaker,
+)
 from voxaudit.mia.table import FeatureTable
 from voxaudit.models.access import Access, AccessLevel
 from voxaudit.models.recognizer import Recognizer
@@ -271,33 +276,34 @@ def _sample_attacks(
             results += _evaluate(f"threshold on {column}", column, attack, tables, sets, config)
     selection: dict[str, Any] = {"groups": "speaker", "ablations": {}}
     for name, families in _ablations(config, shadow_table).items():
-        attack = _shadow_attack(config, name, families, labels, groups).fit(
-            shadow_table, labels, groups=groups
-        )
+        attack = _fit_shadow_attack(config, name, families, shadow_table, labels, groups)
+        selection["ablations"][name] = _selected(attack)
         importances = attack.feature_importances(shadow_table, labels)
         results += _evaluate("shadow attack", name, attack, tables, sets, config, importances)
-        selection["ablations"][name] = {
-            "selected": list(attack.selected_),
-            "cv_results": attack.cv_results_,
-        }
     return results, selection
 
 
-def _shadow_attack(
+def _fit_shadow_attack(
     config: AsrAuditConfig,
     name: str,
     families: tuple[str, ...],
+    table: FeatureTable,
     labels: np.ndarray,
     groups: np.ndarray,
 ) -> ShadowAttack:
-    """A shadow attack over one feature set, with as many CV folds as the groups allow."""
+    """A shadow attack over one feature set fitted on shadow data, folds as groups allow."""
     per_class = min(len(set(groups[labels])), len(set(groups[~labels])))
     return ShadowAttack(
         classifiers=config.classifiers,
         feature_sets={name: families},
         cv=max(2, min(config.cv, per_class)),
         random_state=config.seed,
-    )
+    ).fit(table, labels, groups=groups)
+
+
+def _selected(attack: ShadowAttack) -> dict[str, Any]:
+    """What cross-validation on shadow data chose, for the report."""
+    return {"selected": list(attack.selected_), "cv_results": attack.cv_results_}
 
 
 def _speaker_attacks(
@@ -308,7 +314,7 @@ def _speaker_attacks(
 ) -> tuple[list[dict[str, Any]], dict[str, Any]]:
     """Speaker-level attacks on per-speaker aggregates, as utterances per speaker grow."""
     per_speaker = min(
-        len(ids) for table in tables.values() for ids in _rows_by_speaker(table).values()
+        len(rows) for table in tables.values() for rows in speaker_rows(table).values()
     )
     counts = sorted({k for k in config.utterances_per_speaker if k <= per_speaker} | {per_speaker})
     results: list[dict[str, Any]] = []
@@ -329,25 +335,13 @@ def _speaker_attacks(
         chosen = ablations if k == counts[-1] else dict(list(ablations.items())[-1:])
         shadow_table, labels, groups = _stacked(speaker_tables, speaker_sets, shadow_roles)
         for name, families in chosen.items():
-            attack = _shadow_attack(config, name, families, labels, groups).fit(
-                shadow_table, labels, groups=groups
-            )
+            attack = _fit_shadow_attack(config, name, families, shadow_table, labels, groups)
             label = f"{name}, {k} utterance{'s' if k > 1 else ''}/speaker"
             results += _evaluate(
                 "speaker shadow attack", label, attack, speaker_tables, speaker_sets, config
             )
-            selection["ablations"][label] = {
-                "selected": list(attack.selected_),
-                "cv_results": attack.cv_results_,
-            }
+            selection["ablations"][label] = _selected(attack)
     return results, selection
-
-
-def _rows_by_speaker(table: FeatureTable) -> dict[str, list[str]]:
-    rows: dict[str, list[str]] = {}
-    for uid, spk in zip(table.ids, table.speakers, strict=True):
-        rows.setdefault(spk, []).append(uid)
-    return rows
 
 
 def _calibrated(
