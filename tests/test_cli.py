@@ -1,5 +1,6 @@
 import json
 
+import pytest
 from typer.testing import CliRunner
 
 from tests.audio_fixtures import write_wav
@@ -196,3 +197,37 @@ def test_mia_asr_trains_nothing_and_audits_trained_checkpoints(tmp_path):
     wrong = [*audit[:6], "--target", str(tmp_path / "shadow-0"), *audit[8:]]
     refused = runner.invoke(app, wrong)
     assert refused.exit_code == 2 and "trained as 'shadow-0'" in refused.output
+
+
+def test_mia_asr_score_ranks_recordings_on_pocketsphinx(tmp_path):
+    pytest.importorskip("pocketsphinx")
+    from voxaudit.data.synth import synthesize_corpus
+
+    corpus_dir, recordings = tmp_path / "corpus", tmp_path / "mine"
+    synthesize_corpus(corpus_dir, n_speakers=6, per_speaker=4, seed=1, workers=1)
+    synthesize_corpus(recordings, n_speakers=1, per_speaker=3, seed=2, workers=1)
+    split_file = tmp_path / "split.json"
+    made = runner.invoke(
+        app, ["split", str(corpus_dir), "--out", str(split_file), "--shadows", "1"]
+    )
+    assert made.exit_code == 0, made.output
+    config = tmp_path / "run.toml"
+    config.write_text(
+        '[model]\nfamily = "ctc"\npreset = "tiny"\nd_model = 32\nlayers = 1\n\n'
+        "[train]\nepochs = 1\nbatch_size = 4\n"
+    )
+    args = ["train", "asr", "--corpus", str(corpus_dir), "--split", str(split_file)]
+    args += ["--role", "shadow-0", "--config", str(config), "--out", str(tmp_path / "shadow-0")]
+    assert runner.invoke(app, args).exit_code == 0
+    score = ["mia", "asr-score", "--model", "pocketsphinx", "--recordings", str(recordings)]
+    score += ["--corpus", str(corpus_dir), "--split", str(split_file), "--draws", "1"]
+    score += ["--shadow", str(tmp_path / "shadow-0"), "--snr", "20", "--out", str(tmp_path / "r")]
+    result = runner.invoke(app, score)
+    assert result.exit_code == 0, result.output
+    assert "scores, not verdicts" in result.output
+    report = json.loads((tmp_path / "r" / "report.json").read_text())
+    assert report["kind"] == "scores" and len(report["scores"]) == 3
+    assert report["setup"]["model_class"] == "PocketSphinxRecognizer"
+    missing = [*score[:3], str(tmp_path / "nowhere"), *score[4:]]
+    refused = runner.invoke(app, missing)
+    assert refused.exit_code == 2 and "nowhere" in refused.output

@@ -298,6 +298,61 @@ def mia_asr(
     console.print(f"Wrote {out / 'report.json'} and {out / 'report.html'}")
 
 
+@mia_app.command("asr-score")
+@_friendly_errors
+def mia_asr_score(
+    model: Annotated[
+        str,
+        typer.Option(
+            help="The model to score: `pocketsphinx`, a `voxaudit train` run folder, or a "
+            "local Hugging Face CTC model directory."
+        ),
+    ],
+    recordings: Annotated[Path, typer.Option(help="The user's transcribed recordings to score.")],
+    corpus: Annotated[Path, typer.Option(help="The corpus the shadows' split was made from.")],
+    split_path: Annotated[
+        Path, typer.Option("--split", help="Sample-level split the shadows were trained on.")
+    ],
+    shadow: Annotated[
+        list[Path], typer.Option(help="Shadow model run folder; repeat for each shadow.")
+    ],
+    out: Annotated[Path, typer.Option(help="Report folder: report.json, report.html, features.")],
+    draws: Annotated[int, typer.Option(min=1, help="Gaussian noise draws per SNR.")] = 8,
+    snr: Annotated[list[float] | None, typer.Option(help="Noise SNR in dB; repeatable.")] = None,
+    max_per_side: Annotated[
+        int, typer.Option(min=1, help="Members evaluated per shadow model.")
+    ] = 500,
+    device: str = "auto",
+    seed: int = 0,
+    layout: LayoutOpt = None,
+    pattern: PatternOpt = None,
+) -> None:
+    """Membership scores (not verdicts) for recordings on a model with no ground truth."""
+    from voxaudit.data.loaders import load_corpus
+    from voxaudit.data.splits import AuditSplit
+    from voxaudit.mia.asr import AsrAuditConfig, load_audit_model, load_scored_model, score_asr
+    from voxaudit.report.console import scores_table
+
+    config = AsrAuditConfig(
+        threat="black",
+        draws=draws,
+        snrs_db=tuple(snr) if snr else AsrAuditConfig.snrs_db,
+        max_per_side=max_per_side,
+        seed=seed,
+    )
+    report = score_asr(
+        load_corpus(recordings, progress=True),
+        load_scored_model(model, device),
+        load_corpus(corpus, layout, pattern=pattern, progress=True),
+        AuditSplit.load(split_path),
+        [load_audit_model(path, None, device) for path in shadow],
+        out,
+        config=config,
+    )
+    console.print(scores_table(report))
+    console.print(f"Wrote {out / 'report.json'} and {out / 'report.html'}")
+
+
 def _count_or_fraction(value: float) -> int | float:
     return int(value) if value >= 1 else value
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 
 import pytest
 import torch
@@ -10,7 +11,7 @@ import torch
 from voxaudit.data.splits import make_split
 from voxaudit.data.synth import synthesize_corpus_in_memory
 from voxaudit.errors import VoxauditError
-from voxaudit.mia.asr import AsrAuditConfig, AuditModel, audit_asr
+from voxaudit.mia.asr import AsrAuditConfig, AuditModel, audit_asr, score_asr
 from voxaudit.models.ctc import CTCModel
 from voxaudit.models.recognizer import Recognizer
 from voxaudit.report.mia import read_report
@@ -97,3 +98,48 @@ def test_rmia_population_needs_an_out_reference_when_only_some_halves_shadows_ar
         config=AsrAuditConfig(threat="grey", **FAST), progress=False,
     )  # fmt: skip
     assert "RMIA" in {r["name"] for r in report["results"]}
+
+
+def _recordings(n: int = 6):
+    return synthesize_corpus_in_memory(n_speakers=2, per_speaker=n // 2, seed=11)
+
+
+def test_scoring_mode_gives_one_score_per_recording_and_no_verdicts(corpus, tmp_path):
+    split = make_split(corpus, "sample", seed=0, n_shadow=2)
+    shadows = [_model("shadow-0", 1), _model("shadow-1", 2)]
+    recordings = _recordings()
+    report = score_asr(
+        recordings, _model("target", 0), corpus, split, shadows, tmp_path,
+        config=AsrAuditConfig(**FAST), progress=False,
+    )  # fmt: skip
+    assert report["kind"] == "scores" and "results" not in report
+    assert sorted(item["id"] for item in report["scores"]) == sorted(u.id for u in recordings)
+    assert all(0.0 <= item["score"] <= 1.0 for item in report["scores"])
+    reference = report["setup"]["reference_attack"]
+    assert reference["features"] == ["transcript", "noise"]
+    # Only error-rate columns: a decoder's own scores mean something different in every model.
+    assert all(c.startswith(("wer", "cer", "length", "noise_")) for c in reference["columns"])
+    assert not any("loss" in c for c in reference["columns"])
+    assert "not verdicts" in (tmp_path / "report.html").read_text()
+
+
+def test_scoring_mode_refuses_untranscribed_recordings_and_speaker_splits(corpus, tmp_path):
+    from voxaudit.data.corpus import Corpus
+
+    sample_split = make_split(corpus, "sample", seed=0, n_shadow=1)
+    recordings = _recordings()
+    bare = Corpus([replace(u, transcript="") for u in recordings], name="bare")
+    with pytest.raises(VoxauditError, match="without a transcript"):
+        score_asr(
+            bare, _model("target", 0), corpus, sample_split, [_model("shadow-0", 1)], tmp_path
+        )
+    speaker_split = make_split(corpus, "speaker", seed=0, n_shadow=1, reference_speakers=2)
+    with pytest.raises(VoxauditError, match="sample-level"):
+        score_asr(
+            recordings,
+            _model("target", 0),
+            corpus,
+            speaker_split,
+            [_model("shadow-0", 1)],
+            tmp_path,
+        )

@@ -152,3 +152,11 @@ def test_shadow_errors_name_the_bad_column_and_the_empty_feature_set():
     values[5, 0] = np.inf
     with pytest.raises(VoxauditError, match="'loss' has 1 non-finite"):
         attack.score(FeatureTable(table.ids, table.speakers, table.columns, table.families, values))
+
+
+def test_the_default_mlp_fits_on_a_table_too_small_for_early_stopping():
+    table, is_member = synthetic(n=12, speakers=12, shift=4.0)
+    attack = ShadowAttack(classifiers=("mlp",), cv=2).fit(table, is_member)
+    assert attack.score(table).shape == (12,)
+    assert default_classifier("mlp", n_rows=12).early_stopping is False
+    assert default_classifier("mlp", n_rows=500).early_stopping is True

@@ -19,7 +19,7 @@ import os
 import platform
 import time
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -157,6 +157,103 @@ def audit_asr(
         results=results,
         selection=selection,
     )
+    write_report(out_dir, report)
+    return report
+
+
+#: Scoring mode's features: what means the same for any recognizer (error rates and their change
+#: under noise), unlike a decoder's own scores, whose scale is particular to each model.
+SCORING_FAMILIES = ("transcript", "noise")
+
+
+def score_asr(
+    recordings: Corpus,
+    target: AuditModel,
+    corpus: Corpus,
+    split: AuditSplit,
+    shadows: Sequence[AuditModel],
+    out_dir: str | Path,
+    config: AsrAuditConfig | None = None,
+    families: Sequence[str] = SCORING_FAMILIES,
+    progress: bool = True,
+) -> dict[str, Any]:
+    """Membership *scores* for ``recordings`` on a model without membership ground truth.
+
+    For a model voxaudit did not train (the pocketsphinx adapter, an API), nobody can say which
+    recordings were members, so there is nothing to test a verdict against. A reference attack
+    is fitted on the shadow models' black-box features over ``families`` (shadows trained on
+    ``corpus`` under a sample-level ``split``) and applied to the target's features on the
+    user's transcribed ``recordings``. The report (kind ``scores``) ranks the recordings; how
+    well the same attack separates the shadows' own members is recorded beside it, as context
+    and not as an accuracy on the target, whose training data may look nothing like the shadows'.
+    """
+    config = replace(config or AsrAuditConfig(), threat="black")
+    out_dir = Path(out_dir)
+    started = time.time()
+    split.check(corpus)
+    if split.level != "sample":
+        raise VoxauditError("scoring mode needs a sample-level split for its shadow models")
+    if not shadows:
+        raise VoxauditError("scoring mode needs at least one shadow model for its reference attack")
+    if len(recordings) == 0:
+        raise VoxauditError(f"corpus {recordings.name!r}: no recordings to score")
+    untranscribed = [u.id for u in recordings if not u.transcript.strip()]
+    if untranscribed:
+        raise VoxauditError(
+            f"corpus {recordings.name!r}: {len(untranscribed)} recording(s) without a transcript "
+            f"(first: {untranscribed[0]}); transcript features need the reference text"
+        )
+    extractor = AsrFeatures(
+        snrs_db=config.snrs_db, draws=config.draws, batch_size=config.batch_size, seed=config.seed
+    )
+    sets = {
+        s.role: evaluation_set(
+            split, corpus, s.role, max_per_side=config.max_per_side,
+            trained=s.trained_ids, seed=config.seed,
+        )
+        for s in shadows
+    }  # fmt: skip
+    tables = {
+        s.role: _features(s, sets[s.role], corpus, extractor, config, out_dir, progress)
+        for s in shadows
+    }
+    shadow_table, labels, groups = _stacked(tables, sets, list(sets))
+    missing = sorted(set(families) - set(shadow_table.families))
+    if missing:
+        raise VoxauditError(f"scoring features: no columns of families {missing} at black box")
+    attack = _fit_shadow_attack(config, "reference", tuple(families), shadow_table, labels, groups)
+    everything = EvalSet(
+        tuple(u.id for u in recordings),
+        tuple(u.speaker for u in recordings),
+        np.zeros(len(recordings), dtype=bool),
+    )
+    scored = _features(target, everything, recordings, extractor, config, out_dir, progress)
+    membership = attack.score(scored)
+    scores = [
+        {"id": i, "speaker": speaker, "score": float(value)}
+        for i, speaker, value in zip(scored.ids, scored.speakers, membership, strict=True)
+    ]
+    best = max(attack.cv_results_, key=lambda row: row["auroc_mean"])
+    setup = {
+        "family": "asr",
+        "mode": "scoring (no membership ground truth)",
+        "model_class": type(getattr(target.recognizer, "model", target.recognizer)).__name__,
+        "target": target.source,
+        "recordings": {"name": recordings.name, "count": len(recordings)},
+        "reference_attack": {
+            "features": list(families),
+            "columns": list(attack.columns_),
+            "classifier": attack.selected_[0],
+            "shadows": [s.source for s in shadows],
+            "shadow_cv_auroc": round(best["auroc_mean"], 4),
+            "shadow_corpus": {"name": corpus.name, "fingerprint": split.corpus_fingerprint},
+        },
+        "threat": "black",
+        "config": {k: v for k, v in asdict(config).items() if k != "extra"},
+        "seconds": round(time.time() - started, 1),
+        "machine": {"platform": platform.platform(), "cpu_count": os.cpu_count()},
+    }
+    report = new_report(setup, scores=scores, selection=_selected(attack))
     write_report(out_dir, report)
     return report
 
@@ -484,3 +581,22 @@ def load_audit_model(path: str | Path, role: str | None = None, device: str = "a
         Recognizer(model),
         frozenset(train_ids) if train_ids is not None else None,
     )
+
+
+def load_scored_model(spec: str, device: str = "auto") -> AuditModel:
+    """The model a scoring run queries: ``pocketsphinx``, a run folder or a local HF CTC model."""
+    if spec == "pocketsphinx":
+        from voxaudit.models.adapters.pocketsphinx import PocketSphinxRecognizer
+
+        return AuditModel("target", "pocketsphinx (bundled en-us models)", PocketSphinxRecognizer())
+    path = Path(spec)
+    if not path.exists():
+        raise VoxauditError(f"{spec}: no such model folder (or use `pocketsphinx`)")
+    if (path / "config.json").is_file():
+        from voxaudit.models.adapters.huggingface import HFCTCRecognizer
+        from voxaudit.train.loop import resolve_device
+
+        recognizer = HFCTCRecognizer(path, device=resolve_device(device))
+        return AuditModel("target", str(path), recognizer)
+    # Any built-in model may be scored, whatever role it was trained for ("null" checks none).
+    return replace(load_audit_model(path, "null", device), role="target")

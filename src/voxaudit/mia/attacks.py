@@ -26,8 +26,13 @@ from voxaudit.mia.table import FeatureTable
 CLASSIFIERS = ("logistic", "random_forest", "gradient_boosting", "mlp")
 
 
-def default_classifier(name: str, random_state: int = 0) -> BaseEstimator:
-    """The seeded scikit-learn classifier behind one of the names in ``CLASSIFIERS``."""
+def default_classifier(
+    name: str, random_state: int = 0, n_rows: int | None = None
+) -> BaseEstimator:
+    """The seeded scikit-learn classifier behind one of the names in ``CLASSIFIERS``.
+
+    ``n_rows``, when known, is how many rows it will be fitted on.
+    """
     if name == "logistic":
         return LogisticRegression(max_iter=1000)
     if name == "random_forest":
@@ -37,7 +42,8 @@ def default_classifier(name: str, random_state: int = 0) -> BaseEstimator:
     if name == "mlp":
         return MLPClassifier(
             hidden_layer_sizes=(32, 16),
-            early_stopping=True,
+            # Early stopping holds out a stratified 10%, which needs a few rows of each class.
+            early_stopping=n_rows is None or n_rows >= 50,
             max_iter=500,
             random_state=random_state,
         )
@@ -166,7 +172,7 @@ class ShadowAttack:
         never sits on both sides of a split.
         """
         labels = member_labels(is_member, len(table))
-        pipelines = self._pipelines()
+        pipelines = self._pipelines(len(labels))
         sets = self._feature_sets(table)
         matrices = {name: _matrix(table, columns) for name, columns in sets.items()}
         folds = self._folds(labels, groups)
@@ -204,12 +210,13 @@ class ShadowAttack:
         self.threshold_ = accuracy_threshold(labels, out_of_fold[self.selected_])
         return self
 
-    def _pipelines(self) -> dict[str, Pipeline]:
+    def _pipelines(self, n_rows: int) -> dict[str, Pipeline]:
         if isinstance(self.classifiers, Mapping):
             estimators = dict(self.classifiers)
         else:
             estimators = {
-                name: default_classifier(name, self.random_state) for name in self.classifiers
+                name: default_classifier(name, self.random_state, n_rows)
+                for name in self.classifiers
             }
         if not estimators:
             raise VoxauditError("ShadowAttack needs at least one classifier")

@@ -88,6 +88,23 @@ def mia_table(report: dict[str, Any], metrics: Sequence[str] = MIA_METRICS) -> T
     return table
 
 
+def scores_table(report: dict[str, Any], limit: int = 20) -> Table:
+    """A scoring-mode report's highest membership scores, labelled as scores, not verdicts."""
+    reference = report["setup"]["reference_attack"]
+    table = Table(title="Membership scores (no ground truth: scores, not verdicts)")
+    for name in ("id", "speaker", "score"):
+        table.add_column(name, justify="right" if name == "score" else "left")
+    ranked = sorted(report["scores"], key=lambda item: -item["score"])
+    for item in ranked[:limit]:
+        table.add_row(item["id"], item["speaker"], f"{item['score']:.3f}")
+    table.caption = (
+        f"{len(ranked)} recordings; reference attack {reference['classifier']} on "
+        f"{', '.join(reference['features'])} features, shadow cross-validated AUROC "
+        f"{reference['shadow_cv_auroc']:.3f}"
+    )
+    return table
+
+
 def _interval(metric: dict[str, float]) -> str:
     # NaN (e.g. TPR at an FPR too low for the number of non-members) is null in the JSON.
     if any(metric[k] is None or math.isnan(metric[k]) for k in ("value", "low", "high")):
