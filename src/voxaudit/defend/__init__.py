@@ -1,0 +1,1 @@
+"""Defenses against membership inference: serve-time output wrappers and train-time hooks."""
