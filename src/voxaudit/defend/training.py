@@ -1,0 +1,230 @@
+"""Train-time defenses as training-loop hooks (``voxaudit.train.loop``), no model code changed.
+
+Settings of the loop itself need no hook: L2 (``weight_decay``, or ``L2Penalty``), label
+smoothing (``label_smoothing``), early stopping (``early_stopping_patience``); dropout is a model
+setting (``dropout``). The hooks here:
+
+* ``DPSGD`` (engine): Opacus DP-SGD, per-sample clipping and Gaussian noise, with the epsilon
+  its accountant spends; recurrent models need Opacus' layers (classifier ``cell="dpgru"``).
+* ``Distillation`` (loss term): defensive distillation from a teacher at temperature T.
+* ``AdversarialTraining`` (input transform): FGSM/PGD examples in log-mel feature space.
+* ``AdversarialRegularization`` (loss term): Nasr et al. (2018): a min-max game against an
+  inference model that learns to tell training outputs from reference (non-member) outputs.
+
+Distillation and adversarial regularization compare class distributions, so they take
+classifier outputs (logits ``[batch, classes]``); they refuse others with a clear error.
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Iterator
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.utils.data import DataLoader, Dataset
+
+from voxaudit.data.features import Batch
+from voxaudit.errors import VoxauditError
+from voxaudit.train.data import make_loader
+
+
+def _class_logits(outputs: Any, hook: str) -> torch.Tensor:
+    if not isinstance(outputs, torch.Tensor) or outputs.dim() != 2:
+        raise VoxauditError(
+            f"{hook} needs a classifier's logits [batch, classes]; this model's outputs are "
+            f"{type(outputs).__name__} {tuple(getattr(outputs, 'shape', ()))}"
+        )
+    return outputs
+
+
+class DPSGD:
+    """Differentially private SGD with Opacus: clip each example's gradient, add noise.
+
+    ``epsilon()`` is what the accountant has spent so far at ``delta``. Opacus samples batches
+    by Poisson sampling, which its accounting assumes. The accountant lives in memory: a run
+    resumed from a checkpoint restarts it, so read epsilon from an uninterrupted run.
+    """
+
+    def __init__(
+        self, noise_multiplier: float = 1.0, max_grad_norm: float = 1.0, delta: float = 1e-5
+    ) -> None:
+        if noise_multiplier < 0 or max_grad_norm <= 0 or not 0 < delta < 1:
+            raise VoxauditError(
+                "DPSGD: noise_multiplier >= 0, max_grad_norm > 0 and 0 < delta < 1 are needed"
+            )
+        self.noise_multiplier = noise_multiplier
+        self.max_grad_norm = max_grad_norm
+        self.delta = delta
+        self.engine: Any = None
+
+    def wrap(
+        self, model: nn.Module, optimizer: torch.optim.Optimizer, loader: DataLoader
+    ) -> tuple[nn.Module, torch.optim.Optimizer, DataLoader]:
+        try:
+            from opacus import PrivacyEngine
+            from opacus.validators import ModuleValidator
+        except ImportError as exc:
+            raise VoxauditError("DP-SGD needs Opacus: pip install 'voxaudit[dp]'") from exc
+        problems = ModuleValidator.validate(model, strict=False)
+        if problems:
+            raise VoxauditError(
+                f"{type(model).__name__} has layers Opacus cannot train privately: "
+                + "; ".join(str(p) for p in problems[:3])
+                + " (recurrent classifiers: use cell='dpgru' or 'dplstm')"
+            )
+        self.engine = PrivacyEngine()
+        return self.engine.make_private(
+            module=model,
+            optimizer=optimizer,
+            data_loader=loader,
+            noise_multiplier=self.noise_multiplier,
+            max_grad_norm=self.max_grad_norm,
+        )
+
+    def epsilon(self) -> float:
+        """The privacy budget spent so far, at ``delta``."""
+        if self.engine is None:
+            raise VoxauditError("DPSGD has not trained anything yet")
+        return float(self.engine.get_epsilon(self.delta))
+
+
+class Distillation:
+    """Defensive distillation: match a teacher's temperature-``T`` class distribution.
+
+    Adds ``weight * T^2 * KL(teacher_T || student_T)`` (the T^2 keeps gradients on the hard
+    loss's scale, Hinton et al. 2015). The teacher is frozen and kept in eval mode.
+    """
+
+    def __init__(self, teacher: nn.Module, temperature: float = 4.0, weight: float = 1.0) -> None:
+        if temperature <= 0:
+            raise VoxauditError(f"Distillation: temperature must be > 0, not {temperature}")
+        self.teacher = teacher.eval().requires_grad_(False)
+        self.temperature = temperature
+        self.weight = weight
+
+    def term(self, model: nn.Module, batch: Batch, outputs: Any) -> torch.Tensor:
+        student = _class_logits(outputs, "Distillation")
+        self.teacher.to(student.device)
+        with torch.no_grad():
+            teacher = _class_logits(
+                self.teacher.forward_features(batch.features, batch.lengths), "Distillation"
+            )
+        t = self.temperature
+        kl = F.kl_div(
+            F.log_softmax(student / t, dim=-1), F.log_softmax(teacher / t, dim=-1),
+            reduction="batchmean", log_target=True,
+        )  # fmt: skip
+        return self.weight * t * t * kl
+
+
+class AdversarialTraining:
+    """Train on adversarial examples: FGSM (``steps=1``) or PGD in log-mel feature space.
+
+    Features are perturbed within an L-infinity ball of radius ``eps`` (log-mel units; the
+    features are per-utterance normalized, so about standard deviations), padding untouched.
+    The perturbation maximizes the model's own training loss; ``mix`` of each batch's examples
+    are replaced by their adversarial versions (1.0: all, as Madry et al.).
+    """
+
+    def __init__(
+        self, eps: float = 0.1, steps: int = 1, step_size: float | None = None, mix: float = 1.0
+    ) -> None:
+        if eps <= 0 or steps < 1 or not 0 < mix <= 1:
+            raise VoxauditError("AdversarialTraining: eps > 0, steps >= 1, 0 < mix <= 1 needed")
+        self.eps = eps
+        self.steps = steps
+        self.step_size = step_size if step_size is not None else (eps if steps == 1 else eps / 4)
+        self.mix = mix
+
+    def transform(self, model: nn.Module, batch: Batch) -> Batch:
+        mask = batch.mask[..., None].to(batch.features.dtype)
+        clean = batch.features.detach()
+        delta = torch.zeros_like(clean, requires_grad=True)
+        for _ in range(self.steps):
+            loss = model.training_loss(_with_features(batch, clean + delta * mask))
+            (gradient,) = torch.autograd.grad(loss, delta)
+            with torch.no_grad():
+                delta += self.step_size * gradient.sign()
+                delta.clamp_(-self.eps, self.eps)
+        adversarial = (clean + delta.detach() * mask).detach()
+        if self.mix < 1:
+            chosen = torch.rand(len(clean), device=clean.device) < self.mix
+            adversarial = torch.where(chosen[:, None, None], adversarial, clean)
+        return _with_features(batch, adversarial)
+
+
+def _with_features(batch: Batch, features: torch.Tensor) -> Batch:
+    return Batch(features, batch.lengths, batch.targets, batch.target_lengths)
+
+
+class AdversarialRegularization:
+    """Nasr et al. (2018): train against an inference model that spots training members.
+
+    Before each training step the inference model ``h(softmax(f(x)), onehot(y))`` takes
+    ``attack_steps`` steps to separate the batch's outputs (members) from outputs on a batch
+    of ``reference`` utterances (known non-members); the model then pays
+    ``weight * mean log h(member)``, so it learns to make its members look like non-members.
+    """
+
+    def __init__(
+        self,
+        reference: Dataset,
+        n_classes: int,
+        weight: float = 1.0,
+        attack_steps: int = 1,
+        hidden: int = 64,
+        lr: float = 1e-3,
+        batch_size: int = 16,
+        seed: int = 0,
+    ) -> None:
+        if len(reference) == 0:  # type: ignore[arg-type]
+            raise VoxauditError("AdversarialRegularization needs reference (non-member) data")
+        torch.manual_seed(seed)
+        self.inference = nn.Sequential(
+            nn.Linear(2 * n_classes, hidden), nn.ReLU(), nn.Linear(hidden, 1)
+        )
+        self.optimizer = torch.optim.Adam(self.inference.parameters(), lr=lr)
+        self.n_classes = n_classes
+        self.weight = weight
+        self.attack_steps = attack_steps
+        self._reference = make_loader(reference, batch_size, shuffle=True, seed=seed)
+        self._batches: Iterator[Batch] = iter(())
+
+    def _next_reference(self) -> Batch:
+        batch = next(self._batches, None)
+        if batch is None:  # an epoch of reference data is over: start another
+            self._batches = iter(self._reference)
+            batch = next(self._batches)
+        return batch
+
+    def _gain(self, logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+        """The inference model's member logit for each output."""
+        onehot = F.one_hot(targets, self.n_classes).to(logits.dtype)
+        return self.inference(torch.cat([logits.softmax(dim=-1), onehot], dim=-1)).squeeze(-1)
+
+    def term(self, model: nn.Module, batch: Batch, outputs: Any) -> torch.Tensor:
+        logits = _class_logits(outputs, "AdversarialRegularization")
+        self.inference.to(logits.device)
+        reference = self._next_reference().to(logits.device)
+        with torch.no_grad():
+            reference_logits = model.forward_features(reference.features, reference.lengths)
+        members, targets = logits.detach(), batch.targets
+        for _ in itertools.repeat(None, self.attack_steps):
+            scores = torch.cat(
+                [self._gain(members, targets), self._gain(reference_logits, reference.targets)]
+            )
+            labels = torch.cat([torch.ones(len(members)), torch.zeros(len(reference_logits))])
+            loss = F.binary_cross_entropy_with_logits(scores, labels.to(scores.device))
+            self.optimizer.zero_grad()
+            loss.backward()
+            self.optimizer.step()
+        # The inference model is fixed for the model's step; only the model gets gradients.
+        self.inference.requires_grad_(False)
+        try:
+            gain = F.logsigmoid(self._gain(logits, targets)).mean()
+        finally:
+            self.inference.requires_grad_(True)
+        return self.weight * gain

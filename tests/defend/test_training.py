@@ -1,0 +1,136 @@
+"""Train-time defenses as hooks of the one training loop, on a tiny tone classifier."""
+
+from __future__ import annotations
+
+import copy
+import importlib.util
+
+import pytest
+import torch
+
+from tests.audio_fixtures import tone
+from voxaudit.data.corpus import Utterance
+from voxaudit.data.features import collate
+from voxaudit.defend.training import (
+    DPSGD,
+    AdversarialRegularization,
+    AdversarialTraining,
+    Distillation,
+)
+from voxaudit.errors import VoxauditError
+from voxaudit.models.classifier import classifier_for
+from voxaudit.train.data import UtteranceDataset
+from voxaudit.train.loop import TrainConfig, Trainer
+
+HAS_OPACUS = importlib.util.find_spec("opacus") is not None
+
+
+def _utterances(prefix: str, n: int = 4) -> list[Utterance]:
+    return [
+        Utterance(
+            f"{prefix}{k}-{j}", "spk", transcript=word,
+            samples=tone(0.3, freq=200.0 * (k + 1), seed=hash((prefix, j)) % 1000),
+            sample_rate=16000,
+        )
+        for k, word in enumerate(["one", "two", "three"])
+        for j in range(n)
+    ]  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def members():
+    return _utterances("m")
+
+
+def _model(utterances, seed=0, **kwargs):
+    torch.manual_seed(seed)
+    return classifier_for(utterances, "transcript", hidden=8, n_mels=16, **kwargs)
+
+
+def _batch(model, utterances):
+    data = UtteranceDataset(utterances, model.front_end, model.target)
+    features, targets = zip(*(data[i] for i in range(len(data))), strict=True)
+    return collate(list(features), torch.tensor(targets))
+
+
+def _fit(model, utterances, hooks, epochs=3):
+    data = UtteranceDataset(utterances, model.front_end, model.target)
+    config = TrainConfig(epochs=epochs, batch_size=4, lr=1e-2, device="cpu")
+    return Trainer(config, hooks, progress=False).fit(model, data)
+
+
+def test_distillation_is_zero_against_itself_and_pulls_the_student_to_the_teacher(members):
+    teacher = _model(members, seed=1)
+    _fit(teacher, members, [], epochs=4)
+    batch = _batch(teacher, members)
+    same = Distillation(copy.deepcopy(teacher))
+    with torch.no_grad():
+        outputs = teacher.eval().forward_features(batch.features, batch.lengths)
+    assert same.term(teacher, batch, outputs).item() == pytest.approx(0.0, abs=1e-6)
+    student = _model(members, seed=2)
+    hook = Distillation(teacher, temperature=2.0, weight=5.0)
+
+    def gap() -> float:
+        with torch.no_grad():
+            out = student.eval().forward_features(batch.features, batch.lengths)
+            return hook.term(student, batch, out).item()
+
+    before = gap()
+    _fit(student, members, [hook], epochs=4)
+    assert before > 0 and gap() < 0.5 * before
+
+
+def test_distillation_refuses_sequence_outputs(members):
+    hook = Distillation(_model(members))
+    batch = _batch(_model(members), members)
+    with pytest.raises(VoxauditError, match=r"logits \[batch, classes\]"):
+        hook.term(None, batch, torch.zeros(2, 5, 3))
+
+
+@pytest.mark.parametrize("steps", [1, 3])
+def test_adversarial_examples_stay_in_the_ball_spare_padding_and_raise_the_loss(members, steps):
+    model = _model(members)
+    _fit(model, members, [], epochs=2)
+    batch = _batch(model, members)
+    transform = AdversarialTraining(eps=0.2, steps=steps)
+    adversarial = transform.transform(model, batch)
+    change = adversarial.features - batch.features
+    assert change.abs().max() <= 0.2 + 1e-6 and change.abs().max() > 0.1
+    assert (change[~batch.mask] == 0).all()
+    with torch.no_grad():
+        assert model.training_loss(adversarial) > model.training_loss(batch)
+    _fit(model, members, [transform], epochs=1)  # and it trains
+
+
+def test_adversarial_regularization_trains_its_inference_model_and_the_target(members):
+    model = _model(members)
+    reference = UtteranceDataset(_utterances("r", 2), model.front_end, model.target)
+    hook = AdversarialRegularization(reference, n_classes=3, weight=1.0, batch_size=4)
+    before = [p.detach().clone() for p in hook.inference.parameters()]
+    history = _fit(model, members, [hook], epochs=3)
+    assert any(
+        not torch.equal(a, b) for a, b in zip(before, hook.inference.parameters(), strict=True)
+    )
+    assert all(torch.isfinite(torch.tensor(history.train_loss)))
+    with pytest.raises(VoxauditError, match="reference"):
+        AdversarialRegularization(UtteranceDataset([], model.front_end, model.target), 3)
+
+
+@pytest.mark.skipif(not HAS_OPACUS, reason="needs Opacus")
+def test_dpsgd_trains_an_opacus_model_and_spends_epsilon(members):
+    model = _model(members, cell="dpgru")
+    engine = DPSGD(noise_multiplier=1.0, max_grad_norm=1.0)
+    with pytest.raises(VoxauditError, match="not trained"):
+        engine.epsilon()
+    history = _fit(model, members, [engine], epochs=2)
+    assert len(history.epochs) == 2
+    assert 0 < engine.epsilon() < float("inf")
+    more_noise = DPSGD(noise_multiplier=4.0)
+    _fit(_model(members, cell="dpgru"), members, [more_noise], epochs=2)
+    assert more_noise.epsilon() < engine.epsilon()
+
+
+@pytest.mark.skipif(not HAS_OPACUS, reason="needs Opacus")
+def test_dpsgd_names_the_layers_opacus_cannot_train(members):
+    with pytest.raises(VoxauditError, match="dpgru"):
+        _fit(_model(members, cell="gru"), members, [DPSGD()], epochs=1)
