@@ -18,17 +18,18 @@ classifier outputs (logits ``[batch, classes]``); they refuse others with a clea
 from __future__ import annotations
 
 import itertools
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import nn
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import DataLoader
 
+from voxaudit.data.corpus import Utterance
 from voxaudit.data.features import Batch
 from voxaudit.errors import VoxauditError
-from voxaudit.train.data import make_loader
+from voxaudit.train.data import UtteranceDataset, make_loader
 
 
 def _class_logits(outputs: Any, hook: str) -> torch.Tensor:
@@ -171,7 +172,7 @@ class AdversarialRegularization:
 
     def __init__(
         self,
-        reference: Dataset,
+        reference: Sequence[Utterance],
         n_classes: int,
         weight: float = 1.0,
         attack_steps: int = 1,
@@ -180,23 +181,30 @@ class AdversarialRegularization:
         batch_size: int = 16,
         seed: int = 0,
     ) -> None:
-        if len(reference) == 0:  # type: ignore[arg-type]
+        if len(reference) == 0:
             raise VoxauditError("AdversarialRegularization needs reference (non-member) data")
         torch.manual_seed(seed)
         self.inference = nn.Sequential(
             nn.Linear(2 * n_classes, hidden), nn.ReLU(), nn.Linear(hidden, 1)
         )
         self.optimizer = torch.optim.Adam(self.inference.parameters(), lr=lr)
+        self.reference = list(reference)
         self.n_classes = n_classes
         self.weight = weight
         self.attack_steps = attack_steps
-        self._reference = make_loader(reference, batch_size, shuffle=True, seed=seed)
+        self.batch_size = batch_size
+        self.seed = seed
+        self._loader: DataLoader | None = None
         self._batches: Iterator[Batch] = iter(())
 
-    def _next_reference(self) -> Batch:
+    def _next_reference(self, model: nn.Module) -> Batch:
+        if self._loader is None:
+            # Built on first use: the features and labels are the trained model's own.
+            data = UtteranceDataset(self.reference, model.front_end, model.target)
+            self._loader = make_loader(data, self.batch_size, shuffle=True, seed=self.seed)
         batch = next(self._batches, None)
         if batch is None:  # an epoch of reference data is over: start another
-            self._batches = iter(self._reference)
+            self._batches = iter(self._loader)
             batch = next(self._batches)
         return batch
 
@@ -208,7 +216,7 @@ class AdversarialRegularization:
     def term(self, model: nn.Module, batch: Batch, outputs: Any) -> torch.Tensor:
         logits = _class_logits(outputs, "AdversarialRegularization")
         self.inference.to(logits.device)
-        reference = self._next_reference().to(logits.device)
+        reference = self._next_reference(model).to(logits.device)
         with torch.no_grad():
             reference_logits = model.forward_features(reference.features, reference.lengths)
         members, targets = logits.detach(), batch.targets

@@ -1,0 +1,403 @@
+"""The privacy-utility sweep behind ``voxaudit defend sweep``: one point per defense setting.
+
+For every setting of a sweep config, the target and the shadow models are trained under the
+defense (the attacker is adaptive: its shadows copy the defense), served through the setting's
+serve-time defense, and audited by the family's membership audit. Utility (ASR: CER;
+classifier: accuracy) is measured on the target's holdout, leakage is the strongest attack on
+the target (highest AUROC) with its interval and its null control. A finished setting is
+written atomically to ``OUT/settings/NAME/result.json`` and never recomputed; trained models
+resume from their checkpoints. The summary (``sweep.json``, ``pareto.png``) marks the
+settings on the Pareto frontier: no other setting is both more useful and less leaky.
+
+Config (TOML or JSON)::
+
+    family = "classifier"            # or "asr"
+    corpus = "voxaudit-out/synthetic"
+    split = "voxaudit-out/split-sample.json"
+    shadows = 2                      # the first N shadow models of the split
+    threat = "grey"
+    [base.model]                     # the run config every setting starts from
+    preset = "tiny"
+    [base.train]
+    epochs = 20
+    [audit]                          # the family's audit settings (e.g. max_per_side)
+    max_per_side = 200
+
+    [[settings]]
+    name = "none"
+    [[settings]]
+    name = "L2 1e-3"
+    train = { weight_decay = 1e-3 }
+    [[settings]]
+    name = "DP-SGD sigma 1"
+    model = { cell = "dpgru" }
+    hooks = { dpsgd = { noise_multiplier = 1.0 } }
+    [[settings]]
+    name = "top-1"
+    serve = { top_k = { k = 1 } }
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import tempfile
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+import jiwer
+import numpy as np
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.figure import Figure
+
+from voxaudit.data.corpus import Corpus
+from voxaudit.data.loaders import load_corpus
+from voxaudit.data.splits import AuditSplit
+from voxaudit.defend import serving, training
+from voxaudit.errors import VoxauditError
+from voxaudit.mia.evaluation import evaluation_set
+from voxaudit.progress import track
+from voxaudit.train.loop import read_checkpoint, read_config_file
+from voxaudit.train.run import carve_validation, train_model
+
+SERVE_DEFENSES: dict[str, Callable[..., Any]] = {
+    "top_k": serving.TopK,
+    "rounding": serving.Rounding,
+    "label_only": serving.LabelOnly,
+    "posterior_noise": serving.PosteriorNoise,
+    "memguard": serving.MemGuard,
+}
+HOOKS = ("dpsgd", "distillation", "adversarial_training", "adversarial_regularization", "l2")
+_SETTING_KEYS = {"name", "model", "train", "hooks", "serve", "threat"}
+
+
+@dataclass(frozen=True)
+class Setting:
+    """One defense setting: overrides of the base run config, hooks and a serve-time defense."""
+
+    name: str
+    model: dict[str, Any] = field(default_factory=dict)
+    train: dict[str, Any] = field(default_factory=dict)
+    hooks: dict[str, dict[str, Any]] = field(default_factory=dict)
+    serve: dict[str, dict[str, Any]] = field(default_factory=dict)
+    threat: str | None = None  # e.g. "black": an ASR served as transcripts only
+
+    @property
+    def slug(self) -> str:
+        return re.sub(r"[^a-z0-9.=-]+", "_", self.name.lower()).strip("_") or "setting"
+
+
+@dataclass(frozen=True)
+class SweepConfig:
+    family: str
+    corpus: Path
+    split: Path
+    settings: tuple[Setting, ...]
+    base: dict[str, Any] = field(default_factory=dict)
+    audit: dict[str, Any] = field(default_factory=dict)
+    shadows: int = 2
+    threat: str = "grey"
+    device: str = "auto"
+
+    @classmethod
+    def load(cls, path: str | Path) -> SweepConfig:
+        """A sweep config file; errors name the file and the field."""
+        data = read_config_file(path)
+        where = str(path)
+        root = Path(path).parent
+        unknown = sorted(set(data) - {f for f in cls.__dataclass_fields__})
+        if unknown:
+            raise VoxauditError(f"{where}: unknown field(s) {', '.join(unknown)}")
+        for name in ("family", "corpus", "split", "settings"):
+            if name not in data:
+                raise VoxauditError(f"{where}: missing field {name!r}")
+        if data["family"] not in FAMILIES:
+            raise VoxauditError(
+                f"{where}: family {data['family']!r} is not swept yet; use one of "
+                + ", ".join(FAMILIES)
+            )
+        settings = []
+        for k, item in enumerate(data["settings"]):
+            at = f"{where}: settings[{k}]"
+            if not isinstance(item, dict) or "name" not in item:
+                raise VoxauditError(f"{at}: a table with a name is needed")
+            extra = sorted(set(item) - _SETTING_KEYS)
+            if extra:
+                raise VoxauditError(f"{at} ({item['name']}): unknown field(s) {', '.join(extra)}")
+            for hook in item.get("hooks", {}):
+                if hook not in HOOKS:
+                    raise VoxauditError(f"{at}: unknown hook {hook!r}; known: {', '.join(HOOKS)}")
+            for defense in item.get("serve", {}):
+                if defense not in SERVE_DEFENSES:
+                    raise VoxauditError(
+                        f"{at}: unknown serve defense {defense!r}; known: "
+                        + ", ".join(SERVE_DEFENSES)
+                    )
+            settings.append(Setting(**item))
+        slugs = [s.slug for s in settings]
+        if len(set(slugs)) != len(slugs):
+            raise VoxauditError(f"{where}: setting names must differ (as folder names)")
+        return cls(
+            family=data["family"],
+            corpus=root / data["corpus"],
+            split=root / data["split"],
+            settings=tuple(settings),
+            base=data.get("base", {}),
+            audit=data.get("audit", {}),
+            shadows=int(data.get("shadows", 2)),
+            threat=data.get("threat", "grey"),
+            device=data.get("device", "auto"),
+        )
+
+
+# --- families ---------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Family:
+    """How a sweep trains, serves, measures and audits one model family."""
+
+    kind: str  # the `voxaudit train` kind
+    load: Callable[[Path, str, str], Any]  # (run dir, role, device) -> AuditModel-like
+    audit: Callable[..., dict[str, Any]]
+    audit_config: Callable[..., Any]
+    utility: Callable[[Any, Corpus, Sequence[str]], tuple[str, float]]
+
+
+def _asr_utility(model: Any, corpus: Corpus, ids: Sequence[str]) -> tuple[str, float]:
+    recognizer = model.recognizer
+    utterances = [corpus[i] for i in ids]
+    hypotheses = recognizer.transcribe([u.load(recognizer.sample_rate) for u in utterances])
+    return "cer", float(jiwer.cer([u.transcript for u in utterances], hypotheses))
+
+
+def _asr_family() -> Family:
+    from voxaudit.mia.asr import AsrAuditConfig, audit_asr, load_audit_model
+
+    return Family("asr", load_audit_model, audit_asr, AsrAuditConfig, _asr_utility)
+
+
+FAMILIES: dict[str, Callable[[], Family]] = {"asr": _asr_family}
+
+
+# --- one setting --------------------------------------------------------------------------
+
+#: Share of each role's training pool the defender keeps out as known non-members, for the
+#: defenses that need them (adversarial regularization, MemGuard).
+REFERENCE_FRACTION = 0.2
+
+
+def _needs_reference(setting: Setting) -> bool:
+    return "adversarial_regularization" in setting.hooks or "memguard" in setting.serve
+
+
+def _train_hooks(
+    setting: Setting, corpus: Corpus, reference: Sequence[str], teacher: Path | None
+) -> list[Any]:
+    from voxaudit.train.loop import L2Penalty, load_model
+
+    hooks: list[Any] = []
+    for name, options in setting.hooks.items():
+        if name == "dpsgd":
+            hooks.append(training.DPSGD(**options))
+        elif name == "l2":
+            hooks.append(L2Penalty(**options))
+        elif name == "adversarial_training":
+            hooks.append(training.AdversarialTraining(**options))
+        elif name == "distillation":
+            assert teacher is not None
+            hooks.append(training.Distillation(load_model(teacher), **options))
+        else:  # adversarial_regularization
+            hooks.append(
+                training.AdversarialRegularization([corpus[i] for i in reference], **options)
+            )
+    return hooks
+
+
+def _run_config(base: dict[str, Any], setting: Setting, device: str) -> dict[str, Any]:
+    config = {section: dict(values) for section, values in base.items()}
+    config.setdefault("model", {}).update(setting.model)
+    config.setdefault("train", {}).update(setting.train)
+    config["train"].setdefault("device", device)
+    return config
+
+
+def _serve(model: Any, setting: Setting, corpus: Corpus, trained: Sequence[str], reference):
+    """``model`` (an AuditModel-like) behind the setting's serve-time defense, if any."""
+    if not setting.serve:
+        return model
+    ((name, options),) = setting.serve.items()
+    defense = SERVE_DEFENSES[name](**options)
+    inner = _inner(model)
+    if isinstance(defense, serving.MemGuard):
+        waves = [corpus[i].load(inner.sample_rate) for i in [*trained, *reference]]
+        defense.fit(
+            inner.predict_proba(waves),
+            np.r_[np.ones(len(trained), bool), np.zeros(len(reference), bool)],
+        )
+    return _with_inner(model, serving.defended(inner, defense))
+
+
+def _inner(model: Any) -> Any:
+    return getattr(model, "recognizer", None) or model.classifier
+
+
+def _with_inner(model: Any, inner: Any) -> Any:
+    field_name = "recognizer" if hasattr(model, "recognizer") else "classifier"
+    return replace(model, **{field_name: inner})
+
+
+def run_setting(
+    config: SweepConfig, setting: Setting, out_dir: Path, progress: bool = True
+) -> dict[str, Any]:
+    """Train, serve, measure and audit one setting; its result (cached in ``result.json``)."""
+    setting_dir = out_dir / "settings" / setting.slug
+    done = setting_dir / "result.json"
+    if done.exists():
+        return json.loads(done.read_text("utf-8"))
+    started = time.time()
+    family = FAMILIES[config.family]()
+    corpus = load_corpus(config.corpus)
+    split = AuditSplit.load(config.split)
+    split.check(corpus)
+    roles = split.roles[: 1 + config.shadows]
+    if len(roles) < 2:
+        raise VoxauditError(f"{config.split}: a sweep needs at least one shadow model")
+    run_config = _run_config(config.base, setting, config.device)
+    val_fraction = REFERENCE_FRACTION if _needs_reference(setting) else 0.0
+    models: dict[str, Any] = {}
+    epsilons: dict[str, float] = {}
+    for role in track(roles, f"{setting.name}: training", enabled=progress):
+        teacher = None
+        if "distillation" in setting.hooks:
+            # The teacher: the same recipe without the defense, on the same pool.
+            teacher = train_model(
+                family.kind, config.corpus, config.split, role,
+                _run_config(config.base, Setting("teacher"), config.device),
+                setting_dir / "teachers" / role, progress=False,
+            )  # fmt: skip
+        seed = int(run_config["train"].get("seed", 0))
+        _, reference = carve_validation(split.train_ids(role), val_fraction, seed)
+        hooks = _train_hooks(setting, corpus, reference, teacher)
+        run_dir = setting_dir / "models" / role
+        train_model(
+            family.kind, config.corpus, config.split, role, run_config, run_dir,
+            progress=False, val_fraction=val_fraction, hooks=hooks,
+        )  # fmt: skip
+        dp = next((h for h in hooks if isinstance(h, training.DPSGD)), None)
+        if dp is not None and dp.engine is not None:
+            epsilons[role] = round(dp.epsilon(), 3)
+        model = family.load(run_dir, role, config.device)
+        trained = (read_checkpoint(run_dir).get("data") or {}).get("train_ids") or []
+        models[role] = _serve(model, setting, corpus, trained, reference)
+    target_set = evaluation_set(
+        split, corpus, "target", max_per_side=config.audit.get("max_per_side"),
+        trained=models["target"].trained_ids,
+    )  # fmt: skip
+    holdout = [i for i, m in zip(target_set.ids, target_set.is_member, strict=True) if not m]
+    metric, utility = family.utility(models["target"], corpus, holdout)
+    threat = setting.threat or config.threat
+    report = family.audit(
+        corpus, split, models["target"], [models[r] for r in roles[1:]], setting_dir / "audit",
+        config=family.audit_config(threat=threat, **config.audit), progress=progress,
+    )  # fmt: skip
+    result = {
+        "setting": setting.name,
+        "threat": threat,
+        "utility": {"metric": metric, "value": round(utility, 4)},
+        "leakage": _strongest(report["results"]),
+        "epsilon": epsilons or None,
+        "seconds": round(time.time() - started, 1),
+    }
+    _write_json(done, result)
+    return result
+
+
+def _strongest(results: Sequence[dict[str, Any]]) -> dict[str, Any]:
+    """The attack with the highest AUROC on the target, with its null-control AUROC."""
+    targets = [r for r in results if r["model"] == "target"]
+    best = max(targets, key=lambda r: r["metrics"]["auroc"]["value"])
+    null = next(
+        r for r in results
+        if r["model"] == "null" and (r["name"], r["features"]) == (best["name"], best["features"])
+    )  # fmt: skip
+    return {
+        "attack": best["name"],
+        "features": best["features"],
+        "auroc": best["metrics"]["auroc"],
+        "tpr_at_1%_fpr": best["metrics"].get("tpr_at_1%_fpr"),
+        "null_auroc": null["metrics"]["auroc"],
+    }
+
+
+# --- the sweep ------------------------------------------------------------------------------
+
+
+def pareto_front(
+    points: Sequence[tuple[float, float]], higher_utility_is_better: bool
+) -> list[bool]:
+    """For (utility, leakage) points: True where no other point is at least as good in both
+    and better in one (more utility, less leakage)."""
+    sign = 1.0 if higher_utility_is_better else -1.0
+    scored = [(sign * u, -leak) for u, leak in points]
+    return [
+        not any(o[0] >= p[0] and o[1] >= p[1] and (o[0] > p[0] or o[1] > p[1]) for o in scored)
+        for p in scored
+    ]
+
+
+def run_sweep(config: SweepConfig, out_dir: str | Path, progress: bool = True) -> dict[str, Any]:
+    """Every setting (finished ones are read back), the Pareto frontier and its plot."""
+    out_dir = Path(out_dir)
+    results = [run_setting(config, s, out_dir, progress) for s in config.settings]
+    metric = results[0]["utility"]["metric"]
+    points = [(r["utility"]["value"], r["leakage"]["auroc"]["value"]) for r in results]
+    front = pareto_front(points, higher_utility_is_better=metric != "cer")
+    for result, on_front in zip(results, front, strict=True):
+        result["pareto"] = on_front
+    summary = {
+        "schema": "voxaudit.defense-sweep/1",
+        "family": config.family,
+        "threat": config.threat,
+        "utility_metric": metric,
+        "settings": results,
+    }
+    _write_json(out_dir / "sweep.json", summary)
+    _plot(summary, out_dir / "pareto.png")
+    return summary
+
+
+def _plot(summary: dict[str, Any], path: Path) -> None:
+    figure = Figure(figsize=(6, 4.5))
+    axes = figure.add_subplot()
+    for result in summary["settings"]:
+        auroc = result["leakage"]["auroc"]
+        x = result["utility"]["value"]
+        low, high = auroc["low"], auroc["high"]
+        axes.errorbar(
+            x, auroc["value"], yerr=[[auroc["value"] - low], [high - auroc["value"]]],
+            fmt="o" if result["pareto"] else "x", color="C3" if result["pareto"] else "C0",
+            capsize=3,
+        )  # fmt: skip
+        axes.annotate(result["setting"], (x, auroc["value"]), fontsize=7, xytext=(4, 4),
+                      textcoords="offset points")  # fmt: skip
+    axes.axhline(0.5, color="grey", linestyle=":", label="chance")
+    axes.set_xlabel(summary["utility_metric"])
+    axes.set_ylabel("strongest attack AUROC (95% CI)")
+    axes.set_title(f"{summary['family']}: privacy-utility (o: Pareto frontier)")
+    axes.legend(loc="lower right")
+    figure.tight_layout()
+    FigureCanvasAgg(figure).print_png(str(path))
+
+
+def _write_json(path: Path, data: Any) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+    with os.fdopen(handle, "w", encoding="utf-8") as stream:
+        json.dump(data, stream, indent=1)
+        stream.write("\n")
+    os.replace(temporary, path)

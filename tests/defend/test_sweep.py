@@ -1,0 +1,77 @@
+"""The defense sweep: config errors, the Pareto frontier, and a tiny resumable ASR sweep."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from voxaudit.data.loaders import load_corpus
+from voxaudit.data.splits import make_split
+from voxaudit.data.synth import synthesize_corpus
+from voxaudit.defend.sweep import SweepConfig, pareto_front, run_sweep
+from voxaudit.errors import VoxauditError
+
+
+def test_pareto_front_by_hand():
+    # (accuracy, AUROC): b is beaten by a (as useful, less leaky); d by c.
+    points = [(0.9, 0.6), (0.9, 0.7), (0.8, 0.5), (0.7, 0.55), (0.95, 0.9)]
+    assert pareto_front(points, higher_utility_is_better=True) == [True, False, True, False, True]
+    # With CER, lower utility values are better: (0.1, 0.9) and (0.3, 0.5) trade off.
+    assert pareto_front([(0.1, 0.9), (0.3, 0.5), (0.3, 0.6)], False) == [True, True, False]
+
+
+def _write(tmp_path, text):
+    path = tmp_path / "sweep.toml"
+    path.write_text(text)
+    return path
+
+
+def test_config_errors_name_the_setting_and_field(tmp_path):
+    head = 'family = "asr"\ncorpus = "c"\nsplit = "s.json"\n'
+    with pytest.raises(VoxauditError, match=r"settings\[1\]: unknown hook 'dropout_x'"):
+        SweepConfig.load(
+            _write(tmp_path, head + '[[settings]]\nname = "a"\n[[settings]]\nname = "b"\n'
+                   "hooks = { dropout_x = {} }\n")
+        )  # fmt: skip
+    with pytest.raises(VoxauditError, match="missing field 'settings'"):
+        SweepConfig.load(_write(tmp_path, head))
+    with pytest.raises(VoxauditError, match="family 'video'"):
+        SweepConfig.load(_write(tmp_path, head.replace("asr", "video") + "settings = []\n"))
+    with pytest.raises(VoxauditError, match="must differ"):
+        SweepConfig.load(
+            _write(tmp_path, head + '[[settings]]\nname = "A"\n[[settings]]\nname = "a"\n')
+        )
+
+
+def test_tiny_asr_sweep_writes_points_and_resumes(tmp_path):
+    corpus_dir = tmp_path / "corpus"
+    synthesize_corpus(corpus_dir, n_speakers=8, per_speaker=4, seed=1, workers=1)
+    make_split(load_corpus(corpus_dir), "sample", seed=0, n_shadow=2).save(tmp_path / "s.json")
+    config_path = _write(
+        tmp_path,
+        'family = "asr"\ncorpus = "corpus"\nsplit = "s.json"\nshadows = 2\nthreat = "grey"\n'
+        '[base.model]\nfamily = "ctc"\npreset = "tiny"\nd_model = 32\nlayers = 1\n'
+        "[base.train]\nepochs = 1\nbatch_size = 4\n"
+        '[audit]\ndraws = 1\nsnrs_db = [20.0]\nclassifiers = ["logistic"]\nn_bootstrap = 100\n'
+        '[[settings]]\nname = "none"\n'
+        '[[settings]]\nname = "L2 0.01"\nhooks = { l2 = { weight = 0.01 } }\n'
+        '[[settings]]\nname = "transcripts only"\nthreat = "black"\n',
+    )
+    config = SweepConfig.load(config_path)
+    summary = run_sweep(config, tmp_path / "out", progress=False)
+    names = [r["setting"] for r in summary["settings"]]
+    assert names == ["none", "L2 0.01", "transcripts only"]
+    assert summary["utility_metric"] == "cer" and any(r["pareto"] for r in summary["settings"])
+    black = summary["settings"][2]
+    assert black["threat"] == "black" and "loss" not in black["leakage"]["features"]
+    for result in summary["settings"]:
+        assert 0 <= result["leakage"]["auroc"]["low"] <= result["leakage"]["auroc"]["high"] <= 1
+        assert "value" in result["leakage"]["null_auroc"]
+    assert (tmp_path / "out" / "pareto.png").stat().st_size > 1000
+    # A rerun reads every finished setting back instead of recomputing it.
+    result_file = tmp_path / "out" / "settings" / "none" / "result.json"
+    stamp = result_file.stat().st_mtime_ns
+    again = run_sweep(config, tmp_path / "out", progress=False)
+    assert result_file.stat().st_mtime_ns == stamp
+    assert json.loads(result_file.read_text())["utility"] == again["settings"][0]["utility"]
