@@ -75,3 +75,30 @@ def test_tiny_asr_sweep_writes_points_and_resumes(tmp_path):
     again = run_sweep(config, tmp_path / "out", progress=False)
     assert result_file.stat().st_mtime_ns == stamp
     assert json.loads(result_file.read_text())["utility"] == again["settings"][0]["utility"]
+
+
+def test_classifier_sweep_with_serve_time_defenses(tmp_path):
+    corpus_dir = tmp_path / "corpus"
+    synthesize_corpus(corpus_dir, n_speakers=6, per_speaker=8, seed=2, workers=1)
+    make_split(load_corpus(corpus_dir), "sample", seed=0, n_shadow=2).save(tmp_path / "s.json")
+    config = SweepConfig.load(
+        _write(
+            tmp_path,
+            'family = "classifier"\ncorpus = "corpus"\nsplit = "s.json"\n'
+            '[base.model]\nlabel = "speaker"\nhidden = 8\nn_mels = 16\n'
+            "[base.train]\nepochs = 2\nbatch_size = 4\nlr = 0.01\n"
+            '[audit]\ndraws = 1\nsnrs_db = [10.0]\nclassifiers = ["logistic"]\n'
+            "n_bootstrap = 100\n"
+            '[[settings]]\nname = "none"\n'
+            '[[settings]]\nname = "label only"\nserve = { label_only = {} }\n'
+            '[[settings]]\nname = "memguard"\nserve = { memguard = { steps = 20 } }\n',
+        )
+    )
+    summary = run_sweep(config, tmp_path / "out", progress=False)
+    by_name = {r["setting"]: r for r in summary["settings"]}
+    assert summary["utility_metric"] == "accuracy"
+    # Serving labels only costs no accuracy: the same model, the same predicted labels.
+    assert by_name["label only"]["utility"] == by_name["none"]["utility"]
+    # MemGuard's defender keeps a share of its pool out as known non-members, so its model
+    # trains on less; the cost is the defense's, and the sweep reports it.
+    assert 0 <= by_name["memguard"]["utility"]["value"] <= 1

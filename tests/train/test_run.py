@@ -2,6 +2,7 @@ import json
 from pathlib import Path
 
 import pytest
+import torch
 
 from voxaudit.data.loaders import load_corpus
 from voxaudit.data.splits import AuditSplit, SplitMismatchError, make_split
@@ -197,3 +198,21 @@ def test_every_model_family_trains_through_the_entry_point(
             "xvector": "XVectorEncoder",
         }[model["family"]]
     )
+
+
+def test_the_same_config_trains_the_same_model_whatever_ran_before(tmp_path):
+    from voxaudit.data.loaders import load_corpus
+    from voxaudit.data.splits import make_split
+    from voxaudit.data.synth import synthesize_corpus
+
+    corpus_dir = tmp_path / "corpus"
+    synthesize_corpus(corpus_dir, n_speakers=4, per_speaker=4, seed=5, workers=1)
+    make_split(load_corpus(corpus_dir), "sample", seed=0, n_shadow=1).save(tmp_path / "s.json")
+    config = {"model": {"label": "speaker", "hidden": 8, "n_mels": 16}, "train": {"epochs": 1}}
+    first = train_model("classifier", corpus_dir, tmp_path / "s.json", "target", config,
+                        tmp_path / "a", progress=False)  # fmt: skip
+    torch.randn(1000)  # the global RNG moves on, as other work in the process would move it
+    second = train_model("classifier", corpus_dir, tmp_path / "s.json", "target", config,
+                         tmp_path / "b", progress=False)  # fmt: skip
+    a, b = (torch.load(p, weights_only=False)["model_state"] for p in (first, second))
+    assert all(torch.equal(a[k], b[k]) for k in a)

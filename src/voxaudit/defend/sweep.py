@@ -181,7 +181,31 @@ def _asr_family() -> Family:
     return Family("asr", load_audit_model, audit_asr, AsrAuditConfig, _asr_utility)
 
 
-FAMILIES: dict[str, Callable[[], Family]] = {"asr": _asr_family}
+def _classifier_utility(model: Any, corpus: Corpus, ids: Sequence[str]) -> tuple[str, float]:
+    from voxaudit.models.classifier import LABELS
+
+    classifier = model.classifier
+    utterances = [corpus[i] for i in ids]
+    probabilities = classifier.predict_proba([u.load(classifier.sample_rate) for u in utterances])
+    predicted = [classifier.classes[k] for k in np.asarray(probabilities).argmax(axis=1)]
+    truth = [LABELS[model.label](u) for u in utterances]
+    return "accuracy", float(np.mean([p == t for p, t in zip(predicted, truth, strict=True)]))
+
+
+def _classifier_family() -> Family:
+    from voxaudit.mia.classifier_audit import (
+        ClassifierAuditConfig,
+        audit_classifier,
+        load_classifier_model,
+    )
+
+    return Family(
+        "classifier", load_classifier_model, audit_classifier, ClassifierAuditConfig,
+        _classifier_utility,
+    )  # fmt: skip
+
+
+FAMILIES: dict[str, Callable[[], Family]] = {"asr": _asr_family, "classifier": _classifier_family}
 
 
 # --- one setting --------------------------------------------------------------------------

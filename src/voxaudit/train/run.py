@@ -25,7 +25,14 @@ from voxaudit.models.recognizer import asr_model_for, transcript_targets
 from voxaudit.models.speaker import speaker_encoder_for, speaker_targets
 from voxaudit.train.augment import SpecAugment
 from voxaudit.train.data import SpeakerBatchSampler, TargetFn, UtteranceDataset
-from voxaudit.train.loop import CHECKPOINT, Hook, TrainConfig, Trainer, read_config_file
+from voxaudit.train.loop import (
+    CHECKPOINT,
+    Hook,
+    TrainConfig,
+    Trainer,
+    read_config_file,
+    seed_everything,
+)
 
 CONFIG_SECTIONS = ("model", "train", "sampler", "augment")
 
@@ -163,6 +170,9 @@ def train_model(
         raise VoxauditError(f"{split_path}: role {role!r} has no training utterances")
     train_utts = [corpus[uid] for uid in train_ids]
     val_utts = [corpus[uid] for uid in val_ids]
+    # The initial weights come from the global RNG: seed it, or the same config gives another
+    # model depending on what the process did before.
+    seed_everything(train_config.seed)
     try:
         # The whole pool, so the validation share never changes a classifier's classes.
         model = family.build(train_utts + val_utts, **settings.model)
