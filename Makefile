@@ -5,7 +5,7 @@ VENV ?= .venv
 TORCH_SPEC ?= torch==2.13.0
 BIN := $(VENV)/bin
 
-.PHONY: demo test lint bench clean
+.PHONY: demo test lint bench clean redis-server
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -23,7 +23,17 @@ $(VENV)/.installed-dev: pyproject.toml $(VENV)/.installed
 demo: $(VENV)/.installed
 	$(BIN)/voxaudit demo
 
-test: $(VENV)/.installed-dev
+# The Redis store's tests start a real redis-server; install it (Debian) when missing. If it
+# cannot be installed those tests skip, and say so.
+redis-server:
+	@command -v redis-server >/dev/null 2>&1 || { \
+		SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo -n ); \
+		command -v apt-get >/dev/null 2>&1 && \
+		{ $$SUDO apt-get install -y -q redis-server >/dev/null 2>&1 || \
+		  { $$SUDO apt-get update -q >/dev/null 2>&1 && $$SUDO apt-get install -y -q redis-server >/dev/null 2>&1; }; } || \
+		echo "note: redis-server could not be installed; the Redis tests will skip"; }
+
+test: $(VENV)/.installed-dev redis-server
 	$(BIN)/ruff check src tests bench
 	$(BIN)/python -m pytest -q
 

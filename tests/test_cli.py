@@ -231,3 +231,98 @@ def test_mia_asr_score_ranks_recordings_on_pocketsphinx(tmp_path):
     missing = [*score[:3], str(tmp_path / "nowhere"), *score[4:]]
     refused = runner.invoke(app, missing)
     assert refused.exit_code == 2 and "nowhere" in refused.output
+
+
+def test_mia_speaker_audits_and_scores_trained_encoders(tmp_path):
+    from voxaudit.data.synth import synthesize_corpus
+
+    corpus_dir, recordings = tmp_path / "corpus", tmp_path / "mine"
+    synthesize_corpus(corpus_dir, n_speakers=14, per_speaker=4, seed=1, workers=1)
+    synthesize_corpus(recordings, n_speakers=2, per_speaker=3, seed=2, workers=1)
+    split_file = tmp_path / "split.json"
+    made = runner.invoke(
+        app,
+        ["split", str(corpus_dir), "--out", str(split_file), "--level", "speaker",
+         "--reference-speakers", "2"],
+    )  # fmt: skip
+    assert made.exit_code == 0, made.output
+    config = tmp_path / "run.toml"
+    config.write_text(
+        '[model]\nfamily = "ge2e"\nn_mels = 16\nhidden = 16\nlayers = 1\nembedding_dim = 8\n'
+        "[train]\nepochs = 1\n[sampler]\nspeakers_per_batch = 2\nutterances_per_speaker = 2\n"
+    )
+    for role in ("target", "shadow-0"):
+        args = ["train", "speaker", "--corpus", str(corpus_dir), "--split", str(split_file)]
+        args += ["--role", role, "--config", str(config), "--out", str(tmp_path / role)]
+        trained = runner.invoke(app, args)
+        assert trained.exit_code == 0, trained.output
+    audit = ["mia", "speaker", "--corpus", str(corpus_dir), "--split", str(split_file)]
+    audit += ["--target", str(tmp_path / "target"), "--shadow", str(tmp_path / "shadow-0")]
+    audit += ["--out", str(tmp_path / "report"), "--voices", "2", "--seeds", "1"]
+    audit += ["--bootstrap", "100"]
+    result = runner.invoke(app, audit)
+    assert result.exit_code == 0, result.output
+    assert "SLMIA-SR" in result.output and "Membership inference" in result.output
+    report = json.loads((tmp_path / "report" / "report.json").read_text())
+    assert report["setup"]["family"] == "speaker" and report["setup"]["voices_per_speaker"] == 2
+    assert (tmp_path / "report" / "report.html").is_file()
+    wrong = [*audit[:6], "--target", str(tmp_path / "shadow-0"), *audit[8:]]
+    refused = runner.invoke(app, wrong)
+    assert refused.exit_code == 2 and "trained as 'shadow-0'" in refused.output
+
+    score = ["mia", "speaker-score", "--model", str(tmp_path / "target"), "--recordings"]
+    score += [str(recordings), "--corpus", str(corpus_dir), "--split", str(split_file)]
+    score += ["--shadow", str(tmp_path / "shadow-0"), "--out", str(tmp_path / "scores")]
+    scored = runner.invoke(app, [*score, "--voices", "2"])
+    assert scored.exit_code == 0, scored.output
+    assert "scores, not verdicts" in scored.output
+    report = json.loads((tmp_path / "scores" / "report.json").read_text())
+    assert report["kind"] == "scores" and len(report["scores"]) == 2
+    sample_split = tmp_path / "sample.json"
+    runner.invoke(app, ["split", str(corpus_dir), "--out", str(sample_split)])
+    refused = runner.invoke(app, [*audit[:5], str(sample_split), *audit[6:]])
+    assert refused.exit_code == 2 and "speaker-level split" in refused.output
+
+
+def test_mia_classifier_and_defend_sweep_commands(tmp_path):
+    from voxaudit.data.synth import synthesize_corpus
+
+    corpus_dir = tmp_path / "corpus"
+    synthesize_corpus(corpus_dir, n_speakers=6, per_speaker=8, seed=2, workers=1)
+    split_file = tmp_path / "s.json"
+    made = runner.invoke(
+        app, ["split", str(corpus_dir), "--out", str(split_file), "--shadows", "2"]
+    )
+    assert made.exit_code == 0, made.output
+    config = tmp_path / "run.toml"
+    config.write_text(
+        '[model]\nlabel = "speaker"\nhidden = 8\nn_mels = 16\n\n'
+        "[train]\nepochs = 1\nbatch_size = 4\n"
+    )
+    for role in ("target", "shadow-0", "shadow-1"):
+        args = ["train", "classifier", "--corpus", str(corpus_dir), "--split", str(split_file)]
+        args += ["--role", role, "--config", str(config), "--out", str(tmp_path / role)]
+        assert runner.invoke(app, args).exit_code == 0
+    audit = ["mia", "classifier", "--corpus", str(corpus_dir), "--split", str(split_file)]
+    audit += ["--target", str(tmp_path / "target"), "--out", str(tmp_path / "report")]
+    audit += ["--shadow", str(tmp_path / "shadow-0"), "--shadow", str(tmp_path / "shadow-1")]
+    audit += ["--draws", "1", "--bootstrap", "100"]
+    result = runner.invoke(app, audit)
+    assert result.exit_code == 0, result.output
+    assert "Membership inference" in result.output
+    report = json.loads((tmp_path / "report" / "report.json").read_text())
+    assert "precision" in report["results"][0]["metrics"]
+
+    sweep = tmp_path / "sweep.toml"
+    sweep.write_text(
+        'family = "classifier"\ncorpus = "corpus"\nsplit = "s.json"\n'
+        '[base.model]\nlabel = "speaker"\nhidden = 8\nn_mels = 16\n'
+        "[base.train]\nepochs = 1\nbatch_size = 4\n"
+        '[audit]\ndraws = 1\nsnrs_db = [10.0]\nclassifiers = ["logistic"]\nn_bootstrap = 100\n'
+        '[[settings]]\nname = "none"\n[[settings]]\nname = "top-1"\nserve = { top_k = { k = 1 } }\n'
+    )
+    swept = runner.invoke(app, ["defend", "sweep", str(sweep), "--out", str(tmp_path / "sw")])
+    assert swept.exit_code == 0, swept.output
+    assert "Defense sweep" in swept.output and (tmp_path / "sw" / "pareto.png").is_file()
+    bad = runner.invoke(app, ["defend", "sweep", str(tmp_path / "none.toml"), "--out", "x"])
+    assert bad.exit_code == 2 and "none.toml" in bad.output

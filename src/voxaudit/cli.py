@@ -13,6 +13,7 @@ import typer
 from rich.console import Console
 
 from voxaudit.errors import VoxauditError
+from voxaudit.guard.cli import guard_app
 
 app = typer.Typer(
     help="Audit speech models for training-data leakage and guard speech APIs.",
@@ -351,6 +352,188 @@ def mia_asr_score(
     )
     console.print(scores_table(report))
     console.print(f"Wrote {out / 'report.json'} and {out / 'report.html'}")
+
+
+VoicesOpt = Annotated[
+    int, typer.Option(min=1, help="Voices queried per speaker (fewer if the split has fewer).")
+]
+ChunksOpt = Annotated[
+    float, typer.Option(min=0, help="Voice chunk splitting: chunk seconds; 0 turns it off.")
+]
+
+
+@mia_app.command("speaker")
+@_friendly_errors
+def mia_speaker(
+    corpus: Annotated[Path, typer.Option(help="The corpus the split was made from.")],
+    split_path: Annotated[
+        Path, typer.Option("--split", help="Speaker-level split from `voxaudit split`.")
+    ],
+    target: Annotated[Path, typer.Option(help="Target speaker encoder run folder.")],
+    shadow: Annotated[
+        list[Path], typer.Option(help="Shadow encoder run folder; repeat for each shadow.")
+    ],
+    out: Annotated[Path, typer.Option(help="Report folder: report.json, report.html, cache.")],
+    null: Annotated[
+        Path | None,
+        typer.Option(help="Null-control encoder that never saw the target's speakers."),
+    ] = None,
+    voices: VoicesOpt = 10,
+    mixing_ratio: Annotated[
+        float, typer.Option(help="Share of non-training voices of a target member speaker.")
+    ] = 0.0,
+    chunk_seconds: ChunksOpt = 1.6,
+    seeds: Annotated[int, typer.Option(min=1, help="Attack-classifier seeds averaged.")] = 10,
+    bootstrap: Annotated[int, typer.Option(min=100, help="Bootstrap resamples.")] = 1000,
+    device: str = "auto",
+    seed: int = 0,
+    layout: LayoutOpt = None,
+    pattern: PatternOpt = None,
+) -> None:
+    """Was this person's voice used to train the speaker encoder? SLMIA-SR and baselines."""
+    from voxaudit.data.loaders import load_corpus
+    from voxaudit.data.splits import AuditSplit
+    from voxaudit.mia.speaker_audit import SpeakerAuditConfig, audit_speaker, load_speaker_model
+    from voxaudit.report.console import mia_table
+
+    config = SpeakerAuditConfig(
+        voices=voices,
+        mixing_ratio=mixing_ratio,
+        chunk_seconds=chunk_seconds or None,
+        attack_seeds=seeds,
+        n_bootstrap=bootstrap,
+        seed=seed,
+    )
+    report = audit_speaker(
+        load_corpus(corpus, layout, pattern=pattern, progress=True),
+        AuditSplit.load(split_path),
+        load_speaker_model(target, "target", device),
+        [load_speaker_model(path, None, device) for path in shadow],
+        out,
+        null=None if null is None else load_speaker_model(null, "null", device),
+        config=config,
+    )
+    console.print(mia_table(report))
+    console.print(f"Wrote {out / 'report.json'} and {out / 'report.html'}")
+
+
+@mia_app.command("speaker-score")
+@_friendly_errors
+def mia_speaker_score(
+    model: Annotated[
+        str, typer.Option(help="The encoder to score: `resemblyzer` or a `voxaudit train` run.")
+    ],
+    recordings: Annotated[Path, typer.Option(help="The user's recordings, by speaker.")],
+    corpus: Annotated[Path, typer.Option(help="The corpus the shadows' split was made from.")],
+    split_path: Annotated[
+        Path, typer.Option("--split", help="Speaker-level split the shadows were trained on.")
+    ],
+    shadow: Annotated[
+        list[Path], typer.Option(help="Shadow encoder run folder; repeat for each shadow.")
+    ],
+    out: Annotated[Path, typer.Option(help="Report folder: report.json, report.html, cache.")],
+    voices: VoicesOpt = 10,
+    chunk_seconds: ChunksOpt = 1.6,
+    device: str = "auto",
+    seed: int = 0,
+    layout: LayoutOpt = None,
+    pattern: PatternOpt = None,
+) -> None:
+    """Speaker membership scores (not verdicts) on an encoder with no ground truth."""
+    from voxaudit.data.loaders import load_corpus
+    from voxaudit.data.splits import AuditSplit
+    from voxaudit.mia.speaker_audit import (
+        SpeakerAuditConfig,
+        load_scored_encoder,
+        load_speaker_model,
+        score_speaker,
+    )
+    from voxaudit.report.console import scores_table
+
+    report = score_speaker(
+        load_corpus(recordings, progress=True),
+        load_scored_encoder(model, device),
+        load_corpus(corpus, layout, pattern=pattern, progress=True),
+        AuditSplit.load(split_path),
+        [load_speaker_model(path, None, device) for path in shadow],
+        out,
+        config=SpeakerAuditConfig(voices=voices, chunk_seconds=chunk_seconds or None, seed=seed),
+    )
+    console.print(scores_table(report))
+    console.print(f"Wrote {out / 'report.json'} and {out / 'report.html'}")
+
+
+@mia_app.command("classifier")
+@_friendly_errors
+def mia_classifier(
+    corpus: Annotated[Path, typer.Option(help="The corpus the split was made from.")],
+    split_path: Annotated[
+        Path, typer.Option("--split", help="Sample-level split from `voxaudit split`.")
+    ],
+    target: Annotated[Path, typer.Option(help="Target classifier run folder.")],
+    shadow: Annotated[
+        list[Path], typer.Option(help="Shadow model run folder; repeat for each shadow.")
+    ],
+    out: Annotated[Path, typer.Option(help="Report folder: report.json, report.html, features.")],
+    null: Annotated[
+        Path | None, typer.Option(help="Null-control model (default: a shadow that qualifies).")
+    ] = None,
+    threat: Threat = Threat.grey,
+    draws: Annotated[int, typer.Option(min=1, help="Noise draws per SNR (label-only).")] = 8,
+    max_per_side: Annotated[int, typer.Option(min=1, help="Members evaluated per model.")] = 500,
+    bootstrap: Annotated[int, typer.Option(min=100, help="Bootstrap resamples.")] = 1000,
+    device: str = "auto",
+    seed: int = 0,
+    layout: LayoutOpt = None,
+    pattern: PatternOpt = None,
+) -> None:
+    """Was this recording in the classifier's training set? Writes a report."""
+    from voxaudit.data.loaders import load_corpus
+    from voxaudit.data.splits import AuditSplit
+    from voxaudit.mia.classifier_audit import (
+        ClassifierAuditConfig,
+        audit_classifier,
+        load_classifier_model,
+    )
+    from voxaudit.report.console import mia_table
+
+    report = audit_classifier(
+        load_corpus(corpus, layout, pattern=pattern, progress=True),
+        AuditSplit.load(split_path),
+        load_classifier_model(target, "target", device),
+        [load_classifier_model(path, None, device) for path in shadow],
+        out,
+        null=None if null is None else load_classifier_model(null, "null", device),
+        config=ClassifierAuditConfig(
+            threat=threat.value, draws=draws, max_per_side=max_per_side,
+            n_bootstrap=bootstrap, seed=seed,
+        ),
+    )  # fmt: skip
+    metrics = ("precision", "recall", "accuracy", "auroc", "tpr_at_0.1%_fpr", "tpr_at_1%_fpr")
+    console.print(mia_table(report, metrics))
+    console.print(f"Wrote {out / 'report.json'} and {out / 'report.html'}")
+
+
+defend_app = typer.Typer(help="Defenses and their privacy-utility trade-off.", no_args_is_help=True)
+app.add_typer(defend_app, name="defend")
+
+
+@defend_app.command("sweep")
+@_friendly_errors
+def defend_sweep(
+    config: Annotated[Path, typer.Argument(help="Sweep config (.toml or .json).")],
+    out: Annotated[Path, typer.Option(help="Sweep folder: sweep.json, pareto.png, settings/.")],
+) -> None:
+    """Train and audit every defense setting; utility against leakage, Pareto frontier."""
+    from voxaudit.defend.sweep import SweepConfig, run_sweep
+    from voxaudit.report.console import sweep_table
+
+    summary = run_sweep(SweepConfig.load(config), out)
+    console.print(sweep_table(summary))
+    console.print(f"Wrote {out / 'sweep.json'} and {out / 'pareto.png'}")
+
+
+app.add_typer(guard_app, name="guard")
 
 
 def _count_or_fraction(value: float) -> int | float:

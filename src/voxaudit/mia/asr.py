@@ -30,8 +30,18 @@ from voxaudit.data.corpus import Corpus
 from voxaudit.data.splits import AuditSplit
 from voxaudit.errors import VoxauditError
 from voxaudit.mia.asr_features import AsrFeatures
-from voxaudit.mia.attacks import ShadowAttack, ThresholdAttack
-from voxaudit.mia.calibrated import RMIA, LiRA, logit_confidence
+from voxaudit.mia.attacks import ThresholdAttack
+from voxaudit.mia.audit_common import (
+    calibrated_results,
+    checkpoint_role,
+    evaluate,
+    fit_shadow_attack,
+    membership,
+    null_from_shadows,
+    population,
+    selected,
+    stacked,
+)
 from voxaudit.mia.evaluation import EvalSet, evaluation_set
 from voxaudit.mia.speaker import (
     aggregate_by_speaker,
@@ -43,7 +53,7 @@ from voxaudit.mia.table import FeatureTable
 from voxaudit.models.access import Access, AccessLevel
 from voxaudit.models.recognizer import Recognizer
 from voxaudit.progress import track
-from voxaudit.report.mia import new_report, result_entry, write_report
+from voxaudit.report.mia import new_report, write_report
 
 #: Feature ablations as in paper 000's table: name -> (families, least threat that has them).
 ABLATIONS: dict[str, tuple[tuple[str, ...], str]] = {
@@ -131,7 +141,9 @@ def audit_asr(
         )
         for m in (target, *shadows)
     }  # fmt: skip
-    null = null or _null_from_shadows(corpus, split, sets["target"], shadows)
+    if null is None:
+        shadow = null_from_shadows(corpus, split, sets["target"], shadows)
+        null = AuditModel("null", f"{shadow.source} (as null control)", shadow.recognizer)
     sets["null"] = sets["target"]  # the null control answers for the target's evaluation set
     extractor = AsrFeatures(
         snrs_db=config.snrs_db,
@@ -217,11 +229,11 @@ def score_asr(
         s.role: _features(s, sets[s.role], corpus, extractor, config, out_dir, progress)
         for s in shadows
     }
-    shadow_table, labels, groups = _stacked(tables, sets, list(sets))
+    shadow_table, labels, groups = stacked(tables, sets, list(sets))
     missing = sorted(set(families) - set(shadow_table.families))
     if missing:
         raise VoxauditError(f"scoring features: no columns of families {missing} at black box")
-    attack = _fit_shadow_attack(config, "reference", tuple(families), shadow_table, labels, groups)
+    attack = fit_shadow_attack(config, "reference", tuple(families), shadow_table, labels, groups)
     everything = EvalSet(
         tuple(u.id for u in recordings),
         tuple(u.speaker for u in recordings),
@@ -253,27 +265,9 @@ def score_asr(
         "seconds": round(time.time() - started, 1),
         "machine": {"platform": platform.platform(), "cpu_count": os.cpu_count()},
     }
-    report = new_report(setup, scores=scores, selection=_selected(attack))
+    report = new_report(setup, scores=scores, selection=selected(attack))
     write_report(out_dir, report)
     return report
-
-
-def _null_from_shadows(
-    corpus: Corpus, split: AuditSplit, target_set: EvalSet, shadows: Sequence[AuditModel]
-) -> AuditModel:
-    """A shadow that never trained on the target's evaluated utterances (or their speakers)."""
-    for shadow in shadows:
-        seen = _membership_ids(split, shadow.role)
-        overlap = bool(seen & set(target_set.ids))
-        if split.level == "speaker":
-            # At speaker level, having trained on the voice is having seen the evidence.
-            overlap |= bool({corpus[i].speaker for i in seen} & set(target_set.speakers))
-        if not overlap:
-            return AuditModel("null", f"{shadow.source} (as null control)", shadow.recognizer)
-    raise VoxauditError(
-        "every shadow model trained on some of the target's evaluated data (random halves "
-        "including the target?): pass a null-control model trained on other data"
-    )
 
 
 def _features(
@@ -311,96 +305,25 @@ def _ablations(config: AsrAuditConfig, table: FeatureTable) -> dict[str, tuple[s
     }
 
 
-def _stacked(tables: dict[str, FeatureTable], sets: dict[str, EvalSet], roles: Sequence[str]):
-    """Shadow features stacked, their membership labels, and speakers as CV groups.
-
-    Grouping by speaker keeps a voice (member for one shadow, non-member for another under
-    random halves) from sitting on both sides of a cross-validation fold.
-    """
-    table = FeatureTable.concat_rows([_prefixed(tables[r], r) for r in roles])
-    labels = np.concatenate([sets[r].is_member for r in roles])
-    return table, labels, np.array(table.speakers)
-
-
-def _prefixed(table: FeatureTable, role: str) -> FeatureTable:
-    """Row ids made unique across models (one utterance may be evaluated on several)."""
-    return FeatureTable(
-        tuple(f"{role}/{i}" for i in table.ids),
-        table.speakers,
-        table.columns,
-        table.families,
-        table.values,
-    )
-
-
-def _evaluate(
-    name: str,
-    features: str,
-    attack: Any,
-    tables: dict[str, FeatureTable],
-    sets: dict[str, EvalSet],
-    config: AsrAuditConfig,
-    importances: dict[str, float] | None = None,
-) -> list[dict[str, Any]]:
-    """Result entries of a fitted attack on the target and on the null control."""
-    return [
-        result_entry(
-            name,
-            features,
-            role,
-            attack.score(tables[role]),
-            sets[role].is_member,
-            predictions=attack.predict(tables[role]),
-            feature_importances=importances if role == "target" else None,
-            n_bootstrap=config.n_bootstrap,
-            seed=config.seed,
-        )
-        for role in ("target", "null")
-    ]
-
-
 def _sample_attacks(
     tables: dict[str, FeatureTable],
     sets: dict[str, EvalSet],
     shadow_roles: Sequence[str],
     config: AsrAuditConfig,
 ) -> tuple[list[dict[str, Any]], dict[str, Any]]:
-    shadow_table, labels, groups = _stacked(tables, sets, shadow_roles)
+    shadow_table, labels, groups = stacked(tables, sets, shadow_roles)
     results: list[dict[str, Any]] = []
     for column, threat in THRESHOLDS.items():
         if config.allows(threat) and column in shadow_table.columns:
             attack = ThresholdAttack(column).fit(shadow_table, labels)
-            results += _evaluate(f"threshold on {column}", column, attack, tables, sets, config)
+            results += evaluate(f"threshold on {column}", column, attack, tables, sets, config)
     selection: dict[str, Any] = {"groups": "speaker", "ablations": {}}
     for name, families in _ablations(config, shadow_table).items():
-        attack = _fit_shadow_attack(config, name, families, shadow_table, labels, groups)
-        selection["ablations"][name] = _selected(attack)
+        attack = fit_shadow_attack(config, name, families, shadow_table, labels, groups)
+        selection["ablations"][name] = selected(attack)
         importances = attack.feature_importances(shadow_table, labels)
-        results += _evaluate("shadow attack", name, attack, tables, sets, config, importances)
+        results += evaluate("shadow attack", name, attack, tables, sets, config, importances)
     return results, selection
-
-
-def _fit_shadow_attack(
-    config: AsrAuditConfig,
-    name: str,
-    families: tuple[str, ...],
-    table: FeatureTable,
-    labels: np.ndarray,
-    groups: np.ndarray,
-) -> ShadowAttack:
-    """A shadow attack over one feature set fitted on shadow data, folds as groups allow."""
-    per_class = min(len(set(groups[labels])), len(set(groups[~labels])))
-    return ShadowAttack(
-        classifiers=config.classifiers,
-        feature_sets={name: families},
-        cv=max(2, min(config.cv, per_class)),
-        random_state=config.seed,
-    ).fit(table, labels, groups=groups)
-
-
-def _selected(attack: ShadowAttack) -> dict[str, Any]:
-    """What cross-validation on shadow data chose, for the report."""
-    return {"selected": list(attack.selected_), "cv_results": attack.cv_results_}
 
 
 def _speaker_attacks(
@@ -430,14 +353,14 @@ def _speaker_attacks(
             speaker_sets[role] = EvalSet(aggregated.ids, aggregated.ids, is_member)
         # At the largest count every ablation; below it the richest one, for the curve.
         chosen = ablations if k == counts[-1] else dict(list(ablations.items())[-1:])
-        shadow_table, labels, groups = _stacked(speaker_tables, speaker_sets, shadow_roles)
+        shadow_table, labels, groups = stacked(speaker_tables, speaker_sets, shadow_roles)
         for name, families in chosen.items():
-            attack = _fit_shadow_attack(config, name, families, shadow_table, labels, groups)
+            attack = fit_shadow_attack(config, name, families, shadow_table, labels, groups)
             label = f"{name}, {k} utterance{'s' if k > 1 else ''}/speaker"
-            results += _evaluate(
+            results += evaluate(
                 "speaker shadow attack", label, attack, speaker_tables, speaker_sets, config
             )
-            selection["ablations"][label] = _selected(attack)
+            selection["ablations"][label] = selected(attack)
     return results, selection
 
 
@@ -453,8 +376,8 @@ def _calibrated(
 ) -> list[dict[str, Any]]:
     """LiRA and RMIA on the length-normalized loss, with the shadows as reference models."""
     candidates = list(sets["target"].ids)
-    population = _population(split, candidates, [s.role for s in shadows], config)
-    ids = candidates + population
+    extra = population(split, candidates, [s.role for s in shadows], config)
+    ids = candidates + extra
     utterances = [corpus[i] for i in ids]
     sample_rate = target.recognizer.sample_rate
     waves = [u.load(sample_rate) for u in utterances]
@@ -465,63 +388,11 @@ def _calibrated(
         return np.asarray(access.utterance_loss(waves, texts, normalize=True), dtype=np.float64)
 
     reference = np.stack([losses(s) for s in track(shadows, "reference losses", enabled=progress)])
-    reference_in = np.stack([_membership(split, s.role, ids) for s in shadows])
+    reference_in = np.stack([membership(split, s.role, ids) for s in shadows])
     observed = {"target": losses(target), "null": losses(null)}
-    n = len(candidates)
-    results: list[dict[str, Any]] = []
-    lira_variants = [("LiRA offline, fixed variance", LiRA(mode="offline", fixed_variance=True))]
-    if (reference_in[:, :n].any(axis=0) & ~reference_in[:, :n].all(axis=0)).all():
-        lira_variants.append(("LiRA online", LiRA(mode="online", fixed_variance=len(shadows) < 8)))
-    for name, lira in lira_variants:
-        lira.fit(logit_confidence(reference[:, :n]), reference_in[:, :n])
-        results += [
-            result_entry(
-                name, "loss_per_char", role,
-                lira.score(logit_confidence(observed[role][:n])), sets["target"].is_member,
-                n_bootstrap=config.n_bootstrap, seed=config.seed,
-            )
-            for role in ("target", "null")
-        ]  # fmt: skip
-    if population:
-        rmia = RMIA().fit(np.exp(-reference), reference_in)
-        mask = np.arange(len(ids)) >= n
-        results += [
-            result_entry(
-                "RMIA", "loss_per_char", role,
-                rmia.score(np.exp(-observed[role]), mask)[:n], sets["target"].is_member,
-                n_bootstrap=config.n_bootstrap, seed=config.seed,
-            )
-            for role in ("target", "null")
-        ]  # fmt: skip
-    return results
-
-
-def _population(
-    split: AuditSplit, candidates: list[str], shadow_roles: list[str], config: AsrAuditConfig
-) -> list[str]:
-    """Known non-members of the target for RMIA: utterances no target pool holds.
-
-    Each must be OUT for at least one reference (shadow) model, or p(z) has no OUT estimate.
-    """
-    everything = {i for ids in split.pools.values() for i in ids}
-    target_pools = {
-        i for name, ids in split.pools.items() if name.startswith("target") for i in ids
-    }
-    in_every = set.intersection(*(_membership_ids(split, role) for role in shadow_roles))
-    pool = sorted(everything - target_pools - set(candidates) - in_every)
-    rng = np.random.default_rng(config.seed)
-    if len(pool) > config.population:
-        pool = [pool[i] for i in np.sort(rng.choice(len(pool), config.population, replace=False))]
-    return pool
-
-
-def _membership_ids(split: AuditSplit, role: str) -> set[str]:
-    return set(split.train_ids(role)) | set(split.unseen_ids(role))
-
-
-def _membership(split: AuditSplit, role: str, ids: Sequence[str]) -> np.ndarray:
-    trained = _membership_ids(split, role)
-    return np.array([i in trained for i in ids])
+    return calibrated_results(
+        "loss_per_char", reference, reference_in, observed, sets["target"], config
+    )
 
 
 def _setup(
@@ -565,22 +436,11 @@ def load_audit_model(path: str | Path, role: str | None = None, device: str = "a
     and must agree with it when both are known, except for the null control.
     """
     from voxaudit.models.recognizer import ASRModel
-    from voxaudit.train.loop import load_model, read_checkpoint, resolve_device
+    from voxaudit.train.loop import load_model, resolve_device
 
-    state = read_checkpoint(path)
-    recorded = (state.get("metadata") or {}).get("role")
-    if role is None and recorded is None:
-        raise VoxauditError(f"{path}: the checkpoint records no split role; give it explicitly")
-    if role not in (None, "null") and recorded not in (None, role):
-        raise VoxauditError(f"{path}: trained as {recorded!r}, not as {role!r}")
+    role, train_ids = checkpoint_role(path, role)
     model = load_model(path, resolve_device(device), expected=ASRModel.__args__)  # type: ignore[attr-defined]
-    train_ids = (state.get("data") or {}).get("train_ids")
-    return AuditModel(
-        role or recorded,
-        str(path),
-        Recognizer(model),
-        frozenset(train_ids) if train_ids is not None else None,
-    )
+    return AuditModel(role, str(path), Recognizer(model), train_ids)
 
 
 def load_scored_model(spec: str, device: str = "auto") -> AuditModel:

@@ -57,13 +57,8 @@ directory per model.
 
 from __future__ import annotations
 
-import contextlib
-import hashlib
-import json
 import math
-import os
-import tempfile
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -75,12 +70,11 @@ from scipy.special import entr, rel_entr
 
 from voxaudit.data.text import normalize_transcript
 from voxaudit.errors import VoxauditError
+from voxaudit.mia.feature_cache import data_digest, extract_chunks, utterance_rng
 from voxaudit.mia.table import FAMILIES, FeatureTable
 from voxaudit.models.recognizer import cer, wer
-from voxaudit.progress import make_progress
 
 CACHE_FORMAT = "voxaudit.asr-features-cache/1"
-MANIFEST = "manifest.json"
 
 Column = tuple[str, str, np.ndarray]  # name, family, one value per utterance
 
@@ -175,36 +169,29 @@ class AsrFeatures:
         waves = _checked_inputs(waveforms, transcripts, ids, speakers)
         transcripts, ids, speakers = list(transcripts), list(ids), list(speakers)
         capabilities = Capabilities.of(model)
-        tables: list[FeatureTable] = []
-        if cache_dir is not None:
-            cache_dir = Path(cache_dir)
-            manifest = {
-                "format": CACHE_FORMAT,
-                "threat": capabilities.threat,
-                "capabilities": capabilities.names(),
-                "settings": self._settings(capabilities),
-                "ids": ids,
-                "data": _digest(waves, transcripts, ids, speakers),
-            }
-            tables = _open_cache(cache_dir, manifest)
-        done = {row for table in tables for row in table.ids}
-        todo = [k for k, row in enumerate(ids) if row not in done]
-        with _progress(progress, len(ids)) as advance:
-            advance(len(ids) - len(todo))
-            for start in range(0, len(todo), self.batch_size):
-                chunk = todo[start : start + self.batch_size]
-                table = self._chunk(
-                    model,
-                    capabilities,
-                    [waves[k] for k in chunk],
-                    [transcripts[k] for k in chunk],
-                    [ids[k] for k in chunk],
-                    [speakers[k] for k in chunk],
-                )
-                if cache_dir is not None:
-                    table.save(_chunk_path(cache_dir, table.ids))
-                tables.append(table)
-                advance(len(chunk))
+        manifest = {
+            "format": CACHE_FORMAT,
+            "threat": capabilities.threat,
+            "capabilities": capabilities.names(),
+            "settings": self._settings(capabilities),
+            "ids": ids,
+            "data": data_digest(waves, transcripts, ids, speakers),
+        }
+
+        def compute(chunk: list[int]) -> FeatureTable:
+            return self._chunk(
+                model,
+                capabilities,
+                [waves[k] for k in chunk],
+                [transcripts[k] for k in chunk],
+                [ids[k] for k in chunk],
+                [speakers[k] for k in chunk],
+            )
+
+        tables = extract_chunks(
+            compute, ids, self.batch_size, cache_dir=cache_dir, manifest=manifest,
+            what="ASR features", progress=progress,
+        )  # fmt: skip
         return _stacked(tables).rows(ids)
 
     def _settings(self, capabilities: Capabilities) -> dict[str, Any]:
@@ -261,7 +248,7 @@ class AsrFeatures:
 
     def _noisy_copies(self, wave: np.ndarray, utterance_id: str) -> list[np.ndarray]:
         """One utterance's copies with Gaussian noise, ordered ``[snr][draw]``."""
-        noise = _utterance_rng(self.seed, utterance_id).standard_normal(
+        noise = utterance_rng(self.seed, utterance_id).standard_normal(
             (self.draws, len(wave)), dtype=np.float32
         )
         power = float(np.mean(np.square(wave, dtype=np.float64)))
@@ -441,12 +428,6 @@ def _score_values(scores: Sequence[Any]) -> dict[str, np.ndarray]:
     return dict(sorted(columns.items()))
 
 
-def _utterance_rng(seed: int, utterance_id: str) -> np.random.Generator:
-    """A generator of the utterance's own, the same whatever batch or order it comes in."""
-    digest = hashlib.sha256(str(utterance_id).encode("utf-8")).digest()
-    return np.random.default_rng([seed, *np.frombuffer(digest, dtype=np.uint32).tolist()])
-
-
 def _checked_inputs(
     waveforms: Sequence[np.ndarray],
     transcripts: Sequence[str],
@@ -483,92 +464,6 @@ def _checked_inputs(
             raise VoxauditError(f"utterance {row!r} has an empty transcript; WER and loss need one")
         waves.append(wave)
     return waves
-
-
-@contextlib.contextmanager
-def _progress(enabled: bool, total: int) -> Iterator[Callable[[int], None]]:
-    """``advance(n)``: a progress bar over utterances, or nothing when disabled."""
-    if not enabled:
-        yield lambda n: None
-        return
-    with make_progress() as bar:
-        task = bar.add_task("ASR features", total=total)
-        yield lambda n: bar.advance(task, n)
-
-
-# -- cache ----------------------------------------------------------------------------------
-
-
-def _digest(
-    waves: list[np.ndarray], transcripts: list[str], ids: list[str], speakers: list[str]
-) -> str:
-    """SHA-256 of the utterances (ids, speakers, transcripts, samples), whatever their order."""
-    digest = hashlib.sha256()
-    for k in sorted(range(len(ids)), key=lambda k: str(ids[k])):
-        digest.update(json.dumps([ids[k], speakers[k], transcripts[k], waves[k].size]).encode())
-        digest.update(waves[k].tobytes())
-    return digest.hexdigest()
-
-
-def _chunk_path(cache_dir: Path, ids: Sequence[str]) -> Path:
-    name = hashlib.sha1("\n".join(map(str, ids)).encode("utf-8")).hexdigest()[:16]
-    return cache_dir / f"chunk-{name}.npz"
-
-
-def _open_cache(cache_dir: Path, manifest: dict[str, Any]) -> list[FeatureTable]:
-    """The cached chunk tables, after claiming ``cache_dir`` or checking it holds the same."""
-    path = cache_dir / MANIFEST
-    chunks = sorted(cache_dir.glob("chunk-*.npz"))
-    if not path.exists():
-        if chunks:
-            raise VoxauditError(f"{cache_dir} holds feature chunks but no {MANIFEST}; delete it")
-        cache_dir.mkdir(parents=True, exist_ok=True)
-        _write_atomic(path, json.dumps(manifest, indent=1) + "\n")
-        return []
-    try:
-        found = json.loads(path.read_text("utf-8"))
-    except (OSError, ValueError) as exc:
-        raise VoxauditError(f"{path}: not a readable feature cache manifest ({exc})") from exc
-    difference = _difference(found, manifest)
-    if difference:
-        raise VoxauditError(
-            f"{cache_dir} holds ASR features {difference}; use another directory or delete it"
-        )
-    return [FeatureTable.load(p) for p in chunks]
-
-
-def _difference(found: dict[str, Any], wanted: dict[str, Any]) -> str | None:
-    """How a cache's manifest differs from this extraction's, in words; None if it does not."""
-    if found.get("format") != wanted["format"]:
-        return f"in another format ({found.get('format')!r}, not {wanted['format']!r})"
-    if found["capabilities"] != wanted["capabilities"]:
-        was, now = (", ".join(m["capabilities"]) or "transcripts only" for m in (found, wanted))
-        return (
-            f"extracted at {found['threat']}-box access ({was}), not {wanted['threat']}-box ({now})"
-        )
-    for key in sorted(set(found["settings"]) | set(wanted["settings"])):
-        was, now = found["settings"].get(key), wanted["settings"].get(key)
-        if was != now:
-            return f"made with setting {key}={was}, not {now}"
-    if set(found["ids"]) != set(wanted["ids"]):
-        missing = sorted(set(wanted["ids"]) - set(found["ids"]), key=str)
-        extra = sorted(set(found["ids"]) - set(wanted["ids"]), key=str)
-        example = f"it lacks {missing[0]!r}" if missing else f"it has {extra[0]!r}"
-        return f"of other utterances ({len(found['ids'])} ids, not {len(wanted['ids'])}; {example})"
-    if found["data"] != wanted["data"]:
-        return "of the same ids but other audio, transcripts or speakers"
-    return None
-
-
-def _write_atomic(path: Path, text: str) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def _stacked(tables: list[FeatureTable]) -> FeatureTable:

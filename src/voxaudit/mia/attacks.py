@@ -291,3 +291,102 @@ class ShadowAttack:
             random_state=self.random_state,
         )
         return dict(zip(self.columns_, map(float, result.importances_mean), strict=True))
+
+
+class PerClassAttack:
+    """Shokri et al.'s per-class attack: one :class:`ShadowAttack` per true class of the rows.
+
+    A member's output vector looks different for each class (how sure a model is of one speaker
+    is not how sure it is of another), so each class gets its own attack model, fitted on the
+    shadow rows of that class. A class with fewer than ``min_per_side`` member or non-member
+    rows, or one never seen in fitting, is scored by a global attack over all rows instead.
+
+    The global attack chooses the classifier and feature set by cross-validation (grouped by
+    ``groups``, as :meth:`ShadowAttack.fit`); the per-class models reuse that choice and pick
+    their own thresholds by stratified cross-validation within the class (no groups: for a
+    speaker-ID model a class is one speaker). Per-class member probabilities are then pooled
+    into one ROC: each model's probability estimates P(member | output), a common scale, and
+    a row's hard decision uses its own class model's threshold.
+
+    Fitted attributes: ``global_`` (a ShadowAttack), ``per_class_`` (class -> ShadowAttack).
+    """
+
+    def __init__(
+        self,
+        classifiers: Sequence[str] | Mapping[str, BaseEstimator] = CLASSIFIERS,
+        feature_sets: Mapping[str, Sequence[str]] | None = None,
+        cv: int = 5,
+        min_per_side: int = 4,
+        random_state: int = 0,
+    ) -> None:
+        self.classifiers = classifiers
+        self.feature_sets = feature_sets
+        self.cv = cv
+        self.min_per_side = min_per_side
+        self.random_state = random_state
+
+    def fit(
+        self,
+        table: FeatureTable,
+        is_member: Sequence[bool] | np.ndarray,
+        classes: Sequence[object] | np.ndarray,
+        groups: Sequence[object] | np.ndarray | None = None,
+    ) -> PerClassAttack:
+        """Fit the global attack on all rows and one attack per class with enough rows."""
+        if self.min_per_side < 2:
+            raise VoxauditError(f"min_per_side must be at least 2, not {self.min_per_side}")
+        labels = member_labels(is_member, len(table))
+        classes = _row_classes(classes, len(table))
+        self.global_ = ShadowAttack(
+            self.classifiers, self.feature_sets, self.cv, self.random_state
+        ).fit(table, labels, groups)
+        classifier, features = self.global_.selected_
+        # The global choice, by name, so that each class builds it for its own row count.
+        if isinstance(self.classifiers, Mapping):
+            chosen: Sequence[str] | Mapping[str, BaseEstimator] = {
+                classifier: self.classifiers[classifier]
+            }
+        else:
+            chosen = (classifier,)
+        feature_set = None if self.feature_sets is None else {features: self.feature_sets[features]}
+        self.per_class_: dict[object, ShadowAttack] = {}
+        for value in np.unique(classes):
+            rows = np.flatnonzero(classes == value)
+            smaller = min(labels[rows].sum(), (~labels[rows]).sum())
+            if smaller < self.min_per_side:
+                continue
+            attack = ShadowAttack(
+                chosen, feature_set, cv=int(min(self.cv, smaller)), random_state=self.random_state
+            )
+            self.per_class_[value] = attack.fit(_subset(table, rows), labels[rows])
+        return self
+
+    def score(self, table: FeatureTable, classes: Sequence[object] | np.ndarray) -> np.ndarray:
+        """Each row's member probability from its class's model (or the global one)."""
+        return self._apply(table, classes, lambda attack, part: attack.score(part))
+
+    def predict(self, table: FeatureTable, classes: Sequence[object] | np.ndarray) -> np.ndarray:
+        """Each row's decision by its class's model and that model's threshold."""
+        return self._apply(table, classes, lambda attack, part: attack.predict(part)).astype(bool)
+
+    def _apply(
+        self, table: FeatureTable, classes: Sequence[object] | np.ndarray, how
+    ) -> np.ndarray:
+        classes = _row_classes(classes, len(table))
+        out = np.asarray(how(self.global_, table), dtype=np.float64)
+        for value, attack in self.per_class_.items():
+            rows = np.flatnonzero(classes == value)
+            if len(rows):
+                out[rows] = how(attack, _subset(table, rows))
+        return out
+
+
+def _row_classes(classes: Sequence[object] | np.ndarray, n_rows: int) -> np.ndarray:
+    classes = np.asarray(classes)
+    if classes.shape != (n_rows,):
+        raise VoxauditError(f"classes has shape {classes.shape}; expected ({n_rows},)")
+    return classes
+
+
+def _subset(table: FeatureTable, rows: np.ndarray) -> FeatureTable:
+    return table.rows([table.ids[i] for i in rows])

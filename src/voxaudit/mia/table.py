@@ -16,6 +16,10 @@ confidence       grey box     posterior confidence and entropy statistics
 noise            grey box**   loss/WER/CER/KL under Gaussian noise at several SNRs
 adversarial      white box    loss increase, KL and WER change under FGSM / PGD
 aggregate        any          per-speaker statistics of utterance features and attack scores
+intra            grey box     SLMIA-SR: a speaker's embeddings' similarity to each other
+inter            grey box     SLMIA-SR: a speaker's embeddings' dissimilarity to imposters'
+prediction       black box    classifier: whether the predicted label is the true one
+probability      grey box     classifier: the sorted (top-k) probability vector
 ===============  ===========  =================================================================
 
 \\* only with ``Access(..., scores=True)`` at black box.  \\*\\* its transcript columns
@@ -36,7 +40,10 @@ import numpy as np
 
 from voxaudit.errors import VoxauditError
 
-FAMILIES = ("transcript", "score", "loss", "confidence", "noise", "adversarial", "aggregate")
+FAMILIES = (
+    "transcript", "score", "loss", "confidence", "noise", "adversarial", "aggregate", "intra",
+    "inter", "prediction", "probability",
+)  # fmt: skip
 FORMAT = "voxaudit.features/1"
 
 

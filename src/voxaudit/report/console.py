@@ -105,6 +105,24 @@ def scores_table(report: dict[str, Any], limit: int = 20) -> Table:
     return table
 
 
+def sweep_table(summary: dict[str, Any]) -> Table:
+    """A defense sweep: each setting's utility and strongest attack, Pareto points starred."""
+    table = Table(title=f"Defense sweep: {summary['family']}, {summary['threat']} box")
+    for name in ("setting", summary["utility_metric"], "strongest attack", "AUROC", "null AUROC"):
+        table.add_column(name)
+    for result in summary["settings"]:
+        leak = result["leakage"]
+        table.add_row(
+            ("* " if result["pareto"] else "  ") + result["setting"],
+            f"{result['utility']['value']:.3f}",
+            f"{leak['attack']} ({leak['features']})",
+            _interval(leak["auroc"]),
+            _interval(leak["null_auroc"]),
+        )
+    table.caption = "* on the Pareto frontier (no setting both more useful and less leaky)"
+    return table
+
+
 def _interval(metric: dict[str, float]) -> str:
     # NaN (e.g. TPR at an FPR too low for the number of non-members) is null in the JSON.
     if any(metric[k] is None or math.isnan(metric[k]) for k in ("value", "low", "high")):

@@ -1,0 +1,111 @@
+"""``voxaudit guard``: calibrate the detectors on benign traffic, and serve the gateway."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from voxaudit.errors import VoxauditError
+
+guard_app = typer.Typer(
+    help="Guard a speech API against query-based adversarial attacks.", no_args_is_help=True
+)
+console = Console()
+
+
+@guard_app.command()
+def calibrate(
+    corpus: Annotated[
+        str | None, typer.Argument(help="Benign corpus (any layout `data inspect` reads).")
+    ] = None,
+    out: Annotated[
+        Path, typer.Option(help="TOML config file to write the thresholds into.")
+    ] = Path("guard.toml"),
+    synth: Annotated[
+        int, typer.Option(help="Without CORPUS: synthesize this many utterances instead.")
+    ] = 600,
+    fpr: Annotated[
+        float, typer.Option(help="Target false-positive rate per benign query.")
+    ] = 0.001,
+    accounts: Annotated[int, typer.Option(help="Benign accounts the traffic is spread over.")] = 4,
+    repeat_rate: Annotated[float, typer.Option(help="Share of natural repeats (replays).")] = 0.02,
+    k: Annotated[int, typer.Option(help="Memory depth of the paper-003 detector.")] = 75,
+    seed: int = 0,
+) -> None:
+    """Set detector thresholds from benign traffic for a target FPR; write them to OUT."""
+    from voxaudit.guard.config import save_thresholds
+    from voxaudit.guard.detectors import IndexDetector, MemoryDetector
+    from voxaudit.guard.fingerprint import Fingerprinter
+    from voxaudit.guard.traffic import benign_stream, fingerprint_stream
+
+    try:
+        waveforms = _benign_waveforms(corpus, synth, seed)
+        stream = benign_stream(waveforms, n_accounts=accounts, repeat_rate=repeat_rate, seed=seed)
+        traffic = fingerprint_stream(stream, Fingerprinter(), progress=True)
+        table = Table("detector", "threshold", "benign queries scored", "target FPR")
+        thresholds = {}
+        for detector in (IndexDetector(), MemoryDetector(k=k)):
+            scored = detector.benign_scores(traffic).size
+            thresholds[detector.name] = detector.calibrate(traffic, fpr)
+            table.add_row(detector.name, f"{thresholds[detector.name]:.4g}", str(scored), str(fpr))
+            if scored * fpr < 1:
+                console.print(
+                    f"[yellow]note:[/] {detector.name}: {scored} scored queries cannot resolve "
+                    f"an FPR of {fpr}; the threshold is the highest benign score"
+                )
+        save_thresholds(out, thresholds)
+    except VoxauditError as exc:
+        console.print(f"[bold red]error:[/] {exc}", highlight=False)
+        raise typer.Exit(2) from None
+    console.print(table)
+    console.print(f"thresholds written to {out}")
+
+
+@guard_app.command()
+def serve(
+    config: Annotated[
+        Path | None, typer.Option(help="Config file (.toml/.json); env VOXAUDIT_GUARD_* override.")
+    ] = None,
+    host: str = "127.0.0.1",
+    port: int = 8000,
+    backend: Annotated[
+        str | None, typer.Option(help="Run folder, 'pocketsphinx' or an http(s) ASR URL.")
+    ] = None,
+) -> None:
+    """Run the gateway: POST /v1/transcribe, admin endpoints, /healthz and /metrics."""
+    import dataclasses
+
+    import uvicorn
+
+    from voxaudit.guard.backends import backend_from_spec
+    from voxaudit.guard.config import load_config
+    from voxaudit.guard.service import Gateway, create_app
+
+    try:
+        settings = load_config(config)
+        if backend is not None:
+            settings = dataclasses.replace(settings, backend=backend)
+        gateway = Gateway(settings, backend_from_spec(settings.backend, settings.backend_timeout_s))
+    except VoxauditError as exc:
+        console.print(f"[bold red]error:[/] {exc}", highlight=False)
+        raise typer.Exit(2) from None
+    uvicorn.run(create_app(gateway), host=host, port=port)
+
+
+def _benign_waveforms(corpus: str | None, synth: int, seed: int) -> list:
+    if corpus is None:
+        from voxaudit.data.synth import synthesize_corpus_in_memory
+
+        per_speaker = 10
+        speakers = max(1, -(-synth // per_speaker))
+        built = synthesize_corpus_in_memory(speakers, per_speaker, seed=seed, progress=True)
+        return [u.samples for u in built.utterances][:synth]
+    from voxaudit.data.loaders import load_corpus
+    from voxaudit.progress import track
+
+    loaded = load_corpus(corpus)
+    return [u.load(16000) for u in track(loaded.utterances, "loading audio")]

@@ -1,0 +1,128 @@
+"""Gateway settings: defaults, then a ``.toml``/``.json`` file, then ``VOXAUDIT_GUARD_*`` env vars.
+
+File keys and environment variables share the field names (``admin_key`` in the file,
+``VOXAUDIT_GUARD_ADMIN_KEY`` in the environment). ``api_keys`` maps each key to its account;
+in the environment it is ``key1=account1,key2=account2``. ``detectors`` is a list in the file
+and ``index,memory`` in the environment. Thresholds come from ``voxaudit guard calibrate``.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+import tomli_w
+
+from voxaudit.errors import VoxauditError
+
+ENV_PREFIX = "VOXAUDIT_GUARD_"
+DETECTORS = ("index", "memory")
+STORES = ("memory", "redis")
+
+
+@dataclass(frozen=True)
+class GuardConfig:
+    """Everything ``voxaudit guard serve`` needs; see the module docstring for the sources."""
+
+    api_keys: dict[str, str] = field(default_factory=dict)
+    admin_key: str = ""
+    backend: str = "pocketsphinx"  # a run folder, "pocketsphinx", or an http(s) URL
+    backend_timeout_s: float = 30.0
+    detectors: tuple[str, ...] = ("index", "memory")
+    index_threshold: float | None = None
+    memory_threshold: float | None = None
+    k: int = 75
+    window_s: float = 24 * 3600.0
+    ban_related: bool = True  # also ban the accounts whose queries a flagged one matched
+    store: str = "memory"
+    redis_url: str = "redis://localhost:6379/0"
+    redis_prefix: str = "voxaudit:guard"
+    sample_rate: int = 16000
+    max_bytes: int = 4 * 1024 * 1024
+    max_seconds: float = 30.0
+    min_seconds: float = 0.1
+
+    def __post_init__(self) -> None:
+        unknown = set(self.detectors) - set(DETECTORS)
+        if unknown or not self.detectors:
+            raise VoxauditError(f"detectors: choose from {', '.join(DETECTORS)}; got {unknown}")
+        if self.store not in STORES:
+            raise VoxauditError(f"store: one of {', '.join(STORES)}; got {self.store!r}")
+        for name in ("max_bytes", "max_seconds", "sample_rate", "k"):
+            if getattr(self, name) <= 0:
+                raise VoxauditError(f"{name}: must be positive; got {getattr(self, name)}")
+
+
+def load_config(
+    path: str | Path | None = None, environ: Mapping[str, str] | None = None
+) -> GuardConfig:
+    """Defaults, overridden by the file at ``path`` (if any), overridden by the environment."""
+    from voxaudit.train.loop import read_config_file
+
+    values: dict[str, Any] = {}
+    if path is not None:
+        values.update(read_config_file(path))
+    environ = os.environ if environ is None else environ
+    known = {f.name: f for f in fields(GuardConfig)}
+    unknown = set(values) - set(known)
+    if unknown:
+        raise VoxauditError(f"{path}: unknown setting(s) {', '.join(sorted(unknown))}")
+    for name in known:
+        raw = environ.get(ENV_PREFIX + name.upper())
+        if raw is not None:
+            values[name] = _from_env(name, raw)
+    typed = {name: _typed(name, value, known[name].type) for name, value in values.items()}
+    return GuardConfig(**typed)
+
+
+def save_thresholds(path: str | Path, thresholds: Mapping[str, float]) -> None:
+    """Write ``{detector}_threshold`` settings into the TOML file at ``path``, keeping the rest."""
+    from voxaudit.train.loop import read_config_file
+
+    path = Path(path)
+    if path.suffix != ".toml":
+        raise VoxauditError(f"{path}: calibrate writes a .toml config file")
+    values = read_config_file(path) if path.exists() else {}
+    values.update({f"{name}_threshold": float(value) for name, value in thresholds.items()})
+    path.write_text(tomli_w.dumps(values), encoding="utf-8")
+
+
+def _from_env(name: str, raw: str) -> Any:
+    if name == "api_keys":
+        pairs = [item.split("=", 1) for item in raw.split(",") if item.strip()]
+        if any(len(p) != 2 for p in pairs):
+            raise VoxauditError(f"{ENV_PREFIX}API_KEYS: expected key=account pairs; got {raw!r}")
+        return {k.strip(): v.strip() for k, v in pairs}
+    if name == "detectors":
+        return [item.strip() for item in raw.split(",") if item.strip()]
+    return raw
+
+
+def _typed(name: str, value: Any, annotation: Any) -> Any:
+    """``value`` converted to the field's type, or an error naming the field."""
+    kind = str(annotation)
+    try:
+        if kind == "bool":
+            if isinstance(value, str):
+                if value.lower() not in ("1", "0", "true", "false", "yes", "no"):
+                    raise ValueError(value)
+                return value.lower() in ("1", "true", "yes")
+            return bool(value)
+        if kind == "int":
+            return int(value)
+        if kind == "float":
+            return float(value)
+        if kind == "float | None":
+            return None if value in (None, "", "none") else float(value)
+        if kind == "tuple[str, ...]":
+            return tuple(value)
+        if kind == "dict[str, str]":
+            if not isinstance(value, Mapping):
+                raise ValueError(value)
+            return {str(k): str(v) for k, v in value.items()}
+        return str(value)
+    except (TypeError, ValueError) as exc:
+        raise VoxauditError(f"{name}: cannot read {value!r} as {kind}") from exc

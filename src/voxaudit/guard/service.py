@@ -1,0 +1,311 @@
+"""The guard gateway: a FastAPI app in front of an ASR backend.
+
+``POST /v1/transcribe`` (header ``X-API-Key``; body: one audio file, any format libsndfile
+reads) decodes the audio, fingerprints it, checks it with the configured detectors and, unless
+flagged, forwards it to the backend and returns ``{"text": ...}``. A flagged account is banned
+(403 with the reason) until an admin lifts the ban. Admin endpoints take ``X-Admin-Key``:
+``GET /admin/flags``, ``GET /admin/bans``, ``DELETE /admin/bans/{account}``. ``/healthz``
+answers liveness, ``/metrics`` Prometheus text. Bad input gets a 4xx with a JSON body
+``{"error": code, "detail": message}``; a failing backend gets 502.
+"""
+
+from __future__ import annotations
+
+import io
+import logging
+import secrets
+import struct
+import threading
+import time
+from dataclasses import asdict
+from typing import Any
+
+import numpy as np
+import soundfile as sf
+from fastapi import FastAPI, Request
+from fastapi.responses import JSONResponse, PlainTextResponse
+from prometheus_client import (
+    CONTENT_TYPE_LATEST,
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    generate_latest,
+)
+from starlette.concurrency import run_in_threadpool
+
+from voxaudit.data.audio import to_mono
+from voxaudit.errors import VoxauditError
+from voxaudit.guard.backends import Backend, BackendError
+from voxaudit.guard.config import GuardConfig
+from voxaudit.guard.detectors import Decision, Detector, IndexDetector, MemoryDetector
+from voxaudit.guard.fingerprint import Fingerprinter
+from voxaudit.guard.store import GuardStore, InMemoryStore, RedisStore
+
+log = logging.getLogger(__name__)
+
+
+class RequestError(VoxauditError):
+    """A request the gateway refuses: an HTTP status, a short code and a message."""
+
+    def __init__(self, status: int, code: str, detail: str) -> None:
+        super().__init__(detail)
+        self.status = status
+        self.code = code
+
+
+def make_store(config: GuardConfig) -> GuardStore:
+    """The store ``config.store`` names."""
+    if config.store == "redis":
+        return RedisStore(config.redis_url, prefix=config.redis_prefix, ttl_s=config.window_s)
+    return InMemoryStore()
+
+
+def make_detectors(config: GuardConfig, store: GuardStore) -> list[Detector]:
+    """The detectors ``config.detectors`` names, with their calibrated thresholds."""
+    made: dict[str, Detector] = {
+        "index": IndexDetector(store, threshold=config.index_threshold, window_s=config.window_s),
+        "memory": MemoryDetector(store, k=config.k, threshold=config.memory_threshold),
+    }
+    return [made[name] for name in config.detectors]
+
+
+class Gateway:
+    """Decode, fingerprint, check, forward: what the app does, without HTTP."""
+
+    def __init__(
+        self,
+        config: GuardConfig,
+        backend: Backend,
+        store: GuardStore | None = None,
+        fingerprinter: Fingerprinter | None = None,
+    ) -> None:
+        self.config = config
+        self.backend = backend
+        self.store = store if store is not None else make_store(config)
+        self.fingerprinter = fingerprinter or Fingerprinter(sample_rate=config.sample_rate)
+        self.detectors = make_detectors(config, self.store)
+        # The detectors read then write shared state; one query at a time keeps that atomic.
+        self._lock = threading.Lock()
+        for detector in self.detectors:
+            if detector.threshold is None:
+                log.warning(
+                    "%s detector has no threshold: it scores but never flags; run "
+                    "`voxaudit guard calibrate`",
+                    detector.name,
+                )
+
+    def account_for(self, api_key: str | None) -> str:
+        """The account an API key belongs to, or a 401."""
+        if api_key:
+            for key, account in self.config.api_keys.items():
+                if secrets.compare_digest(key.encode(), api_key.encode()):
+                    return account
+        raise RequestError(401, "unauthorized", "X-API-Key: missing or unknown API key")
+
+    def check_admin(self, admin_key: str | None) -> None:
+        expected = self.config.admin_key
+        if (
+            not expected
+            or not admin_key
+            or not secrets.compare_digest(expected.encode(), admin_key.encode())
+        ):
+            raise RequestError(401, "unauthorized", "X-Admin-Key: missing or wrong admin key")
+
+    def refuse_banned(self, account: str) -> None:
+        ban = self.store.ban_of(account)
+        if ban is not None:
+            raise RequestError(403, "banned", f"account {account} is banned: {ban['reason']}")
+
+    def decode(self, body: bytes) -> np.ndarray:
+        """Mono float32 samples of an uploaded file, or a RequestError saying what is wrong."""
+        config = self.config
+        if not body:
+            raise RequestError(400, "empty", "body: no audio (0 bytes)")
+        if len(body) > config.max_bytes:
+            raise RequestError(413, "too_large", f"body: over {config.max_bytes} bytes")
+        try:
+            with sf.SoundFile(io.BytesIO(body)) as f:
+                rate = int(f.samplerate)
+                samples = f.read(dtype="float32", always_2d=True)
+        except Exception as exc:  # libsndfile raises several types for unreadable input
+            raise RequestError(415, "not_audio", f"body: not readable audio ({exc})") from exc
+        if _truncated_wav(body):
+            raise RequestError(400, "truncated", "body: the WAV data chunk is cut short")
+        if rate != config.sample_rate:
+            raise RequestError(
+                422, "wrong_rate", f"sample_rate: {config.sample_rate} Hz required; got {rate}"
+            )
+        wave = to_mono(samples)
+        seconds = wave.size / rate
+        if wave.size == 0:
+            raise RequestError(400, "empty", "body: the audio has no samples")
+        if seconds > config.max_seconds:
+            raise RequestError(
+                413, "too_long", f"duration: {seconds:.1f} s is over {config.max_seconds} s"
+            )
+        if seconds < config.min_seconds:
+            raise RequestError(
+                400, "too_short", f"duration: {seconds:.3f} s is under {config.min_seconds} s"
+            )
+        if not np.isfinite(wave).all():
+            raise RequestError(422, "not_finite", "samples: NaN or infinite values")
+        return wave
+
+    def check(self, account: str, wave: np.ndarray) -> list[Decision]:
+        """Every detector's decision on the query; bans and records the flagged ones."""
+        fingerprint = self.fingerprinter(wave, self.config.sample_rate)
+        stamp = time.time()
+        with self._lock:
+            decisions = [d.check(account, fingerprint, stamp) for d in self.detectors]
+            for decision in decisions:
+                if decision.flagged:
+                    self._ban(account, decision, stamp)
+        return decisions
+
+    def _ban(self, account: str, decision: Decision, stamp: float) -> None:
+        record = {"account": account, "time": stamp, **asdict(decision)}
+        record["related"] = list(decision.related)
+        self.store.add_flag(record)
+        self.store.ban(account, {"reason": decision.reason, "time": stamp})
+        if self.config.ban_related:
+            for other in decision.related:
+                reason = f"its queries matched a flagged query of {account}: {decision.reason}"
+                self.store.ban(other, {"reason": reason, "time": stamp})
+
+
+class Metrics:
+    """The gateway's Prometheus metrics, in a registry of its own."""
+
+    def __init__(self, gateway: Gateway) -> None:
+        self.registry = CollectorRegistry()
+        self.requests = Counter(
+            "voxaudit_guard_requests",
+            "Transcription requests by outcome",
+            ["outcome"],
+            registry=self.registry,
+        )
+        self.flags = Counter(
+            "voxaudit_guard_flags",
+            "Queries flagged, by detector",
+            ["detector"],
+            registry=self.registry,
+        )
+        self.check_seconds = Histogram(
+            "voxaudit_guard_check_seconds",
+            "Fingerprint and detector time per query",
+            registry=self.registry,
+            buckets=(0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.5),
+        )
+        bans = Gauge("voxaudit_guard_bans", "Accounts banned now", registry=self.registry)
+        bans.set_function(lambda: len(gateway.store.bans()))
+
+    def text(self) -> bytes:
+        return generate_latest(self.registry)
+
+
+def create_app(gateway: Gateway) -> FastAPI:
+    """The HTTP layer over ``gateway``."""
+    app = FastAPI(title="voxaudit guard", version="1")
+    metrics = Metrics(gateway)
+    app.state.gateway = gateway
+    app.state.metrics = metrics
+
+    @app.exception_handler(RequestError)
+    async def refused(_: Request, exc: RequestError) -> JSONResponse:
+        metrics.requests.labels(exc.code).inc()
+        return JSONResponse({"error": exc.code, "detail": str(exc)}, status_code=exc.status)
+
+    @app.exception_handler(BackendError)
+    async def backend_failed(_: Request, exc: BackendError) -> JSONResponse:
+        metrics.requests.labels("backend_error").inc()
+        return JSONResponse({"error": "backend_error", "detail": str(exc)}, status_code=502)
+
+    try:
+        from redis.exceptions import RedisError
+    except ImportError:  # without the redis client there is no Redis store to fail
+        RedisError = None
+
+    if RedisError is not None:
+
+        @app.exception_handler(RedisError)
+        async def store_down(_: Request, exc: Exception) -> JSONResponse:
+            metrics.requests.labels("store_unavailable").inc()
+            detail = f"store: the guard's state is unreachable ({type(exc).__name__})"
+            return JSONResponse({"error": "store_unavailable", "detail": detail}, status_code=503)
+
+    @app.post("/v1/transcribe")
+    async def transcribe(request: Request) -> dict[str, Any]:
+        account = gateway.account_for(request.headers.get("x-api-key"))
+        gateway.refuse_banned(account)
+        body = await _read_limited(request, gateway.config.max_bytes)
+        wave = gateway.decode(body)
+        started = time.perf_counter()
+        decisions = await run_in_threadpool(gateway.check, account, wave)
+        metrics.check_seconds.observe(time.perf_counter() - started)
+        flagged = [d for d in decisions if d.flagged]
+        if flagged:
+            for decision in flagged:
+                metrics.flags.labels(decision.detector).inc()
+            raise RequestError(403, "flagged", flagged[0].reason)
+        text = await run_in_threadpool(gateway.backend.transcribe, wave, gateway.config.sample_rate)
+        metrics.requests.labels("ok").inc()
+        return {"text": text}
+
+    @app.get("/admin/flags")
+    def admin_flags(request: Request) -> dict[str, Any]:
+        gateway.check_admin(request.headers.get("x-admin-key"))
+        return {"flags": gateway.store.flags()}
+
+    @app.get("/admin/bans")
+    def admin_bans(request: Request) -> dict[str, Any]:
+        gateway.check_admin(request.headers.get("x-admin-key"))
+        return {"bans": gateway.store.bans()}
+
+    @app.delete("/admin/bans/{account}")
+    def admin_unban(account: str, request: Request) -> dict[str, Any]:
+        gateway.check_admin(request.headers.get("x-admin-key"))
+        if not gateway.store.unban(account):
+            raise RequestError(404, "not_banned", f"account: {account} is not banned")
+        # A lifted ban starts from a clean memory, or the next query would flag again.
+        gateway.store.memory_clear(account)
+        return {"unbanned": account}
+
+    @app.get("/healthz")
+    def healthz() -> dict[str, Any]:
+        return {"status": "ok", "detectors": [d.name for d in gateway.detectors]}
+
+    @app.get("/metrics")
+    def prometheus() -> PlainTextResponse:
+        return PlainTextResponse(metrics.text(), media_type=CONTENT_TYPE_LATEST)
+
+    return app
+
+
+async def _read_limited(request: Request, limit: int) -> bytes:
+    """The request body, refusing it (413) as soon as it passes ``limit`` bytes."""
+    declared = request.headers.get("content-length")
+    if declared is not None and declared.isdigit() and int(declared) > limit:
+        raise RequestError(413, "too_large", f"body: over {limit} bytes")
+    chunks, size = [], 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            raise RequestError(413, "too_large", f"body: over {limit} bytes")
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def _truncated_wav(body: bytes) -> bool:
+    """Whether a RIFF/WAVE body declares more data than it holds (libsndfile reads what there
+    is and says nothing). Streamed WAVs that declare no size are not judged."""
+    if len(body) < 12 or body[:4] != b"RIFF" or body[8:12] != b"WAVE":
+        return False
+    position = 12
+    while position + 8 <= len(body):
+        chunk_id = body[position : position + 4]
+        (size,) = struct.unpack("<I", body[position + 4 : position + 8])
+        if chunk_id == b"data":
+            return size not in (0, 0xFFFFFFFF) and position + 8 + size > len(body)
+        position += 8 + size + (size & 1)  # chunks are padded to an even length
+    return False

@@ -1,0 +1,219 @@
+"""Steps every membership audit over feature tables shares (ASR, classifiers).
+
+The audits differ in what they query and which features they extract; once each model's
+feature table and evaluation set exist, fitting shadow attacks, scoring the target beside its
+null control and running the calibrated LiRA/RMIA on a per-utterance loss are the same. The
+``config`` these helpers take is any audit config with the fields they read (``classifiers``,
+``cv``, ``seed``, ``n_bootstrap``, ``population``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any, Protocol, TypeVar
+
+import numpy as np
+
+from voxaudit.data.corpus import Corpus
+from voxaudit.data.splits import AuditSplit
+from voxaudit.errors import VoxauditError
+from voxaudit.mia.attacks import ShadowAttack
+from voxaudit.mia.calibrated import RMIA, LiRA, logit_confidence
+from voxaudit.mia.evaluation import EvalSet
+from voxaudit.mia.table import FeatureTable
+from voxaudit.report.mia import result_entry
+
+
+class _Role(Protocol):
+    role: str
+
+
+M = TypeVar("M", bound=_Role)
+
+
+def null_from_shadows(
+    corpus: Corpus, split: AuditSplit, target_set: EvalSet, shadows: Sequence[M]
+) -> M:
+    """A shadow that never trained on the target's evaluated utterances (or their speakers)."""
+    for shadow in shadows:
+        seen = membership_ids(split, shadow.role)
+        overlap = bool(seen & set(target_set.ids))
+        if split.level == "speaker":
+            # At speaker level, having trained on the voice is having seen the evidence.
+            overlap |= bool({corpus[i].speaker for i in seen} & set(target_set.speakers))
+        if not overlap:
+            return shadow
+    raise VoxauditError(
+        "every shadow model trained on some of the target's evaluated data (random halves "
+        "including the target?): pass a null-control model trained on other data"
+    )
+
+
+def stacked(tables: dict[str, FeatureTable], sets: dict[str, EvalSet], roles: Sequence[str]):
+    """Shadow features stacked, their membership labels, and speakers as CV groups.
+
+    Grouping by speaker keeps a voice (member for one shadow, non-member for another under
+    random halves) from sitting on both sides of a cross-validation fold.
+    """
+    table = FeatureTable.concat_rows([prefixed(tables[r], r) for r in roles])
+    labels = np.concatenate([sets[r].is_member for r in roles])
+    return table, labels, np.array(table.speakers)
+
+
+def prefixed(table: FeatureTable, role: str) -> FeatureTable:
+    """Row ids made unique across models (one utterance may be evaluated on several)."""
+    return FeatureTable(
+        tuple(f"{role}/{i}" for i in table.ids),
+        table.speakers,
+        table.columns,
+        table.families,
+        table.values,
+    )
+
+
+def fit_shadow_attack(
+    config: Any,
+    name: str,
+    families: tuple[str, ...],
+    table: FeatureTable,
+    labels: np.ndarray,
+    groups: np.ndarray,
+) -> ShadowAttack:
+    """A shadow attack over one feature set fitted on shadow data, folds as groups allow."""
+    per_class = min(len(set(groups[labels])), len(set(groups[~labels])))
+    return ShadowAttack(
+        classifiers=config.classifiers,
+        feature_sets={name: families},
+        cv=max(2, min(config.cv, per_class)),
+        random_state=config.seed,
+    ).fit(table, labels, groups=groups)
+
+
+def selected(attack: ShadowAttack) -> dict[str, Any]:
+    """What cross-validation on shadow data chose, for the report."""
+    return {"selected": list(attack.selected_), "cv_results": attack.cv_results_}
+
+
+def evaluate(
+    name: str,
+    features: str,
+    attack: Any,
+    tables: dict[str, FeatureTable],
+    sets: dict[str, EvalSet],
+    config: Any,
+    importances: dict[str, float] | None = None,
+    notes: str | None = None,
+) -> list[dict[str, Any]]:
+    """Result entries of a fitted attack on the target and on the null control."""
+    return [
+        result_entry(
+            name,
+            features,
+            role,
+            attack.score(tables[role]),
+            sets[role].is_member,
+            predictions=attack.predict(tables[role]),
+            feature_importances=importances if role == "target" else None,
+            n_bootstrap=config.n_bootstrap,
+            seed=config.seed,
+            notes=notes,
+        )
+        for role in ("target", "null")
+    ]
+
+
+def calibrated_results(
+    features: str,
+    reference: np.ndarray,
+    reference_in: np.ndarray,
+    observed: dict[str, np.ndarray],
+    target_set: EvalSet,
+    config: Any,
+) -> list[dict[str, Any]]:
+    """LiRA (offline; online when the references allow) and RMIA on per-utterance losses.
+
+    ``reference[i, j]`` is shadow i's loss (a non-negative NLL) on column j: the target's
+    evaluated utterances first, then RMIA's population (known non-members of the target);
+    ``reference_in[i, j]`` whether shadow i trained on j; ``observed`` the target's and the null
+    control's losses on the same columns. LiRA works on ``logit_confidence`` of the loss, RMIA
+    on the likelihood ``exp(-loss)``.
+    """
+    n = len(target_set)
+    results: list[dict[str, Any]] = []
+    lira_variants = [("LiRA offline, fixed variance", LiRA(mode="offline", fixed_variance=True))]
+    if (reference_in[:, :n].any(axis=0) & ~reference_in[:, :n].all(axis=0)).all():
+        lira_variants.append(
+            ("LiRA online", LiRA(mode="online", fixed_variance=len(reference) < 8))
+        )
+    for name, lira in lira_variants:
+        lira.fit(logit_confidence(reference[:, :n]), reference_in[:, :n])
+        results += [
+            result_entry(
+                name, features, role,
+                lira.score(logit_confidence(observed[role][:n])), target_set.is_member,
+                n_bootstrap=config.n_bootstrap, seed=config.seed,
+            )
+            for role in ("target", "null")
+        ]  # fmt: skip
+    if reference.shape[1] > n:
+        rmia = RMIA().fit(np.exp(-reference), reference_in)
+        mask = np.arange(reference.shape[1]) >= n
+        results += [
+            result_entry(
+                "RMIA", features, role,
+                rmia.score(np.exp(-observed[role]), mask)[:n], target_set.is_member,
+                n_bootstrap=config.n_bootstrap, seed=config.seed,
+            )
+            for role in ("target", "null")
+        ]  # fmt: skip
+    return results
+
+
+def population(
+    split: AuditSplit, candidates: list[str], shadow_roles: list[str], config: Any
+) -> list[str]:
+    """Known non-members of the target for RMIA: utterances no target pool holds.
+
+    Each must be OUT for at least one reference (shadow) model, or p(z) has no OUT estimate.
+    """
+    everything = {i for ids in split.pools.values() for i in ids}
+    target_pools = {
+        i for name, ids in split.pools.items() if name.startswith("target") for i in ids
+    }
+    in_every = set.intersection(*(membership_ids(split, role) for role in shadow_roles))
+    pool = sorted(everything - target_pools - set(candidates) - in_every)
+    rng = np.random.default_rng(config.seed)
+    if len(pool) > config.population:
+        pool = [pool[i] for i in np.sort(rng.choice(len(pool), config.population, replace=False))]
+    return pool
+
+
+def membership_ids(split: AuditSplit, role: str) -> set[str]:
+    """Every utterance the model in ``role`` trained on (or, at speaker level, whose voice)."""
+    return set(split.train_ids(role)) | set(split.unseen_ids(role))
+
+
+def membership(split: AuditSplit, role: str, ids: Sequence[str]) -> np.ndarray:
+    """Whether the model in ``role`` counts each of ``ids`` as a member."""
+    trained = membership_ids(split, role)
+    return np.array([i in trained for i in ids])
+
+
+def checkpoint_role(path: str | Path, role: str | None) -> tuple[str, frozenset[str] | None]:
+    """The split role a ``voxaudit train`` checkpoint was trained for, and its trained ids.
+
+    ``role`` overrides the recorded one (e.g. ``"null"``) and must agree with it when both are
+    known, except for the null control. The trained ids (None when unrecorded) exclude a
+    validation share carved from the pool.
+    """
+    from voxaudit.train.loop import read_checkpoint
+
+    state = read_checkpoint(path)
+    recorded = (state.get("metadata") or {}).get("role")
+    if role is None and recorded is None:
+        raise VoxauditError(f"{path}: the checkpoint records no split role; give it explicitly")
+    if role not in (None, "null") and recorded not in (None, role):
+        raise VoxauditError(f"{path}: trained as {recorded!r}, not as {role!r}")
+    train_ids = (state.get("data") or {}).get("train_ids")
+    return role or recorded, frozenset(train_ids) if train_ids is not None else None

@@ -1,0 +1,145 @@
+"""The speaker-level membership audit end to end, on tiny untrained encoders (plumbing, rules)."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from voxaudit.data.splits import make_split
+from voxaudit.data.synth import synthesize_corpus_in_memory
+from voxaudit.errors import VoxauditError
+from voxaudit.mia.speaker_audit import (
+    AuditEncoder,
+    SpeakerAuditConfig,
+    _draws,
+    _queried,
+    _speakers,
+    audit_speaker,
+    score_speaker,
+)
+from voxaudit.models.speaker import Encoder, GE2EEncoder
+from voxaudit.report.mia import read_report
+
+FAST = SpeakerAuditConfig(
+    voices=3,
+    voice_counts=(1, 3),
+    imposter_counts=(1,),
+    imposter_voices=(1,),
+    train_ratios=(0.0, 0.5),
+    views=2,
+    classifiers=("logistic",),
+    curve_classifiers=("logistic",),
+    attack_seeds=2,
+    cv=2,
+    n_bootstrap=100,
+)
+
+
+@pytest.fixture(scope="module")
+def corpus():
+    return synthesize_corpus_in_memory(n_speakers=14, per_speaker=4, seed=5)
+
+
+@pytest.fixture(scope="module")
+def split(corpus):
+    return make_split(corpus, "speaker", seed=0, n_shadow=1, reference_speakers=2)
+
+
+def _model(role: str, seed: int) -> AuditEncoder:
+    torch.manual_seed(seed)
+    model = GE2EEncoder(n_mels=16, hidden=16, layers=1, embedding_dim=8)
+    return AuditEncoder(role, f"tiny-{role}", Encoder(model.eval(), batch_size=16))
+
+
+def test_audit_writes_a_report_with_slmia_baselines_curves_and_a_null_row_each(
+    corpus, split, tmp_path
+):
+    report = audit_speaker(
+        corpus, split, _model("target", 0), [_model("shadow-0", 1)], tmp_path, config=FAST,
+        progress=False,
+    )  # fmt: skip
+    assert read_report(tmp_path) == json.loads((tmp_path / "report.json").read_text())
+    results = report["results"]
+    targets = [(r["name"], r["features"]) for r in results if r["model"] == "target"]
+    nulls = [(r["name"], r["features"]) for r in results if r["model"] == "null"]
+    assert targets and sorted(targets) == sorted(nulls)
+    names = {name for name, _ in targets}
+    assert {"SLMIA-SR", "LRL-MIA", "GE2E loss threshold", "EncoderMI-T", "EncoderMI-V"} <= names
+    assert {"FaceAuditor-S", "SLMIA-SR ablation", "SLMIA-SR query reduction"} <= names
+    features = {f for _, f in targets}
+    assert {"1 target voice/speaker", "1 imposter(s)", "1 voice(s)/imposter"} <= features
+    evaluated = report["setup"]["evaluated"]["target"]
+    for r in results:
+        assert r["n_members"] == evaluated["member_speakers"]
+        assert r["n_nonmembers"] == evaluated["nonmember_speakers"]
+    main = next(r for r in results if r["name"] == "SLMIA-SR" and r["model"] == "target")
+    assert "averaged over 2 attack-classifier seed(s)" in main["notes"]
+    assert report["setup"]["voices_per_speaker"] == 3
+    assert report["setup"]["null_control"].endswith("(as null control)")
+    # Every voice, chunk, view and imposter voice was a query, and a rerun reads the cache.
+    queries = report["setup"]["queries"]
+    assert queries["target"] > 3 * 2 * evaluated["member_speakers"]
+    assert queries["null"] == queries["target"]  # the null control hears the target's voices
+    again = audit_speaker(
+        corpus, split, _model("target", 0), [_model("shadow-0", 1)], tmp_path, config=FAST,
+        progress=False,
+    )  # fmt: skip
+    assert again["setup"]["queries"] == queries
+    assert [r["metrics"] for r in again["results"]] == [r["metrics"] for r in results]
+
+
+def test_queried_voices_follow_the_split_pools_and_the_mixing_ratio(corpus, split):
+    speakers = _speakers(corpus, split, "target", FAST)
+    trained, unseen = set(split.train_ids("target")), set(split.unseen_ids("target"))
+    holdout = set(split.holdout_ids("target"))
+    imposters = set(split.pools["reference"])
+    members = [s for s in speakers if s.member]
+    assert len(members) == len(speakers) - len(members) > 0
+    for ratio in (0.0, 0.5, 1.0):
+        (draw,) = _draws(speakers, [ratio], "target", FAST)
+        for s in speakers:
+            voices = _queried(draw, s.name, 2, ratio)
+            assert len(voices) == 2 and not set(voices) & imposters
+            assert {corpus[v].speaker for v in voices} == {s.name}
+            if not s.member:
+                assert set(voices) <= holdout
+            elif ratio == 0.0:
+                assert set(voices) <= trained
+            else:
+                # 4 voices, 1 kept out of training: a ratio asks for what there is.
+                assert len(set(voices) & unseen) == 1
+            # Fewer voices are a prefix of more: query reduction only removes voices.
+            assert _queried(draw, s.name, 1, ratio) == voices[:1]
+
+
+def test_a_sample_level_split_or_no_imposters_is_refused(corpus, tmp_path):
+    shadows = [_model("shadow-0", 1)]
+    sample = make_split(corpus, "sample", seed=0)
+    with pytest.raises(VoxauditError, match="speaker-level split"):
+        audit_speaker(corpus, sample, _model("target", 0), shadows, tmp_path, config=FAST)
+    no_imposters = make_split(corpus, "speaker", seed=0, reference_speakers=0)
+    with pytest.raises(VoxauditError, match="imposter"):
+        audit_speaker(corpus, no_imposters, _model("target", 0), shadows, tmp_path, config=FAST)
+
+
+def test_bad_config_values_name_the_field():
+    with pytest.raises(VoxauditError, match="train_ratios"):
+        SpeakerAuditConfig(train_ratios=(1.5,))
+    with pytest.raises(VoxauditError, match="views"):
+        SpeakerAuditConfig(views=1)
+
+
+def test_scoring_mode_scores_each_speaker_of_the_recordings(corpus, split, tmp_path):
+    recordings = synthesize_corpus_in_memory(n_speakers=2, per_speaker=3, seed=11)
+    report = score_speaker(
+        recordings, _model("target", 0), corpus, split, [_model("shadow-0", 1)], tmp_path,
+        config=FAST, progress=False,
+    )  # fmt: skip
+    assert report["kind"] == "scores" and "results" not in report
+    assert sorted(item["id"] for item in report["scores"]) == sorted(recordings.speakers)
+    assert all(0.0 <= item["score"] <= 1.0 for item in report["scores"])
+    assert report["setup"]["recordings"]["voices_each"] == 3
+    assert np.isfinite(report["setup"]["reference_attack"]["shadow_cv_auroc"])
