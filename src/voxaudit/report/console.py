@@ -95,10 +95,11 @@ def scores_table(report: dict[str, Any], limit: int = 20) -> Table:
     for name in ("id", "speaker", "score"):
         table.add_column(name, justify="right" if name == "score" else "left")
     ranked = sorted(report["scores"], key=lambda item: -item["score"])
+    rows = "speakers" if report["setup"].get("level") == "speaker" else "recordings"
     for item in ranked[:limit]:
         table.add_row(item["id"], item["speaker"], f"{item['score']:.3f}")
     table.caption = (
-        f"{len(ranked)} recordings; reference attack {reference['classifier']} on "
+        f"{len(ranked)} {rows}; reference attack {reference['classifier']} on "
         f"{', '.join(reference['features'])} features, shadow cross-validated AUROC "
         f"{reference['shadow_cv_auroc']:.3f}"
     )
