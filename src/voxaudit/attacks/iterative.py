@@ -8,6 +8,7 @@ steps and, like C&W, tighten the bound by ``shrink`` after each success.
 
 from __future__ import annotations
 
+from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -35,7 +36,7 @@ def snr_db(carrier: np.ndarray, delta: np.ndarray) -> float:
     return float("inf") if noise == 0 else 10.0 * np.log10(signal / noise)
 
 
-class _IterativeAttack:
+class _IterativeAttack(ABC):
     """The shared loop; subclasses say how to move the perturbation (``_step``)."""
 
     access_level = "grey"
@@ -91,6 +92,7 @@ class _IterativeAttack:
             return float("nan")  # a black box without scores gives no loss to log
         return float(access.utterance_loss([wave], [target])[0])
 
+    @abstractmethod
     def _step(
         self,
         access: Access,
@@ -99,8 +101,7 @@ class _IterativeAttack:
         target: str,
         size: float,
         rng: np.random.Generator,
-    ) -> np.ndarray:
-        raise NotImplementedError
+    ) -> np.ndarray: ...
 
 
 class CTCAttack(_IterativeAttack):

@@ -18,6 +18,7 @@ crosses a threshold set by ``calibrate`` on benign traffic for a target false-po
 from __future__ import annotations
 
 import time
+from abc import ABC, abstractmethod
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Protocol
@@ -57,22 +58,24 @@ class Detector(Protocol):
     def calibrate(self, traffic: Traffic, fpr: float = 0.001) -> float: ...
 
 
-class _Calibrated:
+class _Calibrated(ABC):
     """Replay benign traffic through a scratch copy and set the threshold for a target FPR."""
 
     name = "detector"
     threshold: float | None
 
+    @abstractmethod
     def scratch(self) -> _Calibrated:
         """An uncalibrated copy with the same settings and an empty in-process store."""
-        raise NotImplementedError
+        ...
 
+    @abstractmethod
     def observe(
         self, account: str, fingerprint: Fingerprint, timestamp: float
     ) -> tuple[float | None, list[str]]:
         """Score the query (None while there is too little history) and remember it; also
         the accounts of the earlier queries it matched, where the detector knows them."""
-        raise NotImplementedError
+        ...
 
     def check(
         self, account: str, fingerprint: Fingerprint, timestamp: float | None = None
@@ -102,11 +105,11 @@ class _Calibrated:
         self.threshold = self._threshold_for(scores, fpr)
         return self.threshold
 
-    def _over(self, value: float) -> bool:
-        raise NotImplementedError
+    @abstractmethod
+    def _over(self, value: float) -> bool: ...
 
-    def _threshold_for(self, scores: np.ndarray, fpr: float) -> float:
-        raise NotImplementedError
+    @abstractmethod
+    def _threshold_for(self, scores: np.ndarray, fpr: float) -> float: ...
 
     def _decision(self, flagged: bool, value: float, related: Iterable[str] = ()) -> Decision:
         reason = (
