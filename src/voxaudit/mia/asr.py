@@ -35,9 +35,9 @@ from voxaudit.mia.audit_common import (
     calibrated_results,
     checkpoint_role,
     evaluate,
+    evaluation_sets,
     fit_shadow_attack,
     membership,
-    null_from_shadows,
     population,
     selected,
     stacked,
@@ -134,17 +134,10 @@ def audit_asr(
             f"shadow roles {roles} must be distinct shadow roles of the split: "
             + ", ".join(split.roles[1:])
         )
-    sets = {
-        m.role: evaluation_set(
-            split, corpus, m.role, max_per_side=config.max_per_side,
-            evidence=config.evidence, trained=m.trained_ids, seed=config.seed,
-        )
-        for m in (target, *shadows)
-    }  # fmt: skip
-    if null is None:
-        shadow = null_from_shadows(corpus, split, sets["target"], shadows)
-        null = AuditModel("null", f"{shadow.source} (as null control)", shadow.recognizer)
-    sets["null"] = sets["target"]  # the null control answers for the target's evaluation set
+    sets, null = evaluation_sets(
+        corpus, split, target, shadows, null, max_per_side=config.max_per_side,
+        evidence=config.evidence, seed=config.seed,
+    )  # fmt: skip
     extractor = AsrFeatures(
         snrs_db=config.snrs_db,
         draws=config.draws,

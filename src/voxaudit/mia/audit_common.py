@@ -10,6 +10,7 @@ null control and running the calibrated LiRA/RMIA on a per-utterance loss are th
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import replace
 from pathlib import Path
 from typing import Any, Protocol, TypeVar
 
@@ -20,13 +21,15 @@ from voxaudit.data.splits import AuditSplit
 from voxaudit.errors import VoxauditError
 from voxaudit.mia.attacks import ShadowAttack
 from voxaudit.mia.calibrated import RMIA, LiRA, logit_confidence
-from voxaudit.mia.evaluation import EvalSet
+from voxaudit.mia.evaluation import EvalSet, evaluation_set
 from voxaudit.mia.table import FeatureTable
 from voxaudit.report.mia import result_entry
 
 
 class _Role(Protocol):
     role: str
+    source: str
+    trained_ids: frozenset[str] | None
 
 
 M = TypeVar("M", bound=_Role)
@@ -48,6 +51,36 @@ def null_from_shadows(
         "every shadow model trained on some of the target's evaluated data (random halves "
         "including the target?): pass a null-control model trained on other data"
     )
+
+
+def evaluation_sets(
+    corpus: Corpus,
+    split: AuditSplit,
+    target: M,
+    shadows: Sequence[M],
+    null: M | None,
+    *,
+    max_per_side: int | None,
+    seed: int,
+    evidence: str = "unseen",
+) -> tuple[dict[str, EvalSet], M]:
+    """Each model's balanced evaluation set by role, and the null control.
+
+    Without a ``null`` model, a shadow that never saw the target's evaluated data is the null
+    control. The null control answers for the target's evaluation set.
+    """
+    sets = {
+        m.role: evaluation_set(
+            split, corpus, m.role, max_per_side=max_per_side, evidence=evidence,
+            trained=m.trained_ids, seed=seed,
+        )
+        for m in (target, *shadows)
+    }  # fmt: skip
+    if null is None:
+        shadow = null_from_shadows(corpus, split, sets["target"], shadows)
+        null = replace(shadow, role="null", source=f"{shadow.source} (as null control)")
+    sets["null"] = sets["target"]
+    return sets, null
 
 
 def stacked(tables: dict[str, FeatureTable], sets: dict[str, EvalSet], roles: Sequence[str]):

@@ -33,7 +33,7 @@ import os
 import platform
 import time
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -48,15 +48,15 @@ from voxaudit.mia.audit_common import (
     calibrated_results,
     checkpoint_role,
     evaluate,
+    evaluation_sets,
     fit_shadow_attack,
     membership,
-    null_from_shadows,
     population,
     selected,
     stacked,
 )
 from voxaudit.mia.classifier_features import ClassifierFeatures, true_label_loss
-from voxaudit.mia.evaluation import EvalSet, evaluation_set
+from voxaudit.mia.evaluation import EvalSet
 from voxaudit.mia.table import FeatureTable
 from voxaudit.models.access import Access, AccessLevel
 from voxaudit.models.classifier import label_function
@@ -137,17 +137,10 @@ def audit_classifier(
     started = time.time()
     split.check(corpus)
     _check(split, target, shadows, null)
-    sets = {
-        m.role: evaluation_set(
-            split, corpus, m.role, max_per_side=config.max_per_side,
-            trained=m.trained_ids, seed=config.seed,
-        )
-        for m in (target, *shadows)
-    }  # fmt: skip
-    if null is None:
-        shadow = null_from_shadows(corpus, split, sets["target"], shadows)
-        null = replace(shadow, role="null", source=f"{shadow.source} (as null control)")
-    sets["null"] = sets["target"]  # the null control answers for the target's evaluation set
+    sets, null = evaluation_sets(
+        corpus, split, target, shadows, null, max_per_side=config.max_per_side,
+        seed=config.seed,
+    )  # fmt: skip
     extractor = ClassifierFeatures(
         top_k=config.top_k,
         snrs_db=config.snrs_db,
