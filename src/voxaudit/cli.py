@@ -96,7 +96,7 @@ def data_inspect(
         return
     console.print(corpus_table(summary))
     if summary.problems:
-        console.print(problems_table(summary.problems))
+        console.print(problems_table(summary.problems, root=path))
 
 
 @data_app.command("synth")

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import math
+import os
 from collections import Counter
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 from rich.table import Table
@@ -38,20 +40,31 @@ def corpus_table(summary: CorpusSummary) -> Table:
     return table
 
 
-def problems_table(problems: Sequence[Problem], limit: int = 30) -> Table:
-    table = Table(title=f"Problems found ({len(problems)})")
+def problems_table(
+    problems: Sequence[Problem], limit: int = 30, root: str | Path | None = None
+) -> Table:
+    """The problems found in a corpus; paths under ``root`` are shown relative to it."""
+    table = Table(title=f"Problems found ({len(problems)})" + (f" under {root}" if root else ""))
     table.add_column("severity")
     table.add_column("where", overflow="fold")
     table.add_column("reason", overflow="fold")
     for p in problems[:limit]:
         style = "red" if p.severity == "error" else "yellow"
-        table.add_row(f"[{style}]{p.severity}[/]", p.where, p.reason)
+        table.add_row(f"[{style}]{p.severity}[/]", _relative(p.where, root), p.reason)
     if len(problems) > limit:
         common = Counter(p.reason.split(" (")[0] for p in problems).most_common(3)
         table.caption = f"{len(problems) - limit} more; most common: " + "; ".join(
             f"{reason} x{n}" for reason, n in common
         )
     return table
+
+
+def _relative(where: str, root: str | Path | None) -> str:
+    # `where` may carry a line number ("manifest.csv:12"); only a leading path is shortened.
+    if root is None:
+        return where
+    prefix = str(Path(root).resolve()) + os.sep
+    return where[len(prefix) :] if where.startswith(prefix) else where
 
 
 def split_table(split: AuditSplit) -> Table:
