@@ -8,6 +8,8 @@ from pathlib import Path
 import pytest
 import torch
 
+from voxaudit.audit import AuditConfig, run_audit
+
 # The real recordings live beside the checkout (never in it); VOXAUDIT_FSDD points elsewhere.
 FSDD = Path(
     os.environ.get("VOXAUDIT_FSDD", Path(__file__).resolve().parents[2] / "shared/data/fsdd")
@@ -30,3 +32,45 @@ def _torch_one_thread_seeded():
     torch.manual_seed(0)
     yield
     torch.set_num_threads(threads)
+
+
+# One tiny audit (a real classifier trained on a few synthetic voices), run once per session
+# for the audit and report tests.
+TINY = """\
+seed = 0
+device = "cpu"
+threat = "grey"
+levels = ["sample"]
+[corpus]
+path = "corpus"
+synthesize = { speakers = 4, per_speaker = 8 }
+[target]
+family = "classifier"
+model = { label = "speaker", hidden = 8, n_mels = 16, dropout = 0.0 }
+train = { epochs = 2, lr = 3e-3, batch_size = 8 }
+[shadows]
+count = 2
+[audit]
+max_per_side = 8
+snrs_db = [20.0, 0.0]
+draws = 2
+classifiers = ["logistic"]
+n_bootstrap = 200
+min_per_side = 2
+"""
+
+
+@pytest.fixture(scope="session")
+def tiny_config_path(tmp_path_factory):
+    root = tmp_path_factory.mktemp("audit")
+    path = root / "audit.toml"
+    path.write_text(TINY, encoding="utf-8")
+    return path
+
+
+@pytest.fixture(scope="session")
+def tiny_audit(tiny_config_path):
+    """(config, out_dir, report) of the tiny audit."""
+    config = AuditConfig.load(tiny_config_path)
+    out = tiny_config_path.parent / "out"
+    return config, out, run_audit(config, out, progress=False)

@@ -5,6 +5,7 @@ from typer.testing import CliRunner
 
 from tests.audio_fixtures import write_wav
 from voxaudit.cli import app
+from voxaudit.errors import VoxauditError
 
 runner = CliRunner()
 
@@ -103,27 +104,19 @@ def test_synth_then_inspect_round_trip(tmp_path):
     assert summary["sample_rates"] == {"16000": 6} and summary["problems"] == []
 
 
-def test_demo_prints_corpus_and_both_splits(tmp_path):
-    result = runner.invoke(
-        app,
-        [
-            "demo",
-            "--out",
-            str(tmp_path),
-            "--speakers",
-            "10",
-            "--per-speaker",
-            "4",
-            "--workers",
-            "1",
-        ],
-    )
-    assert result.exit_code == 0, result.output
-    assert "usable utterances" in result.output and "40" in result.output
-    assert "sample-level audit split" in result.output
-    assert "speaker-level audit split" in result.output
-    assert (tmp_path / "split-sample.json").is_file()
-    assert (tmp_path / "split-speaker.json").is_file()
+def test_demo_runs_the_built_in_audit_config(tmp_path, monkeypatch):
+    from voxaudit.audit import AuditConfig
+
+    seen = {}
+
+    def fake_run_audit(config, out, console=None):
+        seen.update(config=config, out=out)
+        raise VoxauditError("stopped here")
+
+    monkeypatch.setattr("voxaudit.audit.run_audit", fake_run_audit)
+    result = runner.invoke(app, ["demo", "--out", str(tmp_path)])
+    assert result.exit_code == 2 and "stopped here" in result.output
+    assert seen == {"config": AuditConfig.example("."), "out": tmp_path}
 
 
 def test_train_classifier_on_a_split_role(tmp_path):

@@ -62,18 +62,67 @@ PatternOpt = Annotated[
 @app.command()
 @_friendly_errors
 def demo(
-    out: Annotated[Path, typer.Option(help="Where the corpus and splits are written.")] = Path(
-        "voxaudit-out"
+    out: Annotated[Path, typer.Option(help="Where the corpus, models and report go.")] = Path(
+        "voxaudit-out/demo"
     ),
-    speakers: int = 200,
-    per_speaker: int = 10,
-    seed: int = 0,
-    workers: Annotated[int | None, typer.Option(help="Synthesis processes.")] = None,
 ) -> None:
-    """Run the main job on the built-in synthetic default corpus."""
-    from voxaudit.demo import run_demo
+    """The main job on the built-in default: the full audit of `voxaudit audit init`'s config."""
+    from voxaudit.audit import AuditConfig
 
-    run_demo(out, speakers, per_speaker, seed, workers, console)
+    _audit(AuditConfig.example(root="."), out, [])
+
+
+@app.command("audit")
+@_friendly_errors
+def audit(
+    config: Annotated[
+        str,
+        typer.Argument(
+            help="Audit config (.toml, .yaml or .json), or `init` to write a commented example."
+        ),
+    ],
+    path: Annotated[
+        Path | None,
+        typer.Argument(help="With `init`: where to write the example (voxaudit-audit.toml)."),
+    ] = None,
+    out: Annotated[
+        Path, typer.Option(help="Audit folder: report.json, report.html, models, splits.")
+    ] = Path("voxaudit-out/audit"),
+    fail_above: Annotated[
+        list[str] | None,
+        typer.Option(
+            help="Privacy gate: exit 1 when leakage exceeds a bound, e.g. auroc=0.6 or "
+            "tpr@1%fpr=0.05; repeatable."
+        ),
+    ] = None,
+) -> None:
+    """Run every applicable membership attack on one model and write one report."""
+    from voxaudit.audit import EXAMPLE, AuditConfig, parse_bounds
+
+    if config == "init":
+        target = path or Path("voxaudit-audit.toml")
+        if target.exists():
+            raise VoxauditError(f"{target}: exists; not overwritten")
+        target.write_text(EXAMPLE, encoding="utf-8")
+        console.print(f"Wrote {target}; run it with `voxaudit audit {target}`")
+        return
+    if path is not None:
+        raise VoxauditError(f"unexpected argument {path}: only `audit init` takes a path")
+    bounds = parse_bounds(fail_above or [])  # bad bounds fail before hours of training
+    _audit(AuditConfig.load(config), out, bounds)
+
+
+def _audit(config, out: Path, bounds: dict[str, float]) -> None:
+    from voxaudit.audit import check, run_audit
+    from voxaudit.report.console import audit_table
+
+    report = run_audit(config, out, console=console)
+    console.print(audit_table(report))
+    if bounds:
+        result = check(report, bounds)
+        print(result.line)
+        if not result.passed:
+            raise typer.Exit(result.exit_code)
 
 
 @data_app.command("inspect")

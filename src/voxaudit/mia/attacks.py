@@ -6,12 +6,14 @@ and then score the target's rows. Scores are always oriented so that higher = mo
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Mapping, Sequence
 from typing import Literal
 
 import numpy as np
 from sklearn.base import BaseEstimator, clone
 from sklearn.ensemble import HistGradientBoostingClassifier, RandomForestClassifier
+from sklearn.exceptions import ConvergenceWarning
 from sklearn.inspection import permutation_importance
 from sklearn.linear_model import LogisticRegression
 from sklearn.metrics import roc_auc_score, roc_curve
@@ -171,6 +173,18 @@ class ShadowAttack:
         each row) keeps each group within one fold (``StratifiedGroupKFold``), so that a speaker
         never sits on both sides of a split.
         """
+        # Candidates are ranked by cross-validated AUROC, so an MLP stopped at max_iter is judged
+        # by its results; a ConvergenceWarning per fold would only bury the audit's output.
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", ConvergenceWarning)
+            return self._fit(table, is_member, groups)
+
+    def _fit(
+        self,
+        table: FeatureTable,
+        is_member: Sequence[bool] | np.ndarray,
+        groups: Sequence[object] | np.ndarray | None,
+    ) -> ShadowAttack:
         labels = member_labels(is_member, len(table))
         pipelines = self._pipelines(len(labels))
         sets = self._feature_sets(table)

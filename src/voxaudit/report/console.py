@@ -142,3 +142,23 @@ def _interval(metric: dict[str, float]) -> str:
     if any(metric[k] is None or math.isnan(metric[k]) for k in ("value", "low", "high")):
         return "n/a"
     return f"{metric['value']:.3f} [{metric['low']:.3f}, {metric['high']:.3f}]"
+
+
+def audit_table(report: dict[str, Any]) -> Table:
+    """An audit's first screen: the risk per level and the strongest attack."""
+    table = Table(title="Privacy audit")
+    for name in ("question", "risk", "strongest attack", "AUROC", "TPR at 1% FPR", "valid"):
+        table.add_column(name)
+    colours = {"high": "red", "moderate": "yellow", "low": "yellow", "none": "green"}
+    for item in report["summary"]:
+        risk = item["risk"]
+        tpr = item.get("tpr_at_1%_fpr")
+        table.add_row(
+            item["question"],
+            f"[{colours.get(risk, 'white')}]{risk}[/]",
+            item.get("attack", "-"),
+            _interval(item["auroc"]) if "auroc" in item else "-",
+            _interval(tpr) if tpr else "-",
+            "yes" if item["valid"] else "[red]NO: null control not at chance[/]",
+        )
+    return table

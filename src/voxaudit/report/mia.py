@@ -279,8 +279,8 @@ def write_report(out_dir: str | Path, report: dict[str, Any]) -> tuple[Path, Pat
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     json_path, html_path = out_dir / REPORT_JSON, out_dir / REPORT_HTML
-    _write_atomically(json_path, text)
-    _write_atomically(html_path, page)
+    write_atomically(json_path, text)
+    write_atomically(html_path, page)
     return json_path, html_path
 
 
@@ -300,7 +300,7 @@ def read_report(path: str | Path) -> dict[str, Any]:
     return report
 
 
-def _write_atomically(path: Path, text: str) -> None:
+def write_atomically(path: Path, text: str) -> None:
     """Write through a temporary file and a rename: readers see the old file or the new one."""
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
@@ -316,7 +316,7 @@ def _write_atomically(path: Path, text: str) -> None:
 
 # --- HTML -----------------------------------------------------------------------------------
 
-_STYLE = """
+STYLE = """
 body { font-family: system-ui, sans-serif; max-width: 72rem; margin: 2rem auto; padding: 0 1rem;
        color: #222; }
 table { border-collapse: collapse; margin: 0.5rem 0 1.5rem; }
@@ -340,30 +340,29 @@ def render_html(report: dict[str, Any]) -> str:
         f"voxaudit {_e(report['voxaudit_version'])}</p>",
     ]
     if report["kind"] == "verdicts":
-        parts += _verdict_sections(report["results"])
+        parts += verdict_sections(report["results"])
     else:
-        parts += _score_summary()
-    parts += ["<h2>Setup</h2>", _key_value_table(report["setup"])]
+        parts += score_summary()
+    parts += ["<h2>Setup</h2>", key_value_table(report["setup"])]
     if report["kind"] == "verdicts":
-        parts += _result_sections(report["results"])
+        parts += result_sections(report["results"])
     else:
-        parts += _score_sections(report["scores"])
+        parts += score_sections(report["scores"])
     if "selection" in report:
-        parts += ["<h2>Selection on shadow data</h2>", _key_value_table(report["selection"])]
+        parts += ["<h2>Selection on shadow data</h2>", key_value_table(report["selection"])]
     return (
         '<!DOCTYPE html>\n<html lang="en">\n<head>\n<meta charset="utf-8">\n'
-        f"<title>{title}</title>\n<style>{_STYLE}</style>\n</head>\n<body>\n"
+        f"<title>{title}</title>\n<style>{STYLE}</style>\n</head>\n<body>\n"
         + "\n".join(parts)
         + "\n</body>\n</html>\n"
     )
 
 
-def _verdict_sections(results: list[dict[str, Any]]) -> list[str]:
+def verdict_sections(results: list[dict[str, Any]]) -> list[str]:
     """The plain-language risk summary and the null-control check."""
-    targets = [r for r in results if r["model"] == "target"]
-    best = max(targets, key=lambda r: np.nan_to_num(_estimate(r, "auroc").value, nan=-1.0))
+    best = strongest(results)
     parts = []
-    failed = [r for r in results if r["model"] == "null" and not is_chance(_estimate(r, "auroc"))]
+    failed = failed_null_controls(results)
     if failed:
         names = ", ".join(f"{r['name']} ({r['features']})" for r in failed)
         parts.append(
@@ -389,13 +388,39 @@ def _verdict_sections(results: list[dict[str, Any]]) -> list[str]:
     return parts
 
 
+def strongest(results: Sequence[Mapping[str, Any]]) -> Mapping[str, Any]:
+    """The target result with the highest AUROC: the attack a risk reading rests on."""
+    targets = [r for r in results if r["model"] == "target"]
+    return max(targets, key=lambda r: np.nan_to_num(_estimate(r, "auroc").value, nan=-1.0))
+
+
+def failed_null_controls(results: Sequence[Mapping[str, Any]]) -> list[Mapping[str, Any]]:
+    """Null-control results whose AUROC interval excludes chance: the audit is then not valid."""
+    return [r for r in results if r["model"] == "null" and not is_chance(_estimate(r, "auroc"))]
+
+
+def risk_level(result: Mapping[str, Any]) -> str:
+    """``high``, ``moderate``, ``low``, ``none`` or ``unknown``, from AUROC and TPR at low FPR."""
+    auroc = _estimate(result, "auroc")
+    if math.isnan(auroc.low) or math.isnan(auroc.high):
+        return "unknown"
+    if is_chance(auroc) or auroc.high < 0.5:
+        return "none"
+    fpr, tpr = _lowest_fpr_tpr(result)
+    if auroc.value >= 0.8 or (tpr is not None and tpr >= 0.1):
+        return "high"
+    if auroc.value >= 0.6 or (tpr is not None and tpr >= 10 * fpr):
+        return "moderate"
+    return "low"
+
+
 def risk_summary(result: Mapping[str, Any]) -> str:
     """A plain-language reading of one target result's AUROC and TPR at low FPR."""
     auroc = _estimate(result, "auroc")
     name = _label(result)
     if math.isnan(auroc.low) or math.isnan(auroc.high):
         return f"The leakage cannot be judged: {name} has no AUROC interval."
-    shown = _interval(result["metrics"]["auroc"])
+    shown = interval_text(result["metrics"]["auroc"])
     if is_chance(auroc):
         return (
             f"No measurable leakage: the strongest attack, {name}, cannot tell members from "
@@ -407,12 +432,9 @@ def risk_summary(result: Mapping[str, Any]) -> str:
             "usually means a reversed score rather than a property of the model."
         )
     fpr, tpr = _lowest_fpr_tpr(result)
-    if auroc.value >= 0.8 or (tpr is not None and tpr >= 0.1):
-        level = "High risk"
-    elif auroc.value >= 0.6 or (tpr is not None and tpr >= 10 * fpr):
-        level = "Moderate risk"
-    else:
-        level = "Low but measurable risk"
+    level = {"high": "High risk", "moderate": "Moderate risk"}.get(
+        risk_level(result), "Low but measurable risk"
+    )
     low_fpr = (
         f"; at {fpr:.1%} false positives it finds {tpr:.1%} of the members"
         if tpr is not None
@@ -434,20 +456,26 @@ def _lowest_fpr_tpr(result: Mapping[str, Any]) -> tuple[float, float | None]:
     return min(defined) if defined else (math.nan, None)
 
 
-def _result_sections(results: list[dict[str, Any]]) -> list[str]:
-    parts = ["<h2>Results</h2>", _results_table(results)]
-    parts += ["<h2>ROC curves</h2>", _roc_figure(results)]
+def result_sections(
+    results: list[dict[str, Any]], depth: int = 2, top_features: int | None = None
+) -> list[str]:
+    """Results table, log-log ROC and feature importances (the ``top_features`` largest), under
+    headings of level ``depth``."""
+    h, sub = f"h{depth}", f"h{depth + 1}"
+    parts = [f"<{h}>Results</{h}>", _results_table(results)]
+    parts += [f"<{h}>ROC curves</{h}>", _roc_figure(results)]
     with_importances = [r for r in results if "feature_importances" in r]
     if with_importances:
-        parts.append("<h2>Feature importances</h2>")
+        shown = "" if top_features is None else f" (the {top_features} largest)"
+        parts.append(f"<{h}>Feature importances{shown}</{h}>")
     for result in with_importances:
         ranked = sorted(result["feature_importances"].items(), key=lambda kv: -kv[1])
         rows = "".join(
             f'<tr><td>{_e(column)}</td><td class="num">{value:.4g}</td></tr>'
-            for column, value in ranked
+            for column, value in ranked[:top_features]
         )
         parts.append(
-            f"<h3>{_e(_label(result))} ({_e(result['model'])} model)</h3>"
+            f"<{sub}>{_e(_label(result))} ({_e(result['model'])} model)</{sub}>"
             f"<table><tr><th>feature</th><th>importance</th></tr>{rows}</table>"
         )
     return parts
@@ -466,7 +494,7 @@ def _results_table(results: list[dict[str, Any]]) -> str:
         cells = [f"<td>{c}</td>" for c in cells]
         cells += [f'<td class="num">{result[n]}</td>' for n in ("n_members", "n_nonmembers")]
         cells += [
-            f'<td class="num">{_interval(result["metrics"][key])}</td>'
+            f'<td class="num">{interval_text(result["metrics"][key])}</td>'
             if key in result["metrics"]
             else "<td></td>"
             for key in metric_names
@@ -496,7 +524,7 @@ def _roc_figure(results: list[dict[str, Any]]) -> str:
         if not shown.any():
             continue
         smallest = min(smallest, fpr[shown].min())
-        auroc = _interval(result["metrics"]["auroc"]) if "auroc" in result["metrics"] else "n/a"
+        auroc = interval_text(result["metrics"]["auroc"]) if "auroc" in result["metrics"] else "n/a"
         axes.plot(
             fpr[shown],
             tpr[shown],
@@ -516,7 +544,7 @@ def _roc_figure(results: list[dict[str, Any]]) -> str:
     return f'<img alt="ROC curves, log-log" src="data:image/png;base64,{data}">'
 
 
-def _score_summary() -> list[str]:
+def score_summary() -> list[str]:
     return [
         '<p class="note">Scoring mode: these are membership scores from a reference attack, '
         "not verdicts. A higher score means the attack finds a recording more likely to have "
@@ -526,7 +554,7 @@ def _score_summary() -> list[str]:
     ]
 
 
-def _score_sections(scores: list[dict[str, Any]]) -> list[str]:
+def score_sections(scores: list[dict[str, Any]]) -> list[str]:
     rows = "".join(
         f"<tr><td>{_e(item['id'])}</td><td>{_e(item['speaker'])}</td>"
         f'<td class="num">{item["score"]:.4g}</td></tr>'
@@ -538,7 +566,7 @@ def _score_sections(scores: list[dict[str, Any]]) -> list[str]:
     ]
 
 
-def _key_value_table(values: Mapping[str, Any]) -> str:
+def key_value_table(values: Mapping[str, Any]) -> str:
     rows = "".join(
         f"<tr><th>{_e(key)}</th><td>{_e(_plain(value))}</td></tr>" for key, value in values.items()
     )
@@ -572,7 +600,7 @@ def _estimate(result: Mapping[str, Any], key: str) -> Estimate:
     )
 
 
-def _interval(estimate: Mapping[str, float | None]) -> str:
+def interval_text(estimate: Mapping[str, float | None]) -> str:
     if estimate["value"] is None:
         return "n/a"
     if estimate["low"] is None or estimate["high"] is None:

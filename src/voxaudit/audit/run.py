@@ -1,0 +1,343 @@
+"""``voxaudit audit``: every applicable membership attack on one model, one report.
+
+Stages, each shown as it runs and resumable after an interruption:
+
+1. corpus: read from disk, or synthesize the built-in one;
+2. for each level (sample, speaker): a split; the target (trained, a checkpoint, or an adapter)
+   and shadow models trained with the target's recipe; the family's audit (with its null
+   control); the target's utility on its members and its holdout;
+3. optionally, a defense sweep;
+4. the report (``report.json``, ``report.html``).
+
+A finished level is recorded in ``OUT/LEVEL/done.json`` and read back on a rerun; training
+resumes from checkpoints and feature extraction from its cache. A rerun with a different config
+into the same folder is refused, because its models would not match the config.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import platform
+import random
+import sys
+import tempfile
+import time
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+from rich.console import Console
+
+from voxaudit import __version__
+from voxaudit.audit.config import AuditConfig
+from voxaudit.data.corpus import Corpus
+from voxaudit.data.loaders import load_corpus
+from voxaudit.data.splits import AuditSplit, make_split
+from voxaudit.errors import VoxauditError
+from voxaudit.report.audit import build_report, write_report
+
+CONFIG_RECORD = "audit-config.json"
+DONE = "done.json"
+#: Utterances on which utility is measured per side (members, holdout): enough for a stable
+#: error rate, few enough that a CPU recognizer transcribes them in seconds.
+UTILITY_SAMPLE = 200
+
+
+def run_audit(
+    config: AuditConfig,
+    out_dir: str | Path,
+    progress: bool = True,
+    console: Console | None = None,
+) -> dict[str, Any]:
+    """Run (or resume) the audit ``config`` describes into ``out_dir``; the report."""
+    console = console or Console()
+    out_dir = Path(out_dir)
+    # Both fail on bad config fields now, not after hours of training.
+    family = _family(config.target.family)
+    audit_config = _audit_config(family, config)
+    _claim(out_dir, config)
+    durations: dict[str, float] = {}
+    started = time.time()
+
+    with _stage("corpus", durations, console):
+        corpus = _corpus(config, progress)
+
+    levels = []
+    for level in _levels(config):
+        with _stage(f"{level}-level audit", durations, console):
+            levels.append(
+                _audit_level(config, family, audit_config, corpus, level, out_dir / level, progress)
+            )
+
+    sweep = None
+    if config.defense_sweep is not None:
+        with _stage("defense sweep", durations, console):
+            from voxaudit.defend.sweep import SweepConfig, run_sweep
+
+            sweep = run_sweep(SweepConfig.load(config.defense_sweep), out_dir / "defenses",
+                              progress=progress)  # fmt: skip
+            sweep["plot"] = str((out_dir / "defenses" / "pareto.png").resolve())
+
+    with _stage("report", durations, console):
+        durations["total"] = round(time.time() - started, 1)
+        report = build_report(
+            config=_as_record(config), corpus=corpus.summary().as_dict(), levels=levels,
+            sweep=sweep, run=_run_metadata(config, durations),
+        )  # fmt: skip
+        json_path, html_path = write_report(out_dir, report)
+    console.print(f"Report: [bold]{html_path}[/] (and {json_path.name} beside it)")
+    return report
+
+
+# --- stages ---------------------------------------------------------------------------------
+
+
+@contextmanager
+def _stage(name: str, durations: dict[str, float], console: Console) -> Iterator[None]:
+    console.rule(f"[bold]{name}")
+    began = time.time()
+    yield
+    durations[name] = round(time.time() - began, 1)
+
+
+def _corpus(config: AuditConfig, progress: bool) -> Corpus:
+    spec = config.corpus
+    if not spec.path.exists():
+        if spec.synthesize is None:
+            raise VoxauditError(f"{spec.path}: no corpus there (and [corpus] synthesize is unset)")
+        from voxaudit.data.synth import synthesize_corpus
+
+        synthesize_corpus(
+            spec.path, n_speakers=spec.synthesize.get("speakers", 40),
+            per_speaker=spec.synthesize.get("per_speaker", 20), seed=config.seed,
+            progress=progress,
+        )  # fmt: skip
+    elif spec.synthesize is not None and not (spec.path / "manifest.csv").exists():
+        raise VoxauditError(f"{spec.path}: exists but holds no synthesized corpus (manifest.csv)")
+    corpus = load_corpus(spec.path, spec.layout, pattern=spec.pattern, progress=progress)
+    if len(corpus) == 0:
+        raise VoxauditError(f"{spec.path}: no usable utterances")
+    return corpus
+
+
+def _levels(config: AuditConfig) -> tuple[str, ...]:
+    """The levels to audit: a checkpoint's split decides its one level."""
+    if config.target.source == "checkpoint":
+        assert config.target.split is not None
+        return (AuditSplit.load(config.target.split).level,)
+    return config.levels
+
+
+def _audit_level(
+    config: AuditConfig,
+    family: Any,
+    audit_config: Any,
+    corpus: Corpus,
+    level: str,
+    level_dir: Path,
+    progress: bool,
+) -> dict[str, Any]:
+    done = level_dir / DONE
+    if done.exists():
+        return json.loads(done.read_text("utf-8"))
+    began = time.time()
+    split_path = _split(config, corpus, level, level_dir)
+    split = AuditSplit.load(split_path)
+    split.check(corpus)
+    shadow_roles = split.roles[1 : 1 + config.shadows]
+    if not shadow_roles:
+        raise VoxauditError(f"{split_path}: the split has no shadow pools; the audit needs one")
+    run_dirs = {
+        role: _trained(config, family.kind, split_path, role, level_dir, progress)
+        for role in ([] if config.target.source == "adapter" else ["target"]) + list(shadow_roles)
+    }  # fmt: skip
+    shadows = [family.load(run_dirs[role], role, config.device) for role in shadow_roles]
+    report_dir = level_dir / "report"
+    if config.target.source == "adapter":
+        report = _score(config, corpus, split, shadows, report_dir, audit_config, progress)
+        utility = None
+    else:
+        target = family.load(run_dirs["target"], "target", config.device)
+        report = family.audit(corpus, split, target, shadows, report_dir,
+                              config=audit_config, progress=progress)  # fmt: skip
+        utility = _utility(family, target, corpus, split, config.seed)
+    result = {
+        "level": level,
+        "family": config.target.family,
+        "target": config.target.source,
+        "split": str(split_path.resolve()),
+        "models": {role: str(path.resolve()) for role, path in run_dirs.items()},
+        "report_dir": str(report_dir.resolve()),
+        "utility": utility,
+        "mia": report,
+        "seconds": round(time.time() - began, 1),
+    }
+    _write_json(done, result)
+    return result
+
+
+def _family(name: str) -> Any:
+    from voxaudit.defend.sweep import FAMILIES
+
+    if name not in FAMILIES:
+        raise VoxauditError(f"training and auditing a built-in {name} model is not supported yet")
+    return FAMILIES[name]()
+
+
+def _split(config: AuditConfig, corpus: Corpus, level: str, level_dir: Path) -> Path:
+    if config.target.split is not None:
+        return config.target.split
+    path = level_dir / "split.json"
+    if not path.exists():
+        split = make_split(
+            corpus, level, seed=config.seed, n_shadow=config.shadows,
+            shadow_mode=config.shadow_mode, **config.split,
+        )  # fmt: skip
+        split.save(path)
+    return path
+
+
+def _trained(
+    config: AuditConfig, kind: str, split_path: Path, role: str, level_dir: Path, progress: bool
+) -> Path:
+    """The run folder of ``role``: the given checkpoint, or a model trained (or resumed) here."""
+    if role == "target" and config.target.checkpoint is not None:
+        return config.target.checkpoint
+    from voxaudit.train.run import train_model
+
+    run_config = {"model": dict(config.target.model), "train": dict(config.target.train)}
+    run_config["train"].setdefault("device", config.device)
+    run_config["train"].setdefault("seed", config.seed)
+    run_dir = level_dir / "models" / role
+    train_model(
+        kind, config.corpus.path, split_path, role, run_config, run_dir,
+        layout=config.corpus.layout, pattern=config.corpus.pattern, progress=progress,
+    )  # fmt: skip
+    return run_dir
+
+
+def _audit_config(family: Any, config: AuditConfig) -> Any:
+    options = {"threat": config.threat, "seed": config.seed, **config.audit}
+    fields = {f.name for f in dataclasses.fields(family.audit_config)}
+    unknown = sorted(set(options) - fields)
+    if unknown:
+        raise VoxauditError(
+            f"{config.origin}: [audit]: unknown option(s) {', '.join(unknown)} for a "
+            f"{config.target.family} audit; known: {', '.join(sorted(fields - {'extra'}))}"
+        )
+    if "threat" not in fields:
+        options.pop("threat")
+    return family.audit_config(**{k: tuple(v) if isinstance(v, list) else v
+                                  for k, v in options.items()})  # fmt: skip
+
+
+def _score(
+    config: AuditConfig, corpus: Corpus, split: AuditSplit, shadows: Sequence[Any],
+    report_dir: Path, audit_config: Any, progress: bool,
+) -> dict[str, Any]:  # fmt: skip
+    """Scoring mode for an adapter target: membership scores, no verdicts."""
+    assert config.target.adapter is not None and config.target.recordings is not None
+    recordings = load_corpus(config.target.recordings, progress=progress)
+    if config.target.family == "asr":
+        from voxaudit.mia.asr import load_scored_model, score_asr
+
+        target = load_scored_model(config.target.adapter, config.device)
+        return score_asr(recordings, target, corpus, split, shadows, report_dir,
+                         config=audit_config, progress=progress)  # fmt: skip
+    from voxaudit.mia.speaker_audit import load_scored_encoder, score_speaker
+
+    target = load_scored_encoder(config.target.adapter, config.device)
+    return score_speaker(recordings, target, corpus, split, shadows, report_dir,
+                         config=audit_config, progress=progress)  # fmt: skip
+
+
+def _utility(
+    family: Any, target: Any, corpus: Corpus, split: AuditSplit, seed: int
+) -> dict[str, Any]:
+    """The target's utility on (a sample of) its members and of its holdout: the gap is what
+    membership inference feeds on."""
+    rng = random.Random(seed)
+
+    def sample(ids: Sequence[str]) -> list[str]:
+        ids = sorted(ids)
+        return ids if len(ids) <= UTILITY_SAMPLE else sorted(rng.sample(ids, UTILITY_SAMPLE))
+
+    trained = target.trained_ids or split.train_ids("target")
+    metric, on_members = family.utility(target, corpus, sample(list(trained)))
+    _, on_holdout = family.utility(target, corpus, sample(split.holdout_ids("target")))
+    return {"metric": metric, "members": round(on_members, 4), "holdout": round(on_holdout, 4)}
+
+
+# --- bookkeeping ----------------------------------------------------------------------------
+
+
+def _as_record(config: AuditConfig) -> dict[str, Any]:
+    """The config as plain JSON data (paths as strings), without where it was read from."""
+    record = json.loads(json.dumps(dataclasses.asdict(config), default=str))
+    record.pop("origin")
+    return record
+
+
+def _claim(out_dir: Path, config: AuditConfig) -> None:
+    """Record the config in ``out_dir``, or refuse a folder made by a different one."""
+    record = _as_record(config)
+    path = out_dir / CONFIG_RECORD
+    if path.exists():
+        previous = json.loads(path.read_text("utf-8"))
+        changed = sorted(k for k in set(record) | set(previous) if record.get(k) != previous.get(k))
+        if changed:
+            raise VoxauditError(
+                f"{out_dir}: holds an audit made with a different config (changed: "
+                f"{', '.join(changed)}); its models would not match. Use another --out, or "
+                "delete the folder to start over."
+            )
+        return
+    _write_json(path, record)
+
+
+def _run_metadata(config: AuditConfig, durations: dict[str, float]) -> dict[str, Any]:
+    import torch
+
+    packages = {}
+    for name in ("torch", "numpy", "scikit-learn", "scipy", "opacus", "soundfile"):
+        try:
+            packages[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            continue
+    cuda = torch.cuda.is_available()
+    return {
+        "voxaudit": __version__,
+        "python": sys.version.split()[0],
+        "packages": packages,
+        "platform": platform.platform(),
+        "cpu": _cpu_name(),
+        "cpu_count": os.cpu_count(),
+        "gpu": torch.cuda.get_device_name(0) if cuda else None,
+        "device": config.device,
+        "seed": config.seed,
+        "command": " ".join(sys.argv),
+        "seconds": dict(durations),  # a copy: the report stage is still running
+    }
+
+
+def _cpu_name() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown"
+
+
+def _write_json(path: Path, data: Any) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+    with os.fdopen(handle, "w", encoding="utf-8") as stream:
+        json.dump(data, stream, indent=1)
+        stream.write("\n")
+    os.replace(temporary, path)

@@ -1,0 +1,331 @@
+"""The one report of ``voxaudit audit``: ``report.json`` and a self-contained ``report.html``.
+
+The HTML opens with what a product owner needs (the risk per level in words, whether the audit
+is valid, what the model's accuracy is), then gives the specialist every attack with its
+intervals, the log-log ROC curves, feature importances, the null control, the defense sweep and
+the run's metadata. Each level's own membership report (``voxaudit.mia-report/1``) is embedded
+unchanged in the JSON.
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+import json
+from collections.abc import Mapping, Sequence
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+from voxaudit import __version__
+from voxaudit.errors import VoxauditError
+from voxaudit.report.mia import (
+    STYLE,
+    failed_null_controls,
+    interval_text,
+    key_value_table,
+    result_sections,
+    risk_level,
+    risk_summary,
+    score_sections,
+    score_summary,
+    strongest,
+    write_atomically,
+)
+
+SCHEMA = "voxaudit.audit-report/1"
+REPORT_JSON = "report.json"
+REPORT_HTML = "report.html"
+QUESTIONS = {
+    "sample": "Was this recording used to train the model?",
+    "speaker": "Was this person's voice used to train the model?",
+}
+MEMBERS = {"sample": "training recordings", "speaker": "training speakers"}
+THREAT_WORDS = {
+    "black": "sees only the model's answers (labels or transcripts)",
+    "grey": "sees the model's scores (probabilities or losses)",
+    "white": "has the model's weights",
+}
+RISK_WORDS = {
+    "high": "High risk",
+    "moderate": "Moderate risk",
+    "low": "Low but measurable risk",
+    "none": "No measurable leakage",
+    "unknown": "Cannot be judged",
+    "scores only": "Scores only, no verdict",
+}
+RISK_COLOURS = {
+    "high": "#b00020",
+    "moderate": "#d97a00",
+    "low": "#8a8a00",
+    "none": "#2e7d32",
+    "unknown": "#666",
+    "scores only": "#666",
+}
+TPR_KEY = "tpr_at_1%_fpr"
+
+_STYLE = (
+    STYLE
+    + """
+.cards { display: flex; flex-wrap: wrap; gap: 1rem; margin: 1rem 0 2rem; }
+.card { flex: 1 1 24rem; border: 1px solid #ccc; border-radius: 0.5rem; padding: 1rem 1.25rem; }
+.card h3 { margin: 0 0 0.5rem; font-size: 1.05rem; }
+.risk { display: inline-block; color: #fff; font-weight: bold; padding: 0.2rem 0.6rem;
+        border-radius: 0.3rem; text-transform: uppercase; letter-spacing: 0.04em; }
+.big { font-size: 1.6rem; font-weight: bold; }
+nav a { margin-right: 1rem; }
+section { margin-top: 2.5rem; }
+.wide { overflow-x: auto; }
+"""
+)
+
+
+# --- building -------------------------------------------------------------------------------
+
+
+def build_report(
+    config: Mapping[str, Any],
+    corpus: Mapping[str, Any],
+    levels: Sequence[Mapping[str, Any]],
+    sweep: Mapping[str, Any] | None,
+    run: Mapping[str, Any],
+) -> dict[str, Any]:
+    """The report's data: a summary per level, then everything it rests on."""
+    if not levels:
+        raise VoxauditError("audit report: no level was audited")
+    return {
+        "schema": SCHEMA,
+        "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "voxaudit_version": __version__,
+        "summary": [level_summary(level, config.get("threat", "grey")) for level in levels],
+        "config": dict(config),
+        "corpus": {k: v for k, v in corpus.items() if k != "problems"}
+        | {"problems": len(corpus.get("problems", []))},
+        "levels": [dict(level) for level in levels],
+        "defenses": None if sweep is None else dict(sweep),
+        "run": dict(run),
+    }
+
+
+def level_summary(level: Mapping[str, Any], threat: str) -> dict[str, Any]:
+    """One level's headline: risk, strongest attack, its AUROC and TPR at 1% FPR, validity."""
+    report = level["mia"]
+    base = {"level": level["level"], "question": QUESTIONS[level["level"]], "threat": threat}
+    if report["kind"] == "scores":
+        return base | {
+            "risk": "scores only",
+            "sentence": "The target has no membership ground truth (an adapter), so the audit "
+            "ranks recordings by membership score and gives no verdict.",
+            "valid": True,
+        }
+    best = strongest(report["results"])
+    failed = failed_null_controls(report["results"])
+    return base | {
+        "risk": risk_level(best),
+        "sentence": risk_summary(best),
+        "attack": f"{best['name']} ({best['features']})",
+        "auroc": best["metrics"]["auroc"],
+        TPR_KEY: best["metrics"].get(TPR_KEY),
+        "valid": not failed,
+        "failed_null_controls": [f"{r['name']} ({r['features']})" for r in failed],
+        "utility": level.get("utility"),
+    }
+
+
+def write_report(out_dir: str | Path, report: dict[str, Any]) -> tuple[Path, Path]:
+    """Write ``report.json`` and ``report.html`` atomically; their paths."""
+    try:
+        text = json.dumps(report, indent=1, allow_nan=False) + "\n"
+    except (TypeError, ValueError) as exc:
+        raise VoxauditError(f"audit report: not JSON data ({exc})") from exc
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    json_path, html_path = out_dir / REPORT_JSON, out_dir / REPORT_HTML
+    write_atomically(json_path, text)
+    write_atomically(html_path, render_html(report))
+    return json_path, html_path
+
+
+# --- HTML -----------------------------------------------------------------------------------
+
+
+def render_html(report: Mapping[str, Any]) -> str:
+    """The report as one self-contained HTML page (figures embedded)."""
+    target = report["config"]["target"]
+    title = f"Privacy audit: {target['family']} model"
+    links = [("at-a-glance", "At a glance")]
+    links += [(f"level-{lv['level']}", f"{lv['level'].title()} level") for lv in report["levels"]]
+    if report["defenses"]:
+        links.append(("defenses", "Defenses"))
+    links.append(("run", "Run"))
+    nav = " ".join(f'<a href="#{anchor}">{_e(text)}</a>' for anchor, text in links)
+    parts = [
+        f"<h1>{_e(title)}</h1>",
+        f'<p class="meta">voxaudit {_e(report["voxaudit_version"])}, created '
+        f"{_e(report['created'])}; corpus {_e(report['corpus'].get('name'))} "
+        f"({report['corpus'].get('utterances')} utterances, "
+        f"{report['corpus'].get('speakers')} speakers)</p>",
+        f"<nav>{nav}</nav>",
+        '<section id="at-a-glance"><h2>At a glance</h2>',
+        _cards(report["summary"]),
+        _reading_guide(report["summary"]),
+        "</section>",
+    ]
+    for level in report["levels"]:
+        parts += _level_section(level)
+    if report["defenses"]:
+        parts += _defense_section(report["defenses"])
+    parts += [
+        '<section id="run"><h2>Run</h2>',
+        key_value_table(_run_rows(report)),
+        "</section>",
+    ]
+    return (
+        '<!DOCTYPE html>\n<html lang="en">\n<head>\n<meta charset="utf-8">\n'
+        f"<title>{_e(title)}</title>\n<style>{_STYLE}</style>\n</head>\n<body>\n"
+        + "\n".join(parts)
+        + "\n</body>\n</html>\n"
+    )
+
+
+def _cards(summary: Sequence[Mapping[str, Any]]) -> str:
+    cards = []
+    for item in summary:
+        risk = item["risk"]
+        body = [
+            f"<h3>{_e(item['question'])}</h3>",
+            f'<p><span class="risk" style="background:{RISK_COLOURS[risk]}">'
+            f"{_e(RISK_WORDS[risk])}</span></p>",
+        ]
+        if "auroc" in item:
+            body.append(_in_words(item))
+            if not item["valid"]:
+                body.append(
+                    '<p class="invalid">Not valid: the null control of '
+                    f"{_e(', '.join(item['failed_null_controls']))} is not at chance, so these "
+                    "figures measure a difference between the member and non-member sets, not "
+                    "leakage. Check the split before acting on them.</p>"
+                )
+            if item.get("utility"):
+                body.append(_utility_words(item["utility"]))
+        body.append(f'<p class="meta">{_e(item["sentence"])}</p>')
+        cards.append(f'<div class="card">{"".join(body)}</div>')
+    return f'<div class="cards">{"".join(cards)}</div>'
+
+
+def _in_words(item: Mapping[str, Any]) -> str:
+    """The headline in plain words: what share of members an attacker finds at 1% false alarms."""
+    members = MEMBERS[item["level"]]
+    tpr = item.get(TPR_KEY) or {}
+    auroc = interval_text(item["auroc"])
+    who = f"An attacker who {THREAT_WORDS[item['threat']]}"
+    if tpr.get("value") is None:
+        found = f"{who} separates members from non-members with AUROC {auroc}."
+    else:
+        found = (
+            f'<span class="big">{tpr["value"]:.0%}</span> of the {members} identified at 1% false '
+            f"alarms (95% CI {_pct(tpr.get('low'))} to {_pct(tpr.get('high'))}). {who} "
+            f"reaches AUROC {auroc}, where 0.5 is guessing."
+        )
+    return f"<p>{found}</p><p>Strongest attack: {_e(item['attack'])}.</p>"
+
+
+def _utility_words(utility: Mapping[str, Any]) -> str:
+    metric, members, holdout = utility["metric"], utility["members"], utility["holdout"]
+    gap = abs(members - holdout)
+    shown = {"cer": "character error rate", "eer": "equal error rate"}.get(metric, metric)
+    return (
+        f"<p>Model {_e(shown)}: {members:.1%} on its training data, {holdout:.1%} on unseen data "
+        f"(a gap of {gap * 100:.1f} points; the gap is what membership attacks feed on).</p>"
+    )
+
+
+def _reading_guide(summary: Sequence[Mapping[str, Any]]) -> str:
+    valid = all(item["valid"] for item in summary)
+    check = (
+        "Every null control (the same attacks against a model that never saw the evaluated "
+        "data) sits at chance, so the figures above measure leakage."
+        if valid
+        else "At least one null control is not at chance; see the warning above."
+    )
+    return (
+        f"<p>{check} Each figure carries a bootstrap 95% interval. AUROC 0.5 means the attacker "
+        "does no better than a coin; the share found at 1% false alarms is what matters for "
+        "individuals, because an attacker who is rarely wrong can act on a verdict.</p>"
+    )
+
+
+def _level_section(level: Mapping[str, Any]) -> list[str]:
+    report = level["mia"]
+    name = level["level"]
+    parts = [f'<section id="level-{_e(name)}"><h2>{_e(name.title())} level: details</h2>']
+    if report["kind"] == "verdicts":
+        parts.append('<div class="wide">')
+        parts += result_sections(report["results"], depth=3, top_features=15)
+        parts.append("</div>")
+    else:
+        parts += score_summary() + score_sections(report["scores"])
+    parts += ["<h3>Setup</h3>", key_value_table(report["setup"])]
+    if "selection" in report:
+        parts += ["<h3>Selection on shadow data</h3>", key_value_table(report["selection"])]
+    files = {"this level's report": level["report_dir"], "split": level["split"]} | {
+        f"model: {role}": path for role, path in level["models"].items()
+    }
+    parts += ["<h3>Files</h3>", key_value_table(files), "</section>"]
+    return parts
+
+
+def _defense_section(sweep: Mapping[str, Any]) -> list[str]:
+    metric = sweep["utility_metric"]
+    header = (
+        f"<tr><th>setting</th><th>{_e(metric)}</th><th>strongest attack</th>"
+        "<th>AUROC</th><th>TPR at 1% FPR</th><th>null AUROC</th><th>Pareto</th></tr>"
+    )
+    rows = []
+    for result in sweep["settings"]:
+        leak = result["leakage"]
+        tpr = leak.get(TPR_KEY)
+        rows.append(
+            f"<tr><td>{_e(result['setting'])}</td>"
+            f'<td class="num">{result["utility"]["value"]:.4f}</td>'
+            f"<td>{_e(leak['attack'])} ({_e(leak['features'])})</td>"
+            f'<td class="num">{interval_text(leak["auroc"])}</td>'
+            f'<td class="num">{interval_text(tpr) if tpr else "n/a"}</td>'
+            f'<td class="num">{interval_text(leak["null_auroc"])}</td>'
+            f"<td>{'yes' if result.get('pareto') else ''}</td></tr>"
+        )
+    parts = [
+        '<section id="defenses"><h2>Defenses: privacy against utility</h2>',
+        "<p>Each setting retrains the target and the attacker's shadow models under the "
+        "defense (an adaptive attacker), and reports the strongest attack.</p>",
+        f"<table>{header}{''.join(rows)}</table>",
+    ]
+    plot = Path(sweep.get("plot", ""))
+    if plot.is_file():
+        data = base64.b64encode(plot.read_bytes()).decode("ascii")
+        parts.append(f'<img alt="privacy-utility plot" src="data:image/png;base64,{data}">')
+    return [*parts, "</section>"]
+
+
+def _run_rows(report: Mapping[str, Any]) -> dict[str, Any]:
+    run = report["run"]
+    return {
+        "command": run.get("command"),
+        "voxaudit": run.get("voxaudit"),
+        "python": run.get("python"),
+        "packages": run.get("packages"),
+        "platform": run.get("platform"),
+        "cpu": f"{run.get('cpu')} ({run.get('cpu_count')} cores)",
+        "gpu": run.get("gpu") or "none",
+        "seed": run.get("seed"),
+        "seconds per stage": run.get("seconds"),
+        "config": report["config"],
+    }
+
+
+def _pct(value: float | None) -> str:
+    return "n/a" if value is None else f"{value:.0%}"
+
+
+def _e(text: Any) -> str:
+    return html.escape(str(text))

@@ -1,0 +1,103 @@
+"""The audit end to end on a tiny real model: report, resume, refusal of a changed config, CLI."""
+
+import json
+from dataclasses import replace
+
+import pytest
+from typer.testing import CliRunner
+
+from voxaudit.audit import AuditConfig, run_audit
+from voxaudit.cli import app
+from voxaudit.errors import VoxauditError
+
+runner = CliRunner()
+
+
+def test_the_audit_trains_attacks_and_reports_each_level(tiny_audit):
+    _, out, report = tiny_audit
+    assert report["schema"] == "voxaudit.audit-report/1"
+    (summary,) = report["summary"]
+    assert summary["level"] == "sample" and summary["risk"] in {"none", "low", "moderate", "high"}
+    assert 0 <= summary["auroc"]["low"] <= summary["auroc"]["value"] <= summary["auroc"]["high"]
+    (level,) = report["levels"]
+    assert set(level["models"]) == {"target", "shadow-0", "shadow-1"}
+    models = {r["model"] for r in level["mia"]["results"]}
+    assert models == {"target", "null"}  # every attack has its null control
+    utility = level["utility"]
+    assert utility["metric"] == "accuracy" and 0 <= utility["holdout"] <= 1
+    assert report["run"]["seconds"]["total"] > 0 and report["run"]["packages"]["torch"]
+    assert json.loads((out / "report.json").read_text()) == json.loads(json.dumps(report))
+    assert (out / "report.html").is_file()
+
+
+def test_a_rerun_resumes_without_retraining_or_reattacking(tiny_audit, monkeypatch):
+    config, out, report = tiny_audit
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("a finished stage was recomputed")
+
+    monkeypatch.setattr("voxaudit.train.run.train_model", refuse)
+    monkeypatch.setattr("voxaudit.mia.classifier_audit.audit_classifier", refuse)
+    again = run_audit(config, out, progress=False)
+    assert again["levels"] == json.loads(json.dumps(report["levels"]))
+
+
+def test_an_interrupted_level_resumes_from_its_checkpoints(tiny_audit, tmp_path, monkeypatch):
+    config, out, _ = tiny_audit
+    calls = []
+    import voxaudit.train.run as run_module
+
+    real = run_module.train_model
+
+    def counting(*args, **kwargs):
+        calls.append(args[3])
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(run_module, "train_model", counting)
+    (out / "sample" / "done.json").unlink()  # as if killed during the attacks
+    history = {r: (out / "sample/models" / r / "history.json").read_text() for r in
+               ("target", "shadow-0", "shadow-1")}  # fmt: skip
+    resumed = run_audit(config, out, progress=False)
+    assert sorted(calls) == ["shadow-0", "shadow-1", "target"]
+    for role, text in history.items():  # finished training is not repeated
+        assert (out / "sample/models" / role / "history.json").read_text() == text
+    assert resumed["summary"][0]["auroc"] == tiny_audit[2]["summary"][0]["auroc"]
+
+
+def test_a_changed_config_is_refused_in_the_same_folder(tiny_audit):
+    config, out, _ = tiny_audit
+    changed = replace(config, seed=1)
+    with pytest.raises(VoxauditError, match=r"different config \(changed: seed\)"):
+        run_audit(changed, out, progress=False)
+
+
+def test_unknown_audit_options_fail_before_anything_is_trained(tiny_audit, tmp_path):
+    config, _, _ = tiny_audit
+    bad = replace(config, audit={"max_per_sidez": 3})
+    with pytest.raises(VoxauditError, match="unknown option\\(s\\) max_per_sidez"):
+        run_audit(bad, tmp_path / "never", progress=False)
+    assert not (tmp_path / "never").exists()
+
+
+def test_the_cli_gate_exits_non_zero_above_the_bound(tiny_audit, tiny_config_path):
+    _, out, report = tiny_audit
+    auroc = max(
+        r["metrics"]["auroc"]["value"]
+        for r in report["levels"][0]["mia"]["results"]
+        if r["model"] == "target"
+    )
+    args = ["audit", str(tiny_config_path), "--out", str(out), "--fail-above"]
+    failed = runner.invoke(app, [*args, f"auroc={auroc - 0.01:.3f}"])
+    assert failed.exit_code == 1 and "privacy gate: FAIL sample auroc" in failed.output
+    passed = runner.invoke(app, [*args, "auroc=1.0"])
+    assert passed.exit_code == 0 and "privacy gate: pass" in passed.output
+    bad = runner.invoke(app, [*args, "auc=0.5"])
+    assert bad.exit_code == 2 and "unknown metric 'auc'" in bad.output
+
+
+def test_audit_init_writes_the_example_and_never_overwrites(tmp_path):
+    path = tmp_path / "mine.toml"
+    assert runner.invoke(app, ["audit", "init", str(path)]).exit_code == 0
+    assert AuditConfig.load(path) == AuditConfig.example(tmp_path)
+    again = runner.invoke(app, ["audit", "init", str(path)])
+    assert again.exit_code == 2 and "not overwritten" in again.output
