@@ -36,10 +36,10 @@ threat = "grey"            # the attacker sees: black (outputs), grey (+ scores)
 levels = ["sample"]        # sample: "was this recording used?"; speaker: "was this voice used?"
 
 [corpus]
-path = "voxaudit-out/synthetic-24x16"
+path = "voxaudit-out/synthetic-32x16"
 # A corpus on disk in any layout `voxaudit data inspect` knows (layout/pattern as there), or,
 # when `path` does not exist yet, the built-in synthetic corpus made there:
-synthesize = { speakers = 24, per_speaker = 16 }
+synthesize = { speakers = 32, per_speaker = 16 }
 
 [target]
 family = "classifier"      # asr (speech recognizer), classifier, speaker (speaker encoder)
@@ -62,7 +62,7 @@ mode = "halves"            # halves: each shadow sees a random half of the shado
 target_fraction = 0.5
 
 [audit]                    # options of the family's audit, e.g. max_per_side, draws, n_bootstrap
-max_per_side = 100
+max_per_side = 128
 draws = 4
 
 # Optional stages:

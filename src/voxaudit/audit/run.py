@@ -221,18 +221,13 @@ def _trained(
 
 
 def _audit_config(family: Any, config: AuditConfig) -> Any:
-    options = {"threat": config.threat, "seed": config.seed, **config.audit}
-    fields = {f.name for f in dataclasses.fields(family.audit_config)}
-    unknown = sorted(set(options) - fields)
-    if unknown:
-        raise VoxauditError(
-            f"{config.origin}: [audit]: unknown option(s) {', '.join(unknown)} for a "
-            f"{config.target.family} audit; known: {', '.join(sorted(fields - {'extra'}))}"
-        )
-    if "threat" not in fields:
-        options.pop("threat")
-    return family.audit_config(**{k: tuple(v) if isinstance(v, list) else v
-                                  for k, v in options.items()})  # fmt: skip
+    """The family's audit config from the threat, the seed and the [audit] options."""
+    options = {k: tuple(v) if isinstance(v, list) else v for k, v in config.audit.items()}
+    options.setdefault("seed", config.seed)
+    try:
+        return family.audit_config(threat=config.threat, **options)
+    except TypeError as exc:  # an unknown option, named in the message
+        raise VoxauditError(f"{config.origin}: [audit]: {exc}") from None
 
 
 def _score(

@@ -142,7 +142,7 @@ def write_report(out_dir: str | Path, report: dict[str, Any]) -> tuple[Path, Pat
     out_dir.mkdir(parents=True, exist_ok=True)
     json_path, html_path = out_dir / REPORT_JSON, out_dir / REPORT_HTML
     write_atomically(json_path, text)
-    write_atomically(html_path, render_html(report))
+    write_atomically(html_path, render_html(json.loads(text)))  # as a reader of the JSON sees it
     return json_path, html_path
 
 
@@ -261,7 +261,7 @@ def _level_section(level: Mapping[str, Any]) -> list[str]:
     parts = [f'<section id="level-{_e(name)}"><h2>{_e(name.title())} level: details</h2>']
     if report["kind"] == "verdicts":
         parts.append('<div class="wide">')
-        parts += result_sections(report["results"], depth=3, top_features=15)
+        parts += result_sections(report["results"], depth=3, top_features=15, roc_attacks=6)
         parts.append("</div>")
     else:
         parts += score_summary() + score_sections(report["scores"])

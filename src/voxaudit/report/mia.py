@@ -457,13 +457,18 @@ def _lowest_fpr_tpr(result: Mapping[str, Any]) -> tuple[float, float | None]:
 
 
 def result_sections(
-    results: list[dict[str, Any]], depth: int = 2, top_features: int | None = None
+    results: list[dict[str, Any]],
+    depth: int = 2,
+    top_features: int | None = None,
+    roc_attacks: int | None = None,
 ) -> list[str]:
-    """Results table, log-log ROC and feature importances (the ``top_features`` largest), under
-    headings of level ``depth``."""
+    """Results table, log-log ROC curves (of the ``roc_attacks`` strongest attacks) and feature
+    importances (the ``top_features`` largest), under headings of level ``depth``."""
     h, sub = f"h{depth}", f"h{depth + 1}"
     parts = [f"<{h}>Results</{h}>", _results_table(results)]
-    parts += [f"<{h}>ROC curves</{h}>", _roc_figure(results)]
+    shown = _strongest_attacks(results, roc_attacks)
+    which = "" if roc_attacks is None else f" (the {roc_attacks} strongest attacks)"
+    parts += [f"<{h}>ROC curves{which}</{h}>", _roc_figure(shown)]
     with_importances = [r for r in results if "feature_importances" in r]
     if with_importances:
         shown = "" if top_features is None else f" (the {top_features} largest)"
@@ -479,6 +484,18 @@ def result_sections(
             f"<table><tr><th>feature</th><th>importance</th></tr>{rows}</table>"
         )
     return parts
+
+
+def _strongest_attacks(results: list[dict[str, Any]], n: int | None) -> list[dict[str, Any]]:
+    """The results (target and null) of the ``n`` attacks with the highest target AUROC."""
+    if n is None:
+        return results
+    ranked = sorted(
+        (r for r in results if r["model"] == "target"),
+        key=lambda r: -np.nan_to_num(_estimate(r, "auroc").value, nan=-1.0),
+    )
+    keep = {_label(r) for r in ranked[:n]}
+    return [r for r in results if _label(r) in keep]
 
 
 def _results_table(results: list[dict[str, Any]]) -> str:
@@ -500,7 +517,9 @@ def _results_table(results: list[dict[str, Any]]) -> str:
             for key in metric_names
         ]
         rows.append(f'<tr class="{_e(result["model"])}">{"".join(cells)}</tr>')
+    # An attack's target and null rows often carry the same note: list it once.
     notes = [f"<li>{_e(_label(r))}: {_e(r['notes'])}</li>" for r in results if "notes" in r]
+    notes = list(dict.fromkeys(notes))
     return (
         f"<table><tr>{header}</tr>{''.join(rows)}</table>"
         '<p class="meta">Each value is the estimate on all evaluated data, with its bootstrap '
@@ -511,7 +530,7 @@ def _results_table(results: list[dict[str, Any]]) -> str:
 
 def _roc_figure(results: list[dict[str, Any]]) -> str:
     """Log-log ROC curves: targets solid, their null controls dashed in the same colour."""
-    figure = Figure(figsize=(6.5, 5.5))
+    figure = Figure(figsize=(6, 5))
     FigureCanvasAgg(figure)
     axes = figure.add_subplot()
     colours: dict[str, Any] = {}
@@ -532,14 +551,15 @@ def _roc_figure(results: list[dict[str, Any]]) -> str:
             linestyle="-" if result["model"] == "target" else "--",
             label=f"{label}, {result['model']}: AUROC {auroc}",
         )
+    smallest = min(smallest, 1e-2)  # a usable axis even when no curve reaches below it
     axes.plot([smallest, 1], [smallest, 1], color="grey", linestyle=":", label="chance")
     axes.set(xscale="log", yscale="log", xlabel="false positive rate", ylabel="true positive rate")
     axes.set_xlim(smallest, 1)
     axes.set_ylim(smallest, 1)
-    axes.legend(fontsize="small", loc="lower right")
-    figure.tight_layout()
+    # Beside the axes, not on them: with a dozen attacks a legend inside hides the curves.
+    axes.legend(fontsize="small", loc="upper left", bbox_to_anchor=(1.02, 1), borderaxespad=0)
     buffer = io.BytesIO()
-    figure.savefig(buffer, format="png", dpi=100)
+    figure.savefig(buffer, format="png", dpi=100, bbox_inches="tight")
     data = base64.b64encode(buffer.getvalue()).decode("ascii")
     return f'<img alt="ROC curves, log-log" src="data:image/png;base64,{data}">'
 
