@@ -45,6 +45,8 @@ def _write(tmp_path, edit):
         (lambda d: d["target"].update(adapter="pocketsphinx"), "asr and speaker targets"),
         (lambda d: d["shadows"].update(count=0), "count must be a whole number >= 1"),
         (lambda d: d["split"].update(bogus=1), "[split]: unknown field(s) bogus"),
+        (lambda d: d["shadows"].update(count=1), "mode halves needs count >= 2"),
+        (lambda d: d["shadows"].update(mode="random"), "mode must be disjoint or halves"),
         (lambda d: d.pop("corpus"), "missing table [corpus]"),
     ],
 )

@@ -53,6 +53,8 @@ train = { epochs = 30, lr = 2e-3, batch_size = 16, warmup_steps = 50, grad_clip 
 # Or a model with no membership ground truth (scores, not verdicts; asr and speaker only):
 #   adapter = "pocketsphinx"  and  recordings = "my-recordings/"
 # With a checkpoint or an adapter, model/train are the recipe of the shadow models.
+# Speaker encoders also take sampler = { speakers_per_batch = 10, utterances_per_speaker = 4 };
+# any target takes augment = { ... } (SpecAugment), as in `voxaudit train --config`.
 
 [shadows]
 count = 2                  # shadow models, trained with the target's recipe on disjoint pools
@@ -84,6 +86,8 @@ class TargetSpec:
     family: str
     model: dict[str, Any] = field(default_factory=dict)
     train: dict[str, Any] = field(default_factory=dict)
+    sampler: dict[str, Any] = field(default_factory=dict)  # speaker encoders' batches
+    augment: dict[str, Any] = field(default_factory=dict)  # SpecAugment
     checkpoint: Path | None = None
     split: Path | None = None
     adapter: str | None = None
@@ -141,7 +145,8 @@ class AuditConfig:
             pattern=corpus_data.get("pattern"),
             synthesize=synthesize,
         )
-        target_fields = {"family", "model", "train", "checkpoint", "split", "adapter", "recordings"}
+        run_sections = ("model", "train", "sampler", "augment")  # of `voxaudit train --config`
+        target_fields = {"family", *run_sections, "checkpoint", "split", "adapter", "recordings"}
         _known(target_data, target_fields, f"{where}: [target]")
         family = target_data.get("family")
         if family not in FAMILIES:
@@ -152,9 +157,8 @@ class AuditConfig:
                  if k in target_data}  # fmt: skip
         target = TargetSpec(
             family=family,
-            model=dict(target_data.get("model", {})),
-            train=dict(target_data.get("train", {})),
             adapter=target_data.get("adapter"),
+            **{name: dict(target_data.get(name, {})) for name in run_sections},
             **paths,
         )
         _check_target(target, where)
@@ -177,6 +181,14 @@ class AuditConfig:
         count = shadows.get("count", 2)
         if not isinstance(count, int) or count < 1:
             raise VoxauditError(f"{where}: [shadows] count must be a whole number >= 1")
+        mode = shadows.get("mode", "halves")
+        if mode not in ("disjoint", "halves"):
+            raise VoxauditError(f"{where}: [shadows] mode must be disjoint or halves")
+        if mode == "halves" and count < 2:
+            raise VoxauditError(
+                f"{where}: [shadows] mode halves needs count >= 2 (each utterance is in half the "
+                "shadow models); use more shadows or mode = \"disjoint\""
+            )
         split = dict(data.get("split", {}))
         _check_split_options(split, f"{where}: [split]")
         defenses = data.get("defenses", {})
@@ -189,7 +201,7 @@ class AuditConfig:
             seed=int(data.get("seed", 0)),
             device=str(data.get("device", "auto")),
             shadows=count,
-            shadow_mode=shadows.get("mode", "halves"),
+            shadow_mode=mode,
             split=split,
             audit=dict(data.get("audit", {})),
             defense_sweep=root / defenses["sweep"] if "sweep" in defenses else None,

@@ -209,7 +209,10 @@ def _trained(
         return config.target.checkpoint
     from voxaudit.train.run import train_model
 
-    run_config = {"model": dict(config.target.model), "train": dict(config.target.train)}
+    target = config.target
+    run_config = {"model": dict(target.model), "train": dict(target.train)}
+    run_config |= {name: dict(getattr(target, name)) for name in ("sampler", "augment")
+                   if getattr(target, name)}  # fmt: skip
     run_config["train"].setdefault("device", config.device)
     run_config["train"].setdefault("seed", config.seed)
     run_dir = level_dir / "models" / role
@@ -261,7 +264,7 @@ def _utility(
         ids = sorted(ids)
         return ids if len(ids) <= UTILITY_SAMPLE else sorted(rng.sample(ids, UTILITY_SAMPLE))
 
-    trained = target.trained_ids or split.train_ids("target")
+    trained = getattr(target, "trained_ids", None) or split.train_ids("target")
     metric, on_members = family.utility(target, corpus, sample(list(trained)))
     _, on_holdout = family.utility(target, corpus, sample(split.holdout_ids("target")))
     return {"metric": metric, "members": round(on_members, 4), "holdout": round(on_holdout, 4)}
