@@ -8,13 +8,13 @@ in a config are relative to the config file, so a config and its corpus can move
 from __future__ import annotations
 
 import inspect
-import json
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from voxaudit.errors import VoxauditError
+from voxaudit.train.loop import read_config_file
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -118,7 +118,7 @@ class AuditConfig:
     def load(cls, path: str | Path) -> AuditConfig:
         """A config file; errors name the file and the field."""
         path = Path(path)
-        return cls.from_dict(_read(path), root=path.parent, where=str(path))
+        return cls.from_dict(read_config_file(path), root=path.parent, where=str(path))
 
     @classmethod
     def example(cls, root: str | Path = ".") -> AuditConfig:
@@ -207,31 +207,6 @@ class AuditConfig:
             defense_sweep=root / defenses["sweep"] if "sweep" in defenses else None,
             origin=where,
         )
-
-
-def _read(path: Path) -> dict[str, Any]:
-    try:
-        text = path.read_text(encoding="utf-8")
-    except OSError as exc:
-        raise VoxauditError(f"{path}: cannot read the audit config ({exc.strerror})") from exc
-    try:
-        if path.suffix == ".toml":
-            data = tomllib.loads(text)
-        elif path.suffix in (".yaml", ".yml"):
-            import yaml
-
-            data = yaml.safe_load(text)
-        elif path.suffix == ".json":
-            data = json.loads(text)
-        else:
-            raise VoxauditError(f"{path}: an audit config ends in .toml, .yaml, .yml or .json")
-    except VoxauditError:
-        raise
-    except Exception as exc:  # each parser has its own error type; all mean "not valid"
-        raise VoxauditError(f"{path}: not valid {path.suffix[1:].upper()}: {exc}") from exc
-    if not isinstance(data, dict):
-        raise VoxauditError(f"{path}: expected a table of settings at the top level")
-    return data
 
 
 def _known(data: Any, known: set[str], where: str) -> None:

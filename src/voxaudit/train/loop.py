@@ -28,6 +28,7 @@ from typing import IO, Any, Protocol, runtime_checkable
 
 import numpy as np
 import torch
+import yaml
 from rich.progress import Progress
 from torch import nn
 from torch.utils.data import DataLoader, Dataset, Sampler
@@ -53,21 +54,24 @@ RESUMABLE_CHANGES = ("epochs", "device")
 
 
 def read_config_file(path: str | Path) -> dict[str, Any]:
-    """The table in a ``.toml`` or ``.json`` config file; errors name the file."""
+    """The table in a TOML, YAML (.yaml, .yml) or JSON config file; errors name the file."""
     path = Path(path)
     try:
         text = path.read_text(encoding="utf-8")
     except OSError as exc:
         raise VoxauditError(f"{path}: cannot read the config file ({exc.strerror})") from exc
+    kind = {".toml": "TOML", ".json": "JSON", ".yaml": "YAML", ".yml": "YAML"}.get(path.suffix)
+    if kind is None:
+        raise VoxauditError(f"{path}: config files end in .toml, .yaml, .yml or .json")
     try:
-        if path.suffix == ".toml":
+        if kind == "TOML":
             data: Any = tomllib.loads(text)
-        elif path.suffix == ".json":
+        elif kind == "JSON":
             data = json.loads(text)
         else:
-            raise VoxauditError(f"{path}: config files must end in .toml or .json")
-    except (tomllib.TOMLDecodeError, json.JSONDecodeError) as exc:
-        raise VoxauditError(f"{path}: invalid {path.suffix[1:].upper()}: {exc}") from exc
+            data = yaml.safe_load(text)
+    except (tomllib.TOMLDecodeError, json.JSONDecodeError, yaml.YAMLError) as exc:
+        raise VoxauditError(f"{path}: invalid {kind}: {exc}") from exc
     if not isinstance(data, dict):
         raise VoxauditError(f"{path}: expected a table of settings at the top level")
     return data
