@@ -9,7 +9,7 @@ null control and running the calibrated LiRA/RMIA on a per-utterance loss are th
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from dataclasses import replace
 from pathlib import Path
 from typing import Any, Protocol, TypeVar
@@ -36,15 +36,20 @@ M = TypeVar("M", bound=_Role)
 
 
 def null_from_shadows(
-    corpus: Corpus, split: AuditSplit, target_set: EvalSet, shadows: Sequence[M]
+    corpus: Corpus,
+    split: AuditSplit,
+    shadows: Sequence[M],
+    ids: Collection[str] = (),
+    speakers: Collection[str] = (),
 ) -> M:
-    """A shadow that never trained on the target's evaluated utterances (or their speakers)."""
+    """A shadow that never trained on the evaluated utterances ``ids`` (at speaker level: nor
+    on the evaluated ``speakers``), so it can serve as the null control."""
     for shadow in shadows:
         seen = membership_ids(split, shadow.role)
-        overlap = bool(seen & set(target_set.ids))
+        overlap = bool(seen & set(ids))
         if split.level == "speaker":
             # At speaker level, having trained on the voice is having seen the evidence.
-            overlap |= bool({corpus[i].speaker for i in seen} & set(target_set.speakers))
+            overlap |= bool({corpus[i].speaker for i in seen} & set(speakers))
         if not overlap:
             return shadow
     raise VoxauditError(
@@ -77,7 +82,8 @@ def evaluation_sets(
         for m in (target, *shadows)
     }  # fmt: skip
     if null is None:
-        shadow = null_from_shadows(corpus, split, sets["target"], shadows)
+        target_set = sets["target"]
+        shadow = null_from_shadows(corpus, split, shadows, target_set.ids, target_set.speakers)
         null = replace(shadow, role="null", source=f"{shadow.source} (as null control)")
     sets["null"] = sets["target"]
     return sets, null

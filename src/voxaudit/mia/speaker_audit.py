@@ -42,7 +42,7 @@ from voxaudit.data.corpus import Corpus
 from voxaudit.data.splits import AuditSplit
 from voxaudit.errors import VoxauditError
 from voxaudit.mia.attacks import CLASSIFIERS, ShadowAttack, ThresholdAttack
-from voxaudit.mia.audit_common import checkpoint_role, prefixed
+from voxaudit.mia.audit_common import checkpoint_role, null_from_shadows, prefixed
 from voxaudit.mia.metrics import tpr_at_fpr
 from voxaudit.mia.slmia import MEASURES, SlmiaFeatures, voice_chunks
 from voxaudit.mia.speaker_baselines import (
@@ -135,7 +135,10 @@ def audit_speaker(
     started = time.time()
     _check_split(corpus, split, shadows)
     speakers = {m.role: _speakers(corpus, split, m.role, config) for m in (target, *shadows)}
-    null = null or _null_from_shadows(split, corpus, speakers["target"], shadows)
+    if null is None:
+        evaluated = [s.name for s in speakers["target"]]
+        shadow = null_from_shadows(corpus, split, shadows, speakers=evaluated)
+        null = AuditEncoder("null", f"{shadow.source} (as null control)", shadow.encoder)
     speakers["null"] = speakers["target"]
     ratios = {m.role: config.train_ratios for m in shadows}
     ratios["target"] = ratios["null"] = (config.mixing_ratio,)
@@ -445,24 +448,6 @@ def _imposters(
         order[i]: [groups[order[i]][j] for j in rng.permutation(len(groups[order[i]]))]
         for i in rng.permutation(len(order))
     }
-
-
-def _null_from_shadows(
-    split: AuditSplit,
-    corpus: Corpus,
-    target_speakers: Sequence[_Speaker],
-    shadows: Sequence[AuditEncoder],
-) -> AuditEncoder:
-    """A shadow that trained on none of the target's evaluated speakers."""
-    evaluated = {s.name for s in target_speakers}
-    for shadow in shadows:
-        seen = {corpus[i].speaker for i in split.train_ids(shadow.role)}
-        if not seen & evaluated:
-            return AuditEncoder("null", f"{shadow.source} (as null control)", shadow.encoder)
-    raise VoxauditError(
-        "every shadow model trained on some of the target's evaluated speakers (random halves "
-        "including the target?): pass a null-control model trained on other speakers"
-    )
 
 
 # --- queries --------------------------------------------------------------------------------
