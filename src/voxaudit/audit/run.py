@@ -22,7 +22,6 @@ import os
 import platform
 import random
 import sys
-import tempfile
 import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
@@ -39,6 +38,7 @@ from voxaudit.data.loaders import load_corpus
 from voxaudit.data.splits import AuditSplit, make_split
 from voxaudit.errors import VoxauditError
 from voxaudit.report.audit import build_report, write_report
+from voxaudit.report.mia import write_atomically
 
 CONFIG_RECORD = "audit-config.json"
 DONE = "done.json"
@@ -334,8 +334,4 @@ def _cpu_name() -> str:
 
 def _write_json(path: Path, data: Any) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
-    handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-    with os.fdopen(handle, "w", encoding="utf-8") as stream:
-        json.dump(data, stream, indent=1)
-        stream.write("\n")
-    os.replace(temporary, path)
+    write_atomically(path, json.dumps(data, indent=1) + "\n")
