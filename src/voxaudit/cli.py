@@ -316,10 +316,8 @@ def mia_asr(
     pattern: PatternOpt = None,
 ) -> None:
     """Was this recording (or speaker) in the ASR model's training set? Writes a report."""
-    from voxaudit.data.loaders import load_corpus
     from voxaudit.data.splits import AuditSplit
     from voxaudit.mia.asr import AsrAuditConfig, audit_asr, load_audit_model
-    from voxaudit.report.console import mia_table
 
     audit_split = AuditSplit.load(split_path)
     if level is not None and level.value != audit_split.level:
@@ -335,17 +333,10 @@ def mia_asr(
         n_bootstrap=bootstrap,
         seed=seed,
     )
-    report = audit_asr(
-        load_corpus(corpus, layout, pattern=pattern, progress=True),
-        audit_split,
-        load_audit_model(target, "target", device),
-        [load_audit_model(path, None, device) for path in shadow],
-        out,
-        null=None if null is None else load_audit_model(null, "null", device),
-        config=config,
-    )
-    console.print(mia_table(report))
-    console.print(f"Wrote {out / 'report.json'} and {out / 'report.html'}")
+    _membership_audit(
+        audit_asr, load_audit_model, config, corpus, layout, pattern, split_path, target,
+        shadow, null, out, device,
+    )  # fmt: skip
 
 
 @mia_app.command("asr-score")
@@ -440,10 +431,7 @@ def mia_speaker(
     pattern: PatternOpt = None,
 ) -> None:
     """Was this person's voice used to train the speaker encoder? SLMIA-SR and baselines."""
-    from voxaudit.data.loaders import load_corpus
-    from voxaudit.data.splits import AuditSplit
     from voxaudit.mia.speaker_audit import SpeakerAuditConfig, audit_speaker, load_speaker_model
-    from voxaudit.report.console import mia_table
 
     config = SpeakerAuditConfig(
         voices=voices,
@@ -453,17 +441,10 @@ def mia_speaker(
         n_bootstrap=bootstrap,
         seed=seed,
     )
-    report = audit_speaker(
-        load_corpus(corpus, layout, pattern=pattern, progress=True),
-        AuditSplit.load(split_path),
-        load_speaker_model(target, "target", device),
-        [load_speaker_model(path, None, device) for path in shadow],
-        out,
-        null=None if null is None else load_speaker_model(null, "null", device),
-        config=config,
-    )
-    console.print(mia_table(report))
-    console.print(f"Wrote {out / 'report.json'} and {out / 'report.html'}")
+    _membership_audit(
+        audit_speaker, load_speaker_model, config, corpus, layout, pattern, split_path, target,
+        shadow, null, out, device,
+    )  # fmt: skip
 
 
 @mia_app.command("speaker-score")
@@ -537,29 +518,42 @@ def mia_classifier(
     pattern: PatternOpt = None,
 ) -> None:
     """Was this recording in the classifier's training set? Writes a report."""
-    from voxaudit.data.loaders import load_corpus
-    from voxaudit.data.splits import AuditSplit
     from voxaudit.mia.classifier_audit import (
         ClassifierAuditConfig,
         audit_classifier,
         load_classifier_model,
     )
-    from voxaudit.report.console import mia_table
 
-    report = audit_classifier(
+    config = ClassifierAuditConfig(
+        threat=threat.value, draws=draws, max_per_side=max_per_side, n_bootstrap=bootstrap,
+        seed=seed,
+    )  # fmt: skip
+    _membership_audit(
+        audit_classifier, load_classifier_model, config, corpus, layout, pattern, split_path,
+        target, shadow, null, out, device,
+        metrics=("precision", "recall", "accuracy", "auroc", "tpr_at_0.1%_fpr", "tpr_at_1%_fpr"),
+    )  # fmt: skip
+
+
+def _membership_audit(
+    audit, load, config, corpus: Path, layout, pattern, split_path: Path, target: Path,
+    shadows: list[Path], null: Path | None, out: Path, device: str, metrics=None,
+) -> None:  # fmt: skip
+    """Load the corpus, split and models, run one family's ``audit``, print its table."""
+    from voxaudit.data.loaders import load_corpus
+    from voxaudit.data.splits import AuditSplit
+    from voxaudit.report.console import MIA_METRICS, mia_table
+
+    report = audit(
         load_corpus(corpus, layout, pattern=pattern, progress=True),
         AuditSplit.load(split_path),
-        load_classifier_model(target, "target", device),
-        [load_classifier_model(path, None, device) for path in shadow],
+        load(target, "target", device),
+        [load(path, None, device) for path in shadows],
         out,
-        null=None if null is None else load_classifier_model(null, "null", device),
-        config=ClassifierAuditConfig(
-            threat=threat.value, draws=draws, max_per_side=max_per_side,
-            n_bootstrap=bootstrap, seed=seed,
-        ),
-    )  # fmt: skip
-    metrics = ("precision", "recall", "accuracy", "auroc", "tpr_at_0.1%_fpr", "tpr_at_1%_fpr")
-    console.print(mia_table(report, metrics))
+        null=None if null is None else load(null, "null", device),
+        config=config,
+    )
+    console.print(mia_table(report, metrics or MIA_METRICS))
     console.print(f"Wrote {out / 'report.json'} and {out / 'report.html'}")
 
 
