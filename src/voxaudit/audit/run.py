@@ -37,8 +37,8 @@ from voxaudit.data.corpus import Corpus
 from voxaudit.data.loaders import load_corpus
 from voxaudit.data.splits import AuditSplit, make_split
 from voxaudit.errors import VoxauditError
+from voxaudit.files import write_json
 from voxaudit.report.audit import build_report, write_report
-from voxaudit.report.mia import write_atomically
 
 CONFIG_RECORD = "audit-config.json"
 DONE = "done.json"
@@ -176,7 +176,7 @@ def _audit_level(
         "mia": report,
         "seconds": round(time.time() - began, 1),
     }
-    _write_json(done, result)
+    write_json(done, result)
     return result
 
 
@@ -294,7 +294,7 @@ def _claim(out_dir: Path, config: AuditConfig) -> None:
                 "delete the folder to start over."
             )
         return
-    _write_json(path, record)
+    write_json(path, record)
 
 
 def _run_metadata(config: AuditConfig, durations: dict[str, float]) -> dict[str, Any]:
@@ -330,8 +330,3 @@ def _cpu_name() -> str:
     except OSError:
         pass
     return platform.processor() or "unknown"
-
-
-def _write_json(path: Path, data: Any) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    write_atomically(path, json.dumps(data, indent=1) + "\n")

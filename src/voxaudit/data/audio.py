@@ -10,6 +10,8 @@ import numpy as np
 import soundfile as sf
 import soxr
 
+from voxaudit.files import write_atomically
+
 
 class AudioError(ValueError):
     """An audio file or array cannot be used; the message names the file and the reason."""
@@ -86,9 +88,10 @@ def resample(samples: np.ndarray, from_rate: int, to_rate: int) -> np.ndarray:
 def write_audio(path: str | Path, samples: np.ndarray, sample_rate: int) -> None:
     """Write 16-bit PCM WAV atomically (a reader never sees a half-written file)."""
     path = Path(path)
-    tmp = path.with_name(f".{path.name}.tmp")
-    sf.write(str(tmp), np.clip(samples, -1.0, 1.0), sample_rate, subtype="PCM_16", format="WAV")
-    tmp.replace(path)
+    clipped = np.clip(samples, -1.0, 1.0)
+    write_atomically(
+        path, lambda f: sf.write(f, clipped, sample_rate, subtype="PCM_16", format="WAV")
+    )
 
 
 def audio_problems(

@@ -8,8 +8,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
-import tempfile
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,6 +18,7 @@ import torch
 from torch import nn
 
 from voxaudit.data.corpus import Utterance
+from voxaudit.files import write_atomically
 
 #: Bumped whenever the computation changes, so cached features from older code are not reused.
 FEATURES_VERSION = 1
@@ -209,15 +208,7 @@ class FeatureCache:
 
     def _write(self, path: Path, features: np.ndarray) -> None:
         """Write atomically, so a crash or a parallel writer never leaves half a file."""
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.stem}.", suffix=".tmp")
-        try:
-            with os.fdopen(fd, "wb") as f:
-                np.save(f, features)
-            os.replace(tmp, path)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
+        write_atomically(path, lambda f: np.save(f, features))
 
 
 @dataclass(frozen=True)

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -20,6 +19,7 @@ import numpy as np
 
 from voxaudit.data.corpus import Corpus
 from voxaudit.errors import VoxauditError
+from voxaudit.files import write_json
 
 SCHEMA = "voxaudit.split/1"
 #: Bumped whenever the dealing changes, because the same seed then gives a different split.
@@ -171,12 +171,7 @@ class AuditSplit:
 
     def save(self, path: str | Path) -> Path:
         """Write the split as JSON atomically (a reader never sees half a file)."""
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-        tmp.write_text(json.dumps(self.to_dict(), indent=1) + "\n", encoding="utf-8")
-        os.replace(tmp, path)
-        return path
+        return write_json(path, self.to_dict())
 
     @classmethod
     def load(cls, path: str | Path) -> AuditSplit:

@@ -33,6 +33,7 @@ from voxaudit.data.audio import AudioError, audio_info, resample, write_audio
 from voxaudit.data.corpus import Corpus, Utterance
 from voxaudit.data.sentences import generate_sentences, spoken_form
 from voxaudit.errors import VoxauditError
+from voxaudit.files import write_atomically
 from voxaudit.progress import track
 
 #: Bump when the same seed would give different audio, so a resumed corpus refuses to mix.
@@ -551,7 +552,7 @@ def _claim(out_dir: Path, settings: dict) -> None:
             )
         return
     out_dir.mkdir(parents=True, exist_ok=True)
-    _write_atomic(path, text)
+    write_atomically(path, text)
 
 
 def _write_manifest(out_dir: Path, corpus: Corpus) -> None:
@@ -564,11 +565,4 @@ def _write_manifest(out_dir: Path, corpus: Corpus) -> None:
     writer = csv.writer(sink, lineterminator="\n")
     writer.writerow(["id", "path", "text", "speaker", "duration"])
     writer.writerows(rows)
-    _write_atomic(out_dir / "manifest.csv", sink.getvalue())
-
-
-def _write_atomic(path: Path, text: str) -> None:
-    """Write through a temporary file and a rename, so readers never see half a file."""
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(text, "utf-8")
-    tmp.replace(path)
+    write_atomically(out_dir / "manifest.csv", sink.getvalue())

@@ -16,8 +16,6 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import json
-import os
-import tempfile
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
@@ -25,6 +23,7 @@ from typing import Any
 import numpy as np
 
 from voxaudit.errors import VoxauditError
+from voxaudit.files import write_atomically
 from voxaudit.mia.table import FeatureTable
 from voxaudit.progress import make_progress
 
@@ -93,18 +92,6 @@ def progress_bar(enabled: bool, label: str, total: int) -> Iterator[Callable[[in
         yield lambda n: bar.advance(task, n)
 
 
-def write_atomic(path: Path, text: str) -> None:
-    """Write ``text`` to ``path`` through a temporary file and a rename."""
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 def _chunk_path(cache_dir: Path, ids: Sequence[str]) -> Path:
     name = hashlib.sha1("\n".join(map(str, ids)).encode("utf-8")).hexdigest()[:16]
     return cache_dir / f"chunk-{name}.npz"
@@ -118,7 +105,7 @@ def _open_cache(cache_dir: Path, manifest: dict[str, Any], what: str) -> list[Fe
         if chunks:
             raise VoxauditError(f"{cache_dir} holds feature chunks but no {MANIFEST}; delete it")
         cache_dir.mkdir(parents=True, exist_ok=True)
-        write_atomic(path, json.dumps(manifest, indent=1) + "\n")
+        write_atomically(path, json.dumps(manifest, indent=1) + "\n")
         return []
     try:
         found = json.loads(path.read_text("utf-8"))

@@ -41,6 +41,7 @@ from sklearn.metrics import roc_auc_score
 from voxaudit.data.corpus import Corpus
 from voxaudit.data.splits import AuditSplit
 from voxaudit.errors import VoxauditError
+from voxaudit.files import write_atomically
 from voxaudit.mia.attacks import CLASSIFIERS, ShadowAttack, ThresholdAttack
 from voxaudit.mia.audit_common import checkpoint_role, null_from_shadows, prefixed
 from voxaudit.mia.metrics import tpr_at_fpr
@@ -543,9 +544,7 @@ def _pack(path: Path, e: _Embeddings) -> None:
         arrays[f"{name}_ids"] = np.array(ids, dtype=str)
         arrays[f"{name}_counts"] = np.array([len(r) for r in rows], dtype=np.int64)
         arrays[f"{name}_rows"] = np.concatenate(rows) if rows else np.zeros((0, 0))
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp.npz")
-    np.savez(tmp, **arrays)
-    os.replace(tmp, path)
+    write_atomically(path, lambda f: np.savez(f, **arrays))
 
 
 def _unpack(data: Any) -> _Embeddings:

@@ -29,8 +29,6 @@ probability      grey box     classifier: the sorted (top-k) probability vector
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 from collections import Counter
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
@@ -39,6 +37,7 @@ from pathlib import Path
 import numpy as np
 
 from voxaudit.errors import VoxauditError
+from voxaudit.files import write_atomically
 
 FAMILIES = (
     "transcript", "score", "loss", "confidence", "noise", "adversarial", "aggregate", "intra",
@@ -190,15 +189,9 @@ class FeatureTable:
             "columns": self.columns,
             "families": self.families,
         }
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-        try:
-            with os.fdopen(fd, "wb") as f:
-                np.savez(f, values=self.values, meta=np.array(json.dumps(meta)))
-            os.replace(tmp, path)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
-        return path
+        return write_atomically(
+            path, lambda f: np.savez(f, values=self.values, meta=np.array(json.dumps(meta)))
+        )
 
     @classmethod
     def load(cls, path: str | Path) -> FeatureTable:

@@ -19,6 +19,7 @@ from typing import Any
 
 from voxaudit import __version__
 from voxaudit.errors import VoxauditError
+from voxaudit.files import write_atomically
 from voxaudit.report.mia import (
     STYLE,
     failed_null_controls,
@@ -30,7 +31,6 @@ from voxaudit.report.mia import (
     score_sections,
     score_summary,
     strongest,
-    write_atomically,
 )
 
 SCHEMA = "voxaudit.audit-report/1"

@@ -14,9 +14,7 @@ import html
 import io
 import json
 import math
-import os
 import re
-import tempfile
 from collections.abc import Callable, Mapping, Sequence
 from datetime import datetime, timezone
 from pathlib import Path
@@ -28,6 +26,7 @@ from matplotlib.figure import Figure
 
 from voxaudit import __version__
 from voxaudit.errors import VoxauditError
+from voxaudit.files import write_atomically
 from voxaudit.mia.metrics import Estimate, attack_metrics, is_chance, roc_curve
 
 SCHEMA = "voxaudit.mia-report/1"
@@ -298,20 +297,6 @@ def read_report(path: str | Path) -> dict[str, Any]:
     except VoxauditError as exc:
         raise VoxauditError(f"{path}: {exc}") from None
     return report
-
-
-def write_atomically(path: Path, text: str) -> None:
-    """Write through a temporary file and a rename: readers see the old file or the new one."""
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(text)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 # --- HTML -----------------------------------------------------------------------------------

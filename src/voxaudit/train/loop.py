@@ -16,15 +16,13 @@ import contextlib
 import importlib
 import json
 import math
-import os
 import random
 import sys
-import tempfile
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
-from typing import IO, Any, Protocol, runtime_checkable
+from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
 import torch
@@ -35,6 +33,7 @@ from torch.utils.data import DataLoader, Dataset, Sampler
 
 from voxaudit.data.features import Batch
 from voxaudit.errors import VoxauditError
+from voxaudit.files import write_atomically
 from voxaudit.models.base import Trainable
 from voxaudit.progress import make_progress
 from voxaudit.train.data import make_loader
@@ -352,20 +351,6 @@ def _set_rng_state(state: dict[str, Any], generator: torch.Generator) -> None:
     if state["cuda"] and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(state["cuda"])
     generator.set_state(state["generator"])
-
-
-def _atomic_write(path: Path, write: Callable[[IO[bytes]], None]) -> None:
-    """Write through a temporary file and a rename: readers see the old file or the new one."""
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            write(f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def _json_equal(a: Any, b: Any) -> bool:
@@ -716,9 +701,9 @@ class _Run:
     def _save(self) -> None:
         assert self.out_dir is not None
         state = self._state()
-        _atomic_write(self.out_dir / CHECKPOINT, lambda f: torch.save(state, f))
+        write_atomically(self.out_dir / CHECKPOINT, lambda f: torch.save(state, f))
         text = json.dumps(self.history.to_dict(), indent=1) + "\n"
-        _atomic_write(self.out_dir / HISTORY, lambda f: f.write(text.encode("utf-8")))
+        write_atomically(self.out_dir / HISTORY, text)
 
     def _restore(self, state: dict[str, Any], path: Path) -> None:
         """Continue exactly where the checkpoint left off, refusing one from another run."""
