@@ -101,3 +101,43 @@ def test_audit_init_writes_the_example_and_never_overwrites(tmp_path):
     assert AuditConfig.load(path) == AuditConfig.example(tmp_path)
     again = runner.invoke(app, ["audit", "init", str(path)])
     assert again.exit_code == 2 and "not overwritten" in again.output
+
+
+SPEAKER = """\
+device = "cpu"
+levels = ["speaker"]
+[corpus]
+path = "corpus"
+synthesize = { speakers = 16, per_speaker = 6 }
+[target]
+family = "speaker"
+model = { family = "ge2e", hidden = 16, layers = 1, embedding_dim = 16 }
+train = { epochs = 1, lr = 1e-3 }
+sampler = { speakers_per_batch = 4, utterances_per_speaker = 3 }
+[shadows]
+count = 1
+mode = "disjoint"
+[split]
+reference_speakers = 2
+[audit]
+voices = 3
+voice_counts = [1, 2]
+imposter_counts = [1]
+imposter_voices = [1]
+classifiers = ["logistic"]
+curve_classifiers = ["logistic"]
+attack_seeds = 1
+n_bootstrap = 200
+cv = 2
+"""
+
+
+def test_a_speaker_encoder_is_audited_at_speaker_level_with_its_eer(tmp_path):
+    path = tmp_path / "speaker.toml"
+    path.write_text(SPEAKER)
+    report = run_audit(AuditConfig.load(path), tmp_path / "out", progress=False)
+    (summary,) = report["summary"]
+    assert summary["question"] == "Was this person's voice used to train the model?"
+    (level,) = report["levels"]
+    assert level["utility"]["metric"] == "eer" and set(level["models"]) == {"target", "shadow-0"}
+    assert any(r["name"].startswith("SLMIA-SR") for r in level["mia"]["results"])

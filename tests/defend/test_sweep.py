@@ -1,16 +1,21 @@
-"""The defense sweep: config errors, the Pareto frontier, and a tiny resumable ASR sweep."""
+"""The defense sweep: config errors, the shipped configs, the Pareto frontier, shared models,
+and tiny resumable sweeps of each family."""
 
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 
 from voxaudit.data.loaders import load_corpus
 from voxaudit.data.splits import make_split
 from voxaudit.data.synth import synthesize_corpus
-from voxaudit.defend.sweep import SweepConfig, pareto_front, run_sweep
+from voxaudit.defend.sweep import FAMILIES, SweepConfig, _dp_epsilon, pareto_front, run_sweep
+from voxaudit.defend.training import DPSGD
 from voxaudit.errors import VoxauditError
+
+SHIPPED = sorted((Path(__file__).parents[2] / "configs").glob("sweep-*.toml"))
 
 
 def test_pareto_front_by_hand():
@@ -42,6 +47,35 @@ def test_config_errors_name_the_setting_and_field(tmp_path):
         SweepConfig.load(
             _write(tmp_path, head + '[[settings]]\nname = "A"\n[[settings]]\nname = "a"\n')
         )
+
+
+@pytest.mark.parametrize("path", SHIPPED, ids=[p.stem for p in SHIPPED])
+def test_shipped_configs_load_and_start_from_an_undefended_setting(path):
+    config = SweepConfig.load(path)
+    assert path.stem == f"sweep-{config.family}"
+    first = config.settings[0]
+    assert first.name == "none" and not (first.model or first.train or first.hooks or first.serve)
+    # Paths are relative to the config file: the split lands in the git-ignored output folder.
+    assert config.split.resolve().parent.parent == Path(__file__).parents[2] / "voxaudit-out"
+
+
+def test_every_family_ships_a_config():
+    assert {p.stem for p in SHIPPED} == {f"sweep-{family}" for family in FAMILIES}
+
+
+def test_dp_epsilon_is_kept_beside_the_model_and_never_guessed_for_a_resumed_run(tmp_path):
+    class Accountant:
+        def get_epsilon(self, delta: float) -> float:
+            return 2.5
+
+    trained = DPSGD()
+    trained.engine = Accountant()
+    # A run resumed from a checkpoint restarted the accountant: no epsilon rather than too few.
+    assert _dp_epsilon([trained], tmp_path / "resumed", fresh=False) is None
+    assert _dp_epsilon([trained], tmp_path / "model", fresh=True) == 2.5
+    # A later setting that reuses the trained model reads the recorded epsilon back.
+    assert _dp_epsilon([DPSGD()], tmp_path / "model", fresh=False) == 2.5
+    assert _dp_epsilon([], tmp_path / "model", fresh=False) is None
 
 
 def test_tiny_asr_sweep_writes_points_and_resumes(tmp_path):
@@ -91,14 +125,53 @@ def test_classifier_sweep_with_serve_time_defenses(tmp_path):
             "n_bootstrap = 100\n"
             '[[settings]]\nname = "none"\n'
             '[[settings]]\nname = "label only"\nserve = { label_only = {} }\n'
-            '[[settings]]\nname = "memguard"\nserve = { memguard = { steps = 20 } }\n',
+            '[[settings]]\nname = "memguard"\nserve = { memguard = { steps = 20 } }\n'
+            '[[settings]]\nname = "DP-SGD"\nmodel = { cell = "dpgru" }\n'
+            "hooks = { dpsgd = { noise_multiplier = 1.0 } }\n",
         )
     )
     summary = run_sweep(config, tmp_path / "out", progress=False)
     by_name = {r["setting"]: r for r in summary["settings"]}
     assert summary["utility_metric"] == "accuracy"
+    # "label only" serves the undefended models; MemGuard's hold a share out; DP-SGD's differ.
+    assert len(list((tmp_path / "out" / "models").iterdir())) == 3
+    # Each DP-SGD model reports the finite epsilon it spent; the others report none.
+    assert set(by_name["DP-SGD"]["epsilon"]) == {"target", "shadow-0", "shadow-1"}
+    assert all(0 < e < float("inf") for e in by_name["DP-SGD"]["epsilon"].values())
+    assert by_name["none"]["epsilon"] is None
     # Serving labels only costs no accuracy: the same model, the same predicted labels.
     assert by_name["label only"]["utility"] == by_name["none"]["utility"]
     # MemGuard's defender keeps a share of its pool out as known non-members, so its model
     # trains on less; the cost is the defense's, and the sweep reports it.
     assert 0 <= by_name["memguard"]["utility"]["value"] <= 1
+
+
+def test_speaker_sweep_scores_eer_and_serves_defended_embeddings(tmp_path):
+    corpus_dir = tmp_path / "corpus"
+    synthesize_corpus(corpus_dir, n_speakers=12, per_speaker=4, seed=3, workers=1)
+    split = make_split(
+        load_corpus(corpus_dir), "speaker", seed=0, n_shadow=1, reference_speakers=2,
+        unseen_fraction=0.25,
+    )  # fmt: skip
+    split.save(tmp_path / "s.json")
+    config = SweepConfig.load(
+        _write(
+            tmp_path,
+            'family = "speaker"\ncorpus = "corpus"\nsplit = "s.json"\nshadows = 1\n'
+            "[base.model]\nn_mels = 16\nhidden = 16\nlayers = 1\nembedding_dim = 8\n"
+            "[base.train]\nepochs = 1\n"
+            "[base.sampler]\nspeakers_per_batch = 2\nutterances_per_speaker = 2\n"
+            "[audit]\nvoices = 2\nvoice_counts = []\nimposter_counts = []\n"
+            'imposter_voices = []\nviews = 2\nclassifiers = ["logistic"]\n'
+            'curve_classifiers = ["logistic"]\nattack_seeds = 1\ncv = 2\nn_bootstrap = 50\n'
+            '[[settings]]\nname = "rounding 1"\nserve = { rounding = { decimals = 1 } }\n',
+        )
+    )
+    summary = run_sweep(config, tmp_path / "out", progress=False)
+    (result,) = summary["settings"]
+    assert summary["utility_metric"] == "eer" and 0 <= result["utility"]["value"] <= 1
+    assert "null_auroc" in result["leakage"] and result["pareto"]
+    with pytest.raises(VoxauditError, match="grey-box only"):
+        run_sweep(
+            SweepConfig(**{**config.__dict__, "threat": "black"}), tmp_path / "b", progress=False
+        )

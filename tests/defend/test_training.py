@@ -115,6 +115,12 @@ def test_adversarial_regularization_trains_its_inference_model_and_the_target(me
         AdversarialRegularization([], 3)
 
 
+def test_adversarial_regularization_reads_the_class_count_from_the_model(members):
+    hook = AdversarialRegularization(_utterances("r", 2), batch_size=4)
+    _fit(_model(members), members, [hook], epochs=1)
+    assert hook.n_classes == 3 and hook.inference[0].in_features == 2 * 3
+
+
 @pytest.mark.skipif(not HAS_OPACUS, reason="needs Opacus")
 def test_dpsgd_trains_an_opacus_model_and_spends_epsilon(members):
     model = _model(members, cell="dpgru")

@@ -3,16 +3,20 @@
 For every setting of a sweep config, the target and the shadow models are trained under the
 defense (the attacker is adaptive: its shadows copy the defense), served through the setting's
 serve-time defense, and audited by the family's membership audit. Utility (ASR: CER;
-classifier: accuracy) is measured on the target's holdout, leakage is the strongest attack on
-the target (highest AUROC) with its interval and its null control. A finished setting is
-written atomically to ``OUT/settings/NAME/result.json`` and never recomputed; trained models
-resume from their checkpoints. The summary (``sweep.json``, ``pareto.png``) marks the
-settings on the Pareto frontier: no other setting is both more useful and less leaky.
+classifier: accuracy; speaker encoder: EER on non-member speakers) is measured on the target's
+non-members, leakage is the strongest attack on the target (highest AUROC) with its interval
+and its null control. A finished setting is written atomically to
+``OUT/settings/NAME/result.json`` and never recomputed. Models live in ``OUT/models/RECIPE/``,
+one folder per training recipe (run config, hooks, held-out share), so settings that train
+alike (every serve-time defense, and the distillation teachers) share the undefended models
+instead of retraining them; trained models resume from their checkpoints. The summary
+(``sweep.json``, ``pareto.png``) marks the settings on the Pareto frontier: no other setting
+is both more useful and less leaky.
 
 Config (TOML or JSON)::
 
-    family = "classifier"            # or "asr"
-    corpus = "voxaudit-out/synthetic"
+    family = "classifier"            # or "asr", "speaker"
+    corpus = "voxaudit-out/synthetic"  # paths relative to the config file
     split = "voxaudit-out/split-sample.json"
     shadows = 2                      # the first N shadow models of the split
     threat = "grey"
@@ -39,12 +43,11 @@ Config (TOML or JSON)::
 
 from __future__ import annotations
 
+import hashlib
 import json
-import os
 import re
-import tempfile
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -59,9 +62,10 @@ from voxaudit.data.loaders import load_corpus
 from voxaudit.data.splits import AuditSplit
 from voxaudit.defend import serving, training
 from voxaudit.errors import VoxauditError
+from voxaudit.files import write_json
 from voxaudit.mia.evaluation import evaluation_set
 from voxaudit.progress import track
-from voxaudit.train.loop import read_checkpoint, read_config_file
+from voxaudit.train.loop import CHECKPOINT, read_checkpoint, read_config_file
 from voxaudit.train.run import carve_validation, train_model
 
 SERVE_DEFENSES: dict[str, Callable[..., Any]] = {
@@ -205,7 +209,44 @@ def _classifier_family() -> Family:
     )  # fmt: skip
 
 
-FAMILIES: dict[str, Callable[[], Family]] = {"asr": _asr_family, "classifier": _classifier_family}
+#: Verification trials the speaker family's EER is computed from (as bench/mia_speaker.py).
+EER_TRIALS = 20000
+
+
+def _speaker_utility(model: Any, corpus: Corpus, ids: Sequence[str]) -> tuple[str, float]:
+    from voxaudit.models.speaker import equal_error_rate, verification_trials
+
+    encoder = model.encoder
+    utterances = [corpus[i] for i in ids]
+    embeddings = encoder.embed([u.load(encoder.sample_rate) for u in utterances])
+    scores, labels = verification_trials(embeddings, [u.speaker for u in utterances], EER_TRIALS)
+    return "eer", equal_error_rate(scores, labels)[0]
+
+
+def _speaker_audit_config(threat: str, **options: Any) -> Any:
+    from voxaudit.mia.speaker_audit import SpeakerAuditConfig
+
+    # The speaker audit queries embeddings, the grey box; there is no other threat to choose.
+    if threat != "grey":
+        raise VoxauditError(f"the speaker audit is grey-box only (embeddings), not {threat!r}")
+    return SpeakerAuditConfig(**options)
+
+
+def _speaker_family() -> Family:
+    from voxaudit.mia.speaker_audit import audit_speaker, load_speaker_model
+
+    return Family(
+        "speaker", load_speaker_model, audit_speaker, _speaker_audit_config, _speaker_utility
+    )
+
+
+FAMILIES: dict[str, Callable[[], Family]] = {
+    "asr": _asr_family,
+    "classifier": _classifier_family,
+    "speaker": _speaker_family,
+}
+#: Utility metrics where lower is better; the others (accuracy) are better higher.
+LOWER_IS_BETTER = {"cer", "eer"}
 
 
 # --- one setting --------------------------------------------------------------------------
@@ -215,8 +256,24 @@ FAMILIES: dict[str, Callable[[], Family]] = {"asr": _asr_family, "classifier": _
 REFERENCE_FRACTION = 0.2
 
 
-def _needs_reference(setting: Setting) -> bool:
-    return "adversarial_regularization" in setting.hooks or "memguard" in setting.serve
+def _held_out_share(setting: Setting, run_config: dict[str, Any]) -> float:
+    """The share of each training pool kept out of training: the defender's known non-members
+    (adversarial regularization, MemGuard) or the validation share early stopping watches."""
+    needs_reference = "adversarial_regularization" in setting.hooks or "memguard" in setting.serve
+    early_stopping = run_config["train"].get("early_stopping_patience") is not None
+    return REFERENCE_FRACTION if needs_reference or early_stopping else 0.0
+
+
+def _recipe_dir(
+    out_dir: Path, kind: str, run_config: dict[str, Any], hooks: dict[str, Any], held_out: float
+) -> Path:
+    """The models folder of one training recipe: settings that train alike share it."""
+    recipe = {"kind": kind, "config": run_config, "hooks": hooks, "held_out": held_out}
+    text = json.dumps(recipe, sort_keys=True)
+    folder = out_dir / "models" / hashlib.sha256(text.encode()).hexdigest()[:12]
+    if not (folder / "recipe.json").exists():
+        write_json(folder / "recipe.json", recipe)  # for a reader of the folder
+    return folder
 
 
 def _train_hooks(
@@ -266,13 +323,20 @@ def _serve(model: Any, setting: Setting, corpus: Corpus, trained: Sequence[str],
     return _with_inner(model, serving.defended(inner, defense))
 
 
+#: The field of each family's audit model that holds the model a client queries.
+_INNER_FIELDS = ("recognizer", "classifier", "encoder")
+
+
+def _inner_field(model: Any) -> str:
+    return next(name for name in _INNER_FIELDS if hasattr(model, name))
+
+
 def _inner(model: Any) -> Any:
-    return getattr(model, "recognizer", None) or model.classifier
+    return getattr(model, _inner_field(model))
 
 
 def _with_inner(model: Any, inner: Any) -> Any:
-    field_name = "recognizer" if hasattr(model, "recognizer") else "classifier"
-    return replace(model, **{field_name: inner})
+    return replace(model, **{_inner_field(model): inner})
 
 
 def run_setting(
@@ -291,43 +355,46 @@ def run_setting(
     roles = split.roles[: 1 + config.shadows]
     if len(roles) < 2:
         raise VoxauditError(f"{config.split}: a sweep needs at least one shadow model")
+    threat = setting.threat or config.threat
+    # Built first, so that bad audit settings fail before any training.
+    audit_config = family.audit_config(threat=threat, **config.audit)
     run_config = _run_config(config.base, setting, config.device)
-    val_fraction = REFERENCE_FRACTION if _needs_reference(setting) else 0.0
+    held_out = _held_out_share(setting, run_config)
+    recipe = _recipe_dir(out_dir, family.kind, run_config, setting.hooks, held_out)
     models: dict[str, Any] = {}
     epsilons: dict[str, float] = {}
     for role in track(roles, f"{setting.name}: training", enabled=progress):
         teacher = None
         if "distillation" in setting.hooks:
-            # The teacher: the same recipe without the defense, on the same pool.
+            # The teacher: the same recipe without the defense, on the same pool, i.e. the
+            # undefended model, shared with the settings that train without a defense.
+            teacher_config = _run_config(config.base, Setting("teacher"), config.device)
             teacher = train_model(
-                family.kind, config.corpus, config.split, role,
-                _run_config(config.base, Setting("teacher"), config.device),
-                setting_dir / "teachers" / role, progress=False,
+                family.kind, config.corpus, config.split, role, teacher_config,
+                _recipe_dir(out_dir, family.kind, teacher_config, {}, 0.0) / role,
+                progress=False,
             )  # fmt: skip
         seed = int(run_config["train"].get("seed", 0))
-        _, reference = carve_validation(split.train_ids(role), val_fraction, seed)
+        _, reference = carve_validation(split.train_ids(role), held_out, seed)
         hooks = _train_hooks(setting, corpus, reference, teacher)
-        run_dir = setting_dir / "models" / role
+        run_dir = recipe / role
+        fresh = not (run_dir / CHECKPOINT).exists()
         train_model(
             family.kind, config.corpus, config.split, role, run_config, run_dir,
-            progress=False, val_fraction=val_fraction, hooks=hooks,
+            progress=False, val_fraction=held_out, hooks=hooks,
         )  # fmt: skip
-        dp = next((h for h in hooks if isinstance(h, training.DPSGD)), None)
-        if dp is not None and dp.engine is not None:
-            epsilons[role] = round(dp.epsilon(), 3)
+        epsilon = _dp_epsilon(hooks, run_dir, fresh)
+        if epsilon is not None:
+            epsilons[role] = epsilon
         model = family.load(run_dir, role, config.device)
         trained = (read_checkpoint(run_dir).get("data") or {}).get("train_ids") or []
         models[role] = _serve(model, setting, corpus, trained, reference)
-    target_set = evaluation_set(
-        split, corpus, "target", max_per_side=config.audit.get("max_per_side"),
-        trained=models["target"].trained_ids,
-    )  # fmt: skip
-    holdout = [i for i, m in zip(target_set.ids, target_set.is_member, strict=True) if not m]
-    metric, utility = family.utility(models["target"], corpus, holdout)
-    threat = setting.threat or config.threat
+    target = models["target"]
+    nonmembers = _nonmembers(config, split, corpus, getattr(target, "trained_ids", None))
+    metric, utility = family.utility(target, corpus, nonmembers)
     report = family.audit(
-        corpus, split, models["target"], [models[r] for r in roles[1:]], setting_dir / "audit",
-        config=family.audit_config(threat=threat, **config.audit), progress=progress,
+        corpus, split, target, [models[r] for r in roles[1:]], setting_dir / "audit",
+        config=audit_config, progress=progress,
     )  # fmt: skip
     result = {
         "setting": setting.name,
@@ -337,8 +404,40 @@ def run_setting(
         "epsilon": epsilons or None,
         "seconds": round(time.time() - started, 1),
     }
-    _write_json(done, result)
+    write_json(done, result)
     return result
+
+
+def _nonmembers(
+    config: SweepConfig, split: AuditSplit, corpus: Corpus, trained: Collection[str] | None
+) -> list[str]:
+    """The target's non-members that utility is measured on (``trained``: its training ids).
+
+    At sample level, those the audit evaluates. At speaker level, every voice of every
+    non-member speaker (as bench/mia_speaker.py): the audit's balanced set keeps only as many
+    voices per speaker as a member keeps out of training, too few for verification trials.
+    """
+    if split.level == "speaker":
+        return list(split.holdout_ids("target"))
+    target_set = evaluation_set(
+        split, corpus, "target", max_per_side=config.audit.get("max_per_side"), trained=trained
+    )
+    return [i for i, m in zip(target_set.ids, target_set.is_member, strict=True) if not m]
+
+
+def _dp_epsilon(hooks: Sequence[Any], run_dir: Path, fresh: bool) -> float | None:
+    """The DP-SGD epsilon a model spent, kept beside it (``dp.json``) for later settings.
+
+    Opacus' accountant lives in memory and a resumed run restarts it, so only a run trained in
+    one go records its epsilon; a model whose run was resumed reports none rather than too few.
+    """
+    record = run_dir / "dp.json"
+    dp = next((h for h in hooks if isinstance(h, training.DPSGD)), None)
+    if dp is not None and dp.engine is not None and fresh:
+        write_json(record, {"epsilon": round(dp.epsilon(), 3), "delta": dp.delta})
+    if dp is None or not record.exists():
+        return None
+    return json.loads(record.read_text("utf-8"))["epsilon"]
 
 
 def _strongest(results: Sequence[dict[str, Any]]) -> dict[str, Any]:
@@ -380,7 +479,7 @@ def run_sweep(config: SweepConfig, out_dir: str | Path, progress: bool = True) -
     results = [run_setting(config, s, out_dir, progress) for s in config.settings]
     metric = results[0]["utility"]["metric"]
     points = [(r["utility"]["value"], r["leakage"]["auroc"]["value"]) for r in results]
-    front = pareto_front(points, higher_utility_is_better=metric != "cer")
+    front = pareto_front(points, higher_utility_is_better=metric not in LOWER_IS_BETTER)
     for result, on_front in zip(results, front, strict=True):
         result["pareto"] = on_front
     summary = {
@@ -390,7 +489,7 @@ def run_sweep(config: SweepConfig, out_dir: str | Path, progress: bool = True) -
         "utility_metric": metric,
         "settings": results,
     }
-    _write_json(out_dir / "sweep.json", summary)
+    write_json(out_dir / "sweep.json", summary)
     _plot(summary, out_dir / "pareto.png")
     return summary
 
@@ -416,12 +515,3 @@ def _plot(summary: dict[str, Any], path: Path) -> None:
     axes.legend(loc="lower right")
     figure.tight_layout()
     FigureCanvasAgg(figure).print_png(str(path))
-
-
-def _write_json(path: Path, data: Any) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-    with os.fdopen(handle, "w", encoding="utf-8") as stream:
-        json.dump(data, stream, indent=1)
-        stream.write("\n")
-    os.replace(temporary, path)

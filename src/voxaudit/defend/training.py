@@ -168,12 +168,14 @@ class AdversarialRegularization:
     ``attack_steps`` steps to separate the batch's outputs (members) from outputs on a batch
     of ``reference`` utterances (known non-members); the model then pays
     ``weight * mean log h(member)``, so it learns to make its members look like non-members.
+    ``n_classes`` left out is read from the model's first outputs, so a sweep config need not
+    know how many classes each model's pool has.
     """
 
     def __init__(
         self,
         reference: Sequence[Utterance],
-        n_classes: int,
+        n_classes: int | None = None,
         weight: float = 1.0,
         attack_steps: int = 1,
         hidden: int = 64,
@@ -183,12 +185,9 @@ class AdversarialRegularization:
     ) -> None:
         if len(reference) == 0:
             raise VoxauditError("AdversarialRegularization needs reference (non-member) data")
-        torch.manual_seed(seed)
-        self.inference = nn.Sequential(
-            nn.Linear(2 * n_classes, hidden), nn.ReLU(), nn.Linear(hidden, 1)
-        )
-        self.optimizer = torch.optim.Adam(self.inference.parameters(), lr=lr)
         self.reference = list(reference)
+        self.hidden = hidden
+        self.lr = lr
         self.n_classes = n_classes
         self.weight = weight
         self.attack_steps = attack_steps
@@ -196,6 +195,18 @@ class AdversarialRegularization:
         self.seed = seed
         self._loader: DataLoader | None = None
         self._batches: Iterator[Batch] = iter(())
+        if n_classes is not None:
+            self._build(n_classes)
+
+    def _build(self, n_classes: int) -> None:
+        # A forked RNG: built mid-training, it must not reseed the training's own stream.
+        with torch.random.fork_rng():
+            torch.manual_seed(self.seed)
+            self.inference = nn.Sequential(
+                nn.Linear(2 * n_classes, self.hidden), nn.ReLU(), nn.Linear(self.hidden, 1)
+            )
+        self.n_classes = n_classes
+        self.optimizer = torch.optim.Adam(self.inference.parameters(), lr=self.lr)
 
     def _next_reference(self, model: nn.Module) -> Batch:
         if self._loader is None:
@@ -215,6 +226,8 @@ class AdversarialRegularization:
 
     def term(self, model: nn.Module, batch: Batch, outputs: Any) -> torch.Tensor:
         logits = _class_logits(outputs, "AdversarialRegularization")
+        if self.n_classes is None:
+            self._build(logits.shape[1])
         self.inference.to(logits.device)
         reference = self._next_reference(model).to(logits.device)
         with torch.no_grad():
