@@ -7,8 +7,15 @@ import numpy as np
 import pytest
 import torch
 
-from voxaudit.attacks.iterative import CTCAttack, GeneticAttack, NESAttack, snr_db
-from voxaudit.attacks.tap import QueryTap
+from voxaudit.attacks.iterative import (
+    CTCAttack,
+    GeneticAttack,
+    MaskedCTCAttack,
+    NESAttack,
+    snr_db,
+)
+from voxaudit.attacks.masking import MaskingModel
+from voxaudit.attacks.tap import QueryRefused, QueryTap
 from voxaudit.errors import VoxauditError
 from voxaudit.models.access import Access, AccessDenied
 from voxaudit.models.ctc import CTCModel
@@ -35,10 +42,16 @@ def carrier() -> np.ndarray:
 
 ATTACKS = {
     "ctc": lambda: CTCAttack(steps=12, check_every=4, bound_db=-10.0),
+    "masked ctc": lambda: MaskedCTCAttack(steps=12, check_every=4, bound_db=-10.0),
     "nes": lambda: NESAttack(samples=4, steps=6, check_every=3, bound_db=-10.0),
     "genetic": lambda: GeneticAttack(population=6, elite=2, steps=6, check_every=3, bound_db=-10.0),
 }
-QUERIES = {"ctc": 12 + 2 * 3, "nes": 6 * 8 + 2 * 2, "genetic": 6 * 6 + 2 * 2}
+QUERIES = {
+    "ctc": 12 + 2 * 3,
+    "masked ctc": 12 + 2 * 3,
+    "nes": 6 * 8 + 2 * 2,
+    "genetic": 6 * 6 + 2 * 2,
+}
 
 
 @pytest.mark.parametrize("name", list(ATTACKS))
@@ -54,6 +67,27 @@ def test_attacks_lower_the_target_loss_within_their_bound(name, recognizer, carr
     assert result.snr_db == pytest.approx(snr_db(carrier, result.adversarial - carrier))
     # Every waveform sent was counted and logged: steps plus the checks (transcript + loss).
     assert result.queries == len(log) == QUERIES[name]
+
+
+def test_the_masked_attack_hides_its_perturbation_under_the_threshold(recognizer, carrier):
+    masking = MaskingModel()
+    shares = {}
+    for attack in (
+        CTCAttack(steps=12, check_every=4, bound_db=-10.0),
+        MaskedCTCAttack(masking, steps=12, check_every=4, bound_db=-10.0),
+    ):
+        result = attack.run(Access(recognizer, "white"), carrier, TARGET)
+        shares[type(attack).__name__] = masking.share_above(result.adversarial - carrier, carrier)
+    # The signed CTC steps are broadband, so most STFT cells exceed the threshold; the masked
+    # attack's (0.06% on this tone) almost none.
+    assert shares["CTCAttack"] > 0.3
+    assert shares["MaskedCTCAttack"] < 0.1 * shares["CTCAttack"]
+
+
+def test_the_masked_attack_refuses_a_mask_for_another_rate(recognizer, carrier):
+    attack = MaskedCTCAttack(MaskingModel(sample_rate=8000), steps=1)
+    with pytest.raises(VoxauditError, match="masking"):
+        attack.run(Access(recognizer, "white"), carrier, TARGET)
 
 
 def test_black_box_attacks_need_scores(recognizer, carrier):
@@ -87,3 +121,12 @@ def test_the_tap_shows_fakes_noise_and_accounts(recognizer, carrier):
 def test_the_tap_refuses_fakes_without_a_pool(recognizer):
     with pytest.raises(VoxauditError, match="fake_pool"):
         QueryTap(recognizer, print, p_fake=0.3)
+
+
+def test_a_refused_query_stops_the_attack(recognizer, carrier):
+    verdicts = iter(["ok", "ok", "ok", "no"])
+    tap = QueryTap(recognizer, lambda _a, _w: next(verdicts), refuse=lambda v: v == "no")
+    with pytest.raises(QueryRefused) as refused:
+        CTCAttack(steps=10, check_every=5).run(Access(tap, "white"), carrier, TARGET)
+    assert [e.verdict for e in tap.events] == ["ok", "ok", "ok", "no"]
+    assert refused.value.event is tap.events[-1]

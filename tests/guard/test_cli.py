@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import pytest
 from typer.testing import CliRunner
 
+from voxaudit.errors import VoxauditError
 from voxaudit.guard.cli import guard_app
 from voxaudit.guard.config import load_config
 
@@ -48,3 +50,22 @@ def test_serve_refuses_a_bad_config(tmp_path):
     result = CliRunner().invoke(guard_app, ["serve", "--config", str(bad)])
     assert result.exit_code == 2
     assert "store" in result.output
+
+
+def test_calibrate_writes_the_robust_variant_for_serve(tmp_path):
+    out = tmp_path / "guard.toml"
+    args = ["calibrate", "--synth", "40", "--accounts", "2", "--k", "5", "--fpr", "0.05"]
+    result = CliRunner().invoke(guard_app, [*args, "--noise-db", "25", "75", "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    config = load_config(out, {})
+    assert config.fingerprint_noise_db == (25.0, 75.0)
+    assert config.index_threshold is not None
+    variable = "VOXAUDIT_GUARD_FINGERPRINT_NOISE_DB"
+    assert load_config(out, {variable: "30, 40"}).fingerprint_noise_db == (30.0, 40.0)
+    assert load_config(out, {variable: ""}).fingerprint_noise_db is None
+
+
+@pytest.mark.parametrize("raw", ["75,25", "25", "loud,quiet"])
+def test_a_bad_noise_range_names_the_field(tmp_path, raw):
+    with pytest.raises(VoxauditError, match="fingerprint_noise_db"):
+        load_config(None, {"VOXAUDIT_GUARD_FINGERPRINT_NOISE_DB": raw})

@@ -109,3 +109,30 @@ def test_silence_has_no_landmarks_and_a_zero_vector():
 def test_bad_input_names_the_field(wave, rate, field):
     with pytest.raises(VoxauditError, match=field):
         FP(wave, rate)
+
+
+@settings(max_examples=10, deadline=None)
+@given(index=st.integers(0, 9), seed=st.integers(0, 2**16))
+def test_the_robust_variant_keeps_copies_alike_and_utterances_apart(index, seed):
+    """Paper 003's robust variant: noise at 25-75 dB before fingerprinting, fresh per query."""
+    robust = Fingerprinter(noise_snr_db=(25.0, 75.0), seed=seed)
+    first, second = robust(clips()[index]), robust(clips()[index])
+    assert first.cosine(second) >= 0.7
+    assert first.matches(second) >= 0.4 * FP(clips()[index]).hashes.size
+    other = robust(clips()[(index + 1) % 10])
+    assert first.cosine(other) < 0.4
+
+
+def test_the_robust_variant_is_seeded_and_draws_fresh_noise_per_query():
+    clip = clips()[4]
+    one, two = (Fingerprinter(noise_snr_db=(25.0, 25.0), seed=7) for _ in range(2))
+    first = one(clip)
+    np.testing.assert_array_equal(first.vector, two(clip).vector)
+    assert not np.array_equal(first.vector, one(clip).vector)  # the next query, new noise
+    assert Fingerprinter().noise_snr_db is None
+
+
+@pytest.mark.parametrize("noise", [(75.0, 25.0), (25.0,), (25.0, float("nan"))])
+def test_the_robust_variant_refuses_a_bad_range(noise):
+    with pytest.raises(VoxauditError, match="noise_snr_db"):
+        Fingerprinter(noise_snr_db=noise)

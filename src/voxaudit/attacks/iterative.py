@@ -1,5 +1,6 @@
-"""Targeted iterative attacks on an ASR: white-box CTC-loss (Carlini & Wagner style), black-box
-genetic (Taori et al.) and black-box gradient estimation (NES).
+"""Targeted iterative attacks on an ASR: white-box CTC-loss (Carlini & Wagner style), its
+psychoacoustically masked variant (in the spirit of IRTA, Qin et al.), black-box genetic (Taori
+et al.) and black-box gradient estimation (NES).
 
 All share one loop: perturb the carrier, keep the perturbation within an L-infinity bound set
 in dB relative to the carrier's peak (C&W's dB_x(delta) <= tau), check the transcript every few
@@ -13,7 +14,9 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from voxaudit.attacks.masking import MaskingModel
 from voxaudit.data.text import normalize_transcript
+from voxaudit.errors import VoxauditError
 from voxaudit.models.access import Access
 
 
@@ -112,6 +115,60 @@ class CTCAttack(_IterativeAttack):
     def _step(self, access, carrier, delta, target, size, rng):
         (gradient,) = access.input_gradients([carrier + delta], [target])
         return delta - size * np.sign(gradient)
+
+
+class MaskedCTCAttack(CTCAttack):
+    """White box, IRTA-like (Qin et al. 2019): the CTC loss plus a psychoacoustic penalty.
+
+    Each step descends the target's CTC loss plus ``masking_weight`` times the mean dB by
+    which the perturbation's power spectrum exceeds the carrier's masking threshold
+    (``MaskingModel``, a simplified psychoacoustic model 1; see its module). The penalty
+    needs only the carrier and the perturbation, so it costs no query: the queries are the
+    parent's, one gradient per step plus the checks.
+
+    Unlike the parent's signed step, the step follows the two gradients (each scaled to unit
+    RMS, so the weight is a ratio) with its largest sample moved by the step size over
+    sqrt(step): a sign() would spread every step's energy over all frequencies, which is
+    what the mask forbids, and a step that does not shrink keeps crossing the threshold.
+    Qin et al. run two stages (C&W first, then the masking loss with a weight adapted per
+    frame, with Adam); this is one stage with one fixed weight.
+    """
+
+    def __init__(
+        self, masking: MaskingModel | None = None, masking_weight: float = 1.0, **kwargs
+    ) -> None:
+        super().__init__(**kwargs)
+        self.masking = masking or MaskingModel()
+        self.masking_weight = masking_weight
+        self._threshold: tuple[np.ndarray, float] | None = None
+        self._taken = 0
+
+    def run(self, access: Access, carrier: np.ndarray, target: str) -> AttackResult:
+        if self.masking.sample_rate != access.sample_rate:
+            raise VoxauditError(
+                f"masking: built for {self.masking.sample_rate} Hz; the model takes "
+                f"{access.sample_rate}"
+            )
+        # The threshold depends on the carrier only: once per run, not per step.
+        self._threshold = self.masking.threshold(np.asarray(carrier, dtype=np.float32))
+        self._taken = 0
+        return super().run(access, carrier, target)
+
+    def _step(self, access, carrier, delta, target, size, rng):
+        (gradient,) = access.input_gradients([carrier + delta], [target])
+        masking = self.masking.penalty_gradient(delta, *self._threshold)
+        direction = _unit_rms(gradient) + self.masking_weight * _unit_rms(masking)
+        self._taken += 1
+        peak = float(np.abs(direction).max())
+        if peak == 0.0:
+            return delta
+        return delta - size / np.sqrt(self._taken) * direction / peak
+
+
+def _unit_rms(values: np.ndarray) -> np.ndarray:
+    """``values`` scaled to unit RMS (zeros stay zeros)."""
+    rms = float(np.sqrt(np.mean(np.square(values, dtype=np.float64))))
+    return values / rms if rms > 0 else values
 
 
 class NESAttack(_IterativeAttack):

@@ -2,7 +2,9 @@
 
 It also plays the adaptive attacker's evasions, which change what the defender sees: noise at
 an SNR added to every query (paper 003, A1), fake queries from a pool of benign clips mixed in
-at a share ``p_fake`` (A2), and the queries spread round-robin over several accounts.
+at a share ``p_fake`` (A2), and the queries spread round-robin over several accounts. When the
+observer stands for a gateway that can refuse a query (``refuse`` says which verdicts do), the
+tap raises ``QueryRefused`` instead of answering, so the attack stops there as it would.
 """
 
 from __future__ import annotations
@@ -14,7 +16,7 @@ from typing import Any
 import numpy as np
 
 from voxaudit.errors import VoxauditError
-from voxaudit.guard.traffic import add_noise
+from voxaudit.guard.fingerprint import add_noise
 
 #: Model methods whose first argument is a batch of waveforms (the queries).
 QUERY_METHODS = (
@@ -36,8 +38,17 @@ class TapEvent:
     verdict: Any  # what the observer returned, e.g. a guard Decision
 
 
+class QueryRefused(VoxauditError):
+    """The observer refused a query (e.g. the gateway answered 403): the attack cannot go on."""
+
+    def __init__(self, event: TapEvent) -> None:
+        super().__init__(f"a query from {event.account} was refused: {event.verdict}")
+        self.event = event
+
+
 class QueryTap:
-    """``model`` with every waveform sent to it first shown to ``observe(account, waveform)``."""
+    """``model`` with every waveform sent to it first shown to ``observe(account, waveform)``;
+    a verdict for which ``refuse(verdict)`` is true raises ``QueryRefused``."""
 
     def __init__(
         self,
@@ -49,6 +60,7 @@ class QueryTap:
         noise_snr_db: float | None = None,
         seed: int = 0,
         account_prefix: str = "attacker",
+        refuse: Callable[[Any], bool] | None = None,
     ) -> None:
         if not 0.0 <= p_fake < 1.0:
             raise VoxauditError(f"p_fake: in [0, 1); got {p_fake}")
@@ -62,6 +74,7 @@ class QueryTap:
         self.p_fake = p_fake
         self.fake_pool = list(fake_pool)
         self.noise_snr_db = noise_snr_db
+        self.refuse = refuse
         self.sample_rate = model.sample_rate
         self.events: list[TapEvent] = []
         self._rng = np.random.default_rng(seed)
@@ -91,4 +104,7 @@ class QueryTap:
     def _show(self, wave: np.ndarray, fake: bool) -> None:
         account = self.accounts[self._sent % len(self.accounts)]
         self._sent += 1
-        self.events.append(TapEvent(account, fake, self._observe(account, wave)))
+        event = TapEvent(account, fake, self._observe(account, wave))
+        self.events.append(event)
+        if self.refuse is not None and self.refuse(event.verdict):
+            raise QueryRefused(event)

@@ -34,6 +34,13 @@ def calibrate(
     accounts: Annotated[int, typer.Option(help="Benign accounts the traffic is spread over.")] = 4,
     repeat_rate: Annotated[float, typer.Option(help="Share of natural repeats (replays).")] = 0.02,
     k: Annotated[int, typer.Option(help="Memory depth of the paper-003 detector.")] = 75,
+    noise_db: Annotated[
+        tuple[float, float] | None,
+        typer.Option(
+            help="Robust variant (paper 003): noise at an SNR drawn from LOW HIGH dB added "
+            "to each query before fingerprinting; written to OUT for `serve`."
+        ),
+    ] = None,
     seed: int = 0,
 ) -> None:
     """Set detector thresholds from benign traffic for a target FPR; write them to OUT."""
@@ -45,7 +52,8 @@ def calibrate(
     try:
         waveforms = _benign_waveforms(corpus, synth, seed)
         stream = benign_stream(waveforms, n_accounts=accounts, repeat_rate=repeat_rate, seed=seed)
-        traffic = fingerprint_stream(stream, Fingerprinter(), progress=True)
+        fingerprinter = Fingerprinter(noise_snr_db=noise_db, seed=seed)
+        traffic = fingerprint_stream(stream, fingerprinter, progress=True)
         table = Table("detector", "threshold", "benign queries scored", "target FPR")
         thresholds = {}
         for detector in (IndexDetector(), MemoryDetector(k=k)):
@@ -57,7 +65,8 @@ def calibrate(
                     f"[yellow]note:[/] {detector.name}: {scored} scored queries cannot resolve "
                     f"an FPR of {fpr}; the threshold is the highest benign score"
                 )
-        save_thresholds(out, thresholds)
+        noise = {} if noise_db is None else {"fingerprint_noise_db": list(noise_db)}
+        save_thresholds(out, thresholds, noise)
     except VoxauditError as exc:
         console.print(f"[bold red]error:[/] {exc}", highlight=False)
         raise typer.Exit(2) from None

@@ -4,6 +4,9 @@ File keys and environment variables share the field names (``admin_key`` in the 
 ``VOXAUDIT_GUARD_ADMIN_KEY`` in the environment). ``api_keys`` maps each key to its account;
 in the environment it is ``key1=account1,key2=account2``. ``detectors`` is a list in the file
 and ``index,memory`` in the environment. Thresholds come from ``voxaudit guard calibrate``.
+``fingerprint_noise_db`` (``[25, 75]`` in the file, ``25,75`` in the environment) turns on
+paper 003's robust variant: noise at an SNR drawn from that range is added to each query
+before it is fingerprinted; calibrate with the same setting.
 """
 
 from __future__ import annotations
@@ -17,6 +20,7 @@ from typing import Any
 import tomli_w
 
 from voxaudit.errors import VoxauditError
+from voxaudit.files import write_atomically
 
 ENV_PREFIX = "VOXAUDIT_GUARD_"
 DETECTORS = ("index", "memory")
@@ -36,6 +40,7 @@ class GuardConfig:
     memory_threshold: float | None = None
     k: int = 75
     window_s: float = 24 * 3600.0
+    fingerprint_noise_db: tuple[float, float] | None = None  # paper 003's robust variant
     ban_related: bool = True  # also ban the accounts whose queries a flagged one matched
     store: str = "memory"
     redis_url: str = "redis://localhost:6379/0"
@@ -54,6 +59,9 @@ class GuardConfig:
         for name in ("max_bytes", "max_seconds", "sample_rate", "k"):
             if getattr(self, name) <= 0:
                 raise VoxauditError(f"{name}: must be positive; got {getattr(self, name)}")
+        noise = self.fingerprint_noise_db
+        if noise is not None and not (len(noise) == 2 and noise[0] <= noise[1]):
+            raise VoxauditError(f"fingerprint_noise_db: [low, high] dB, low <= high; got {noise}")
 
 
 def load_config(
@@ -78,8 +86,11 @@ def load_config(
     return GuardConfig(**typed)
 
 
-def save_thresholds(path: str | Path, thresholds: Mapping[str, float]) -> None:
-    """Write ``{detector}_threshold`` settings into the TOML file at ``path``, keeping the rest."""
+def save_thresholds(
+    path: str | Path, thresholds: Mapping[str, float], settings: Mapping[str, Any] | None = None
+) -> None:
+    """Write ``{detector}_threshold`` settings, and any other ``settings`` they were calibrated
+    with, into the TOML file at ``path``, keeping the rest."""
     from voxaudit.train.loop import read_config_file
 
     path = Path(path)
@@ -87,7 +98,8 @@ def save_thresholds(path: str | Path, thresholds: Mapping[str, float]) -> None:
         raise VoxauditError(f"{path}: calibrate writes a .toml config file")
     values = read_config_file(path) if path.exists() else {}
     values.update({f"{name}_threshold": float(value) for name, value in thresholds.items()})
-    path.write_text(tomli_w.dumps(values), encoding="utf-8")
+    values.update(settings or {})
+    write_atomically(path, tomli_w.dumps(values))
 
 
 def _from_env(name: str, raw: str) -> Any:
@@ -98,6 +110,8 @@ def _from_env(name: str, raw: str) -> Any:
         return {k.strip(): v.strip() for k, v in pairs}
     if name == "detectors":
         return [item.strip() for item in raw.split(",") if item.strip()]
+    if name == "fingerprint_noise_db":
+        return [item.strip() for item in raw.split(",")] if raw.strip() else None
     return raw
 
 
@@ -119,6 +133,13 @@ def _typed(name: str, value: Any, annotation: Any) -> Any:
             return None if value in (None, "", "none") else float(value)
         if kind == "tuple[str, ...]":
             return tuple(value)
+        if kind == "tuple[float, float] | None":
+            if value in (None, "", "none"):
+                return None
+            pair = tuple(float(v) for v in value)
+            if len(pair) != 2:
+                raise ValueError(value)
+            return pair
         if kind == "dict[str, str]":
             if not isinstance(value, Mapping):
                 raise ValueError(value)

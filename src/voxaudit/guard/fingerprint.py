@@ -10,10 +10,15 @@ share audio where many of their hashes match with one and the same time offset.
 The vector form (paper 003, Fig. 4) is the constellation of peaks pooled onto a fixed
 time-frequency grid and scaled to unit length, so the cosine of two vectors is their dot
 product and compares where in time and frequency the peaks of the two clips fall.
+
+Paper 003's robust variant adds random noise to each query before fingerprinting (SNR drawn
+from 25-75 dB): it fills a clip's silent frames with noise, and the paper found its detection
+rate rose with it. ``Fingerprinter(noise_snr_db=(25, 75))`` does that.
 """
 
 from __future__ import annotations
 
+import threading
 from dataclasses import dataclass
 
 import numpy as np
@@ -44,6 +49,13 @@ class Fingerprint:
         return landmark_matches(self.hashes, self.times, other.hashes, other.times)
 
 
+def add_noise(wave: np.ndarray, snr_db: float, rng: np.random.Generator) -> np.ndarray:
+    """``wave`` plus white noise ``snr_db`` below its power."""
+    power = float(np.mean(np.asarray(wave, dtype=np.float64) ** 2))
+    noise = rng.standard_normal(wave.size) * np.sqrt(power / 10 ** (snr_db / 10))
+    return (wave + noise).astype(np.float32)
+
+
 class Fingerprinter:
     """Turns mono float waveforms at ``sample_rate`` into ``Fingerprint``s.
 
@@ -52,7 +64,9 @@ class Fingerprinter:
     loudest peaks when a clip has more; only bins up to ``max_freq`` Hz are searched. Each
     anchor pairs with up to ``fan_out`` later peaks at most ``max_dt`` frames and ``max_df``
     bins away. The vector pools peaks into ``vector_pool`` (bins, frames) cells over the
-    first ``vector_seconds`` of the clip.
+    first ``vector_seconds`` of the clip. With ``noise_snr_db = (low, high)``, each clip gets
+    white noise at an SNR drawn uniformly from that range first (paper 003's robust variant),
+    from a generator seeded with ``seed``.
     """
 
     def __init__(
@@ -69,6 +83,8 @@ class Fingerprinter:
         vector_pool: tuple[int, int] = (8, 4),
         vector_seconds: float = 8.0,
         max_freq: float = 4000.0,
+        noise_snr_db: tuple[float, float] | None = None,
+        seed: int | None = None,
     ) -> None:
         if n_fft // 2 + 1 > 2**FREQ_BITS:
             raise VoxauditError(f"n_fft: at most {2 ** (FREQ_BITS + 1) - 2}; got {n_fft}")
@@ -76,6 +92,12 @@ class Fingerprinter:
             raise VoxauditError(f"max_dt: between 1 and {2**DT_BITS - 1} frames; got {max_dt}")
         if fan_out < 1:
             raise VoxauditError(f"fan_out: at least 1; got {fan_out}")
+        if noise_snr_db is not None and not (
+            len(noise_snr_db) == 2
+            and np.isfinite(noise_snr_db).all()
+            and noise_snr_db[0] <= noise_snr_db[1]
+        ):
+            raise VoxauditError(f"noise_snr_db: (low, high) in dB, low <= high; got {noise_snr_db}")
         self.sample_rate = sample_rate
         self.n_fft = n_fft
         self.hop = hop
@@ -91,6 +113,9 @@ class Fingerprinter:
         bins = min(n_fft // 2 + 1, int(max_freq * n_fft / sample_rate) + 1)
         self._bins = bins
         self.max_freq = max_freq
+        self.noise_snr_db = None if noise_snr_db is None else tuple(map(float, noise_snr_db))
+        self._rng = np.random.default_rng(seed)
+        self._rng_lock = threading.Lock()
         frames = int(np.ceil(vector_seconds * sample_rate / hop)) + 1
         self._grid = (-(-bins // vector_pool[0]), -(-frames // vector_pool[1]))
         self._window = signal.get_window("hann", n_fft)
@@ -102,6 +127,13 @@ class Fingerprinter:
     def __call__(self, waveform: np.ndarray, sample_rate: int | None = None) -> Fingerprint:
         """The fingerprint of one clip."""
         wave = self._checked(waveform, sample_rate)
+        if self.noise_snr_db is not None:
+            # A gateway fingerprints from several threads; a numpy Generator is not
+            # thread-safe, so each clip draws its SNR and its own noise seed under a lock.
+            with self._rng_lock:
+                snr_db = self._rng.uniform(*self.noise_snr_db)
+                noise_rng = np.random.default_rng(self._rng.integers(2**63))
+            wave = add_noise(wave, snr_db, noise_rng)
         peaks_f, peaks_t = self.peaks(wave)
         hashes, times = self._pairs(peaks_f, peaks_t)
         return Fingerprint(

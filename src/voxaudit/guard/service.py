@@ -83,7 +83,9 @@ class Gateway:
         self.config = config
         self.backend = backend
         self.store = store if store is not None else make_store(config)
-        self.fingerprinter = fingerprinter or Fingerprinter(sample_rate=config.sample_rate)
+        self.fingerprinter = fingerprinter or Fingerprinter(
+            sample_rate=config.sample_rate, noise_snr_db=config.fingerprint_noise_db
+        )
         self.detectors = make_detectors(config, self.store)
         # The detectors read then write shared state; one query at a time keeps that atomic.
         self._lock = threading.Lock()

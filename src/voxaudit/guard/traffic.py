@@ -13,18 +13,11 @@ from collections.abc import Sequence
 import numpy as np
 
 from voxaudit.guard.detectors import Traffic
-from voxaudit.guard.fingerprint import Fingerprinter
+from voxaudit.guard.fingerprint import Fingerprinter, add_noise
 from voxaudit.progress import track
 
 #: A stream of raw queries: (account, waveform, timestamp in seconds).
 Stream = list[tuple[str, np.ndarray, float]]
-
-
-def add_noise(wave: np.ndarray, snr_db: float, rng: np.random.Generator) -> np.ndarray:
-    """``wave`` plus white noise ``snr_db`` below its power."""
-    power = float(np.mean(np.asarray(wave, dtype=np.float64) ** 2))
-    noise = rng.standard_normal(wave.size) * np.sqrt(power / 10 ** (snr_db / 10))
-    return (wave + noise).astype(np.float32)
 
 
 def benign_stream(

@@ -41,6 +41,14 @@ class Estimate:
         """Whether ``x`` lies in the interval (never, for an undefined interval)."""
         return bool(self.low <= x <= self.high)
 
+    def format(self, spec: str = ".3f") -> str:
+        """``value [low, high]`` with one format spec for all three (``-`` when undefined)."""
+        if math.isnan(self.value):
+            return "-"
+        if math.isnan(self.low):
+            return f"{self.value:{spec}}"
+        return f"{self.value:{spec}} [{self.low:{spec}}, {self.high:{spec}}]"
+
 
 def tpr_key(fpr: float) -> str:
     """The metric name of the TPR at this FPR: 0.001 -> ``tpr_at_0.1%_fpr``."""
