@@ -187,7 +187,7 @@ class AuditConfig:
         if mode == "halves" and count < 2:
             raise VoxauditError(
                 f"{where}: [shadows] mode halves needs count >= 2 (each utterance is in half the "
-                "shadow models); use more shadows or mode = \"disjoint\""
+                'shadow models); use more shadows or mode = "disjoint"'
             )
         split = dict(data.get("split", {}))
         _check_split_options(split, f"{where}: [split]")
