@@ -16,14 +16,14 @@ from typing import Any
 
 HEADER = (
     "| setting | {metric} | strongest attack (features) | AUROC [95% CI] | TPR @ 1% FPR [95% CI] "
-    "| null-control AUROC [95% CI] | DP epsilon (target) | seconds | Pareto |"
+    "| null-control AUROC [95% CI] | DP epsilon (target) | Pareto |"
 )
 
 
 def markdown(summary: dict[str, Any]) -> str:
     """One row per setting of a ``voxaudit.defense-sweep/1`` summary."""
     metric = summary["utility_metric"]
-    lines = [HEADER.format(metric=metric), "| --- " * 9 + "|"]
+    lines = [HEADER.format(metric=metric), "| --- " * 8 + "|"]
     for r in summary["settings"]:
         leak = r["leakage"]
         epsilon = (r.get("epsilon") or {}).get("target")
@@ -35,7 +35,6 @@ def markdown(summary: dict[str, Any]) -> str:
             _interval(leak["tpr_at_1%_fpr"]),
             _interval(leak["null_auroc"]),
             "n/a" if epsilon is None else f"{epsilon:.2f}",
-            f"{r['seconds']:.0f}",
             "yes" if r["pareto"] else "",
         ]
         lines.append("| " + " | ".join(cells) + " |")

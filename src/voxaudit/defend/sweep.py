@@ -495,23 +495,35 @@ def run_sweep(config: SweepConfig, out_dir: str | Path, progress: bool = True) -
 
 
 def _plot(summary: dict[str, Any], path: Path) -> None:
-    figure = Figure(figsize=(6, 4.5))
-    axes = figure.add_subplot()
-    for result in summary["settings"]:
+    """Utility against leakage, one numbered point per setting; the key beside the axes.
+
+    Numbers rather than names at the points: settings of equal utility (every serve-time
+    defense that keeps the label) sit on one vertical line, where names overprint.
+    """
+    figure = Figure(figsize=(9, 4.8))
+    axes = figure.add_axes((0.09, 0.11, 0.55, 0.8))
+    key = []
+    for number, result in enumerate(summary["settings"], 1):
         auroc = result["leakage"]["auroc"]
-        x = result["utility"]["value"]
-        low, high = auroc["low"], auroc["high"]
+        x, y = result["utility"]["value"], auroc["value"]
+        color = "C3" if result["pareto"] else "C0"
         axes.errorbar(
-            x, auroc["value"], yerr=[[auroc["value"] - low], [high - auroc["value"]]],
-            fmt="o" if result["pareto"] else "x", color="C3" if result["pareto"] else "C0",
-            capsize=3,
+            x, y, yerr=[[y - auroc["low"]], [auroc["high"] - y]],
+            fmt="o" if result["pareto"] else "x", color=color, capsize=3, alpha=0.8,
         )  # fmt: skip
-        axes.annotate(result["setting"], (x, auroc["value"]), fontsize=7, xytext=(4, 4),
+        axes.annotate(str(number), (x, y), fontsize=7, color=color, xytext=(4, 2),
                       textcoords="offset points")  # fmt: skip
+        mark = " *" if result["pareto"] else ""
+        key.append(f"{number:>2}  {result['setting']}{mark}  ({x:.3f}, {y:.3f})")
     axes.axhline(0.5, color="grey", linestyle=":", label="chance")
-    axes.set_xlabel(summary["utility_metric"])
+    axes.axhline(0.55, color="grey", linestyle="--", linewidth=0.8, label="AUROC 0.55")
+    metric = summary["utility_metric"]
+    better = "lower is better" if metric in LOWER_IS_BETTER else "higher is better"
+    axes.set_xlabel(f"{metric} on non-members ({better})")
     axes.set_ylabel("strongest attack AUROC (95% CI)")
-    axes.set_title(f"{summary['family']}: privacy-utility (o: Pareto frontier)")
-    axes.legend(loc="lower right")
-    figure.tight_layout()
+    axes.set_title(f"{summary['family']}, {summary['threat']} box: privacy against utility")
+    axes.legend(loc="lower right", fontsize=8)
+    heading = f"setting  ({metric}, AUROC)\n* on the Pareto frontier\n\n"
+    figure.text(0.67, 0.91, heading + "\n".join(key), fontsize=7.5, family="monospace",
+                verticalalignment="top")  # fmt: skip
     FigureCanvasAgg(figure).print_png(str(path))
