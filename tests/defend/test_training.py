@@ -139,3 +139,28 @@ def test_dpsgd_trains_an_opacus_model_and_spends_epsilon(members):
 def test_dpsgd_names_the_layers_opacus_cannot_train(members):
     with pytest.raises(VoxauditError, match="dpgru"):
         _fit(_model(members, cell="gru"), members, [DPSGD()], epochs=1)
+
+
+@pytest.mark.skipif(not HAS_OPACUS, reason="needs Opacus")
+def test_dpsgd_trains_a_ctc_recognizer_named_in_its_config(members, tmp_path):
+    from voxaudit.models.recognizer import asr_model_for, transcript_targets
+    from voxaudit.train.loop import load_model
+
+    torch.manual_seed(0)
+    tiny = {"d_model": 16, "layers": 1, "conv_channels": 4, "dropout": 0.0, "n_mels": 16}
+    model = asr_model_for(members, "ctc", "tiny", rnn="dpgru", **tiny)
+    data = UtteranceDataset(members, model.front_end, transcript_targets(model))
+    engine = DPSGD(noise_multiplier=1.0, max_grad_norm=1.0)
+    config = TrainConfig(epochs=2, batch_size=4, lr=1e-2, device="cpu")
+    history = Trainer(config, [engine], progress=False).fit(model, data, out_dir=tmp_path)
+    assert len(history.epochs) == 2 and 0 < engine.epsilon() < float("inf")
+    # The cell's name is part of the saved config, so the checkpoint reloads the same model.
+    reloaded = load_model(tmp_path)
+    assert type(reloaded.encoder.encoder.rnn).__name__ == "DPGRU"
+    batch = collate([data.features(i) for i in range(3)])
+    with torch.no_grad():
+        saved = reloaded.forward_features(batch.features, batch.lengths)[0]
+        trained = model.eval().forward_features(batch.features, batch.lengths)[0]
+    assert torch.allclose(saved, trained, atol=1e-5)
+    with pytest.raises(VoxauditError, match="rnn"):
+        asr_model_for(members, "ctc", "tiny", rnn="lstm", **tiny)

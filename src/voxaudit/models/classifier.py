@@ -19,13 +19,13 @@ from voxaudit.data.corpus import Utterance
 from voxaudit.data.features import Batch, LogMel
 from voxaudit.errors import VoxauditError
 from voxaudit.models.base import Waveforms
+from voxaudit.models.encoders import recurrent_layer
 from voxaudit.train.loop import load_model
 
 LABELS: dict[str, Callable[[Utterance], str]] = {
     "speaker": lambda u: u.speaker,
     "transcript": lambda u: u.transcript,
 }
-CELLS = ("gru", "lstm", "dpgru", "dplstm")
 
 
 def label_function(name: str) -> Callable[[Utterance], str]:
@@ -33,21 +33,6 @@ def label_function(name: str) -> Callable[[Utterance], str]:
     if name not in LABELS:
         raise VoxauditError(f"unknown label {name!r}; use one of: {', '.join(LABELS)}")
     return LABELS[name]
-
-
-def recurrent_layer(cell: str) -> type[nn.Module]:
-    """The recurrent layer class; the Opacus ones (for DP-SGD) are imported only when asked for."""
-    if cell not in CELLS:
-        raise VoxauditError(f"unknown cell {cell!r}; use one of: {', '.join(CELLS)}")
-    if cell == "gru":
-        return nn.GRU
-    if cell == "lstm":
-        return nn.LSTM
-    try:
-        from opacus.layers import DPGRU, DPLSTM
-    except ImportError as exc:
-        raise VoxauditError(f"cell {cell!r} needs Opacus: pip install opacus") from exc
-    return DPGRU if cell == "dpgru" else DPLSTM
 
 
 def masked_normalize(features: torch.Tensor, mask: torch.Tensor, eps: float = 1e-5) -> torch.Tensor:

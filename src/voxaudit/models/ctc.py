@@ -111,7 +111,7 @@ class CTCModel(PresetModel):
         dropout: float = 0.1,
         sample_rate: int = 16000,
         alphabet: str = ALPHABET,
-        rnn: RNNFactory = nn.GRU,
+        rnn: RNNFactory | str = nn.GRU,
     ) -> None:
         super().__init__()
         self._keep_config(locals())

@@ -24,6 +24,23 @@ EncoderKind = Literal["gru", "conformer", "transformer"]
 #: Builds the recurrent layer stack with ``nn.GRU``'s keyword arguments (``nn.GRU`` itself, or a
 #: drop-in such as Opacus' ``DPGRU`` for per-sample gradients).
 RNNFactory = Callable[..., nn.Module]
+#: Recurrent cells by name; the ``dp`` ones are Opacus' drop-ins with per-sample gradients.
+CELLS = ("gru", "lstm", "dpgru", "dplstm")
+
+
+def recurrent_layer(cell: str) -> type[nn.Module]:
+    """The recurrent layer class; the Opacus ones (for DP-SGD) are imported only when asked for."""
+    if cell not in CELLS:
+        raise VoxauditError(f"unknown cell {cell!r}; use one of: {', '.join(CELLS)}")
+    if cell == "gru":
+        return nn.GRU
+    if cell == "lstm":
+        return nn.LSTM
+    try:
+        from opacus.layers import DPGRU, DPLSTM
+    except ImportError as exc:
+        raise VoxauditError(f"cell {cell!r} needs Opacus: pip install opacus") from exc
+    return DPGRU if cell == "dpgru" else DPLSTM
 
 
 def parameter_count(model: nn.Module) -> int:
@@ -109,11 +126,16 @@ class GRUEncoder(nn.Module):
     """A bidirectional GRU stack over packed sequences; ``d_model`` in and out."""
 
     def __init__(
-        self, d_model: int, layers: int, dropout: float = 0.1, rnn: RNNFactory = nn.GRU
+        self, d_model: int, layers: int, dropout: float = 0.1, rnn: RNNFactory | str = nn.GRU
     ) -> None:
         super().__init__()
         if d_model % 2:
             raise ValueError(f"a bidirectional encoder needs an even d_model; got {d_model}")
+        if isinstance(rnn, str):
+            # By name, so that a config file can ask for DP-SGD's layer: {rnn = "dpgru"}.
+            if rnn not in ("gru", "dpgru"):
+                raise VoxauditError(f"rnn: the GRU encoder takes 'gru' or 'dpgru'; got {rnn!r}")
+            rnn = recurrent_layer(rnn)
         self.rnn = rnn(
             input_size=d_model,
             hidden_size=d_model // 2,
@@ -296,7 +318,7 @@ class SpeechEncoder(nn.Module):
         kernel_size: int = 15,
         conv_channels: int = 64,
         dropout: float = 0.1,
-        rnn: RNNFactory = nn.GRU,
+        rnn: RNNFactory | str = nn.GRU,
     ) -> None:
         super().__init__()
         self.norm = FeatureNorm()
@@ -349,6 +371,9 @@ class PresetModel(nn.Module):
 
     def _keep_config(self, arguments: dict[str, Any]) -> None:
         """Record the constructor's arguments (its ``locals()``) as the config."""
-        # ``rnn`` is left out: a DP drop-in changes how gradients are taken, not the model.
-        skip = {"self", "__class__", "rnn"}
+        # A factory ``rnn`` is left out (it is no JSON); a cell name is kept, so a checkpoint
+        # of a DP-SGD model (its Opacus layer names its weights its own way) reloads.
+        skip = {"self", "__class__"} | (
+            {"rnn"} if not isinstance(arguments.get("rnn"), str) else set()
+        )
         self._config = {k: v for k, v in arguments.items() if k not in skip}

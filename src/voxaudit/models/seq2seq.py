@@ -147,7 +147,7 @@ class AttentionModel(PresetModel):
         ctc_weight: float = 0.3,
         sample_rate: int = 16000,
         alphabet: str = ALPHABET,
-        rnn: RNNFactory = nn.GRU,
+        rnn: RNNFactory | str = nn.GRU,
     ) -> None:
         super().__init__()
         if not 0.0 <= ctc_weight < 1.0:
