@@ -74,3 +74,41 @@ def tiny_audit(tiny_config_path):
     config = AuditConfig.load(tiny_config_path)
     out = tiny_config_path.parent / "out"
     return config, out, run_audit(config, out, progress=False)
+
+
+# A tiny ASR audit with the guard stage: the cheapest attack, the least benign traffic that
+# calibrates the memory detector.
+TINY_ASR_GUARD = """\
+seed = 0
+device = "cpu"
+levels = ["sample"]
+[corpus]
+path = "corpus"
+synthesize = { speakers = 8, per_speaker = 4 }
+[target]
+family = "asr"
+model = { family = "ctc", preset = "tiny", d_model = 32, layers = 1, conv_channels = 8 }
+train = { epochs = 1, batch_size = 4 }
+[shadows]
+count = 2
+[audit]
+max_per_side = 8
+draws = 1
+snrs_db = [20.0]
+classifiers = ["logistic"]
+n_bootstrap = 100
+population = 8
+[guard]
+benign = 150
+attacks = ["nes (black box)"]
+"""
+
+
+@pytest.fixture(scope="session")
+def tiny_guard_audit(tmp_path_factory):
+    """(config, out_dir, report) of the tiny ASR audit with a guard evaluation."""
+    root = tmp_path_factory.mktemp("guard-audit")
+    path = root / "audit.toml"
+    path.write_text(TINY_ASR_GUARD, encoding="utf-8")
+    config = AuditConfig.load(path)
+    return config, root / "out", run_audit(config, root / "out", progress=False)

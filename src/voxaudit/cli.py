@@ -41,7 +41,8 @@ def _friendly_errors(command: F) -> F:
         try:
             return command(*args, **kwargs)
         except (VoxauditError, FileNotFoundError) as exc:
-            err_console.print(f"[bold red]error:[/] {exc}", highlight=False)
+            # soft_wrap: a long path stays whole on one line, for a reader and for grep.
+            err_console.print(f"[bold red]error:[/] {exc}", highlight=False, soft_wrap=True)
             raise typer.Exit(2) from None
 
     return wrapper  # type: ignore[return-value]

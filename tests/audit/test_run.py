@@ -9,6 +9,7 @@ from typer.testing import CliRunner
 from voxaudit.audit import AuditConfig, run_audit
 from voxaudit.cli import app
 from voxaudit.errors import VoxauditError
+from voxaudit.guard.evaluation import DETECTORS
 
 runner = CliRunner()
 
@@ -62,6 +63,29 @@ def test_an_interrupted_level_resumes_from_its_checkpoints(tiny_audit, tmp_path,
     for role, text in history.items():  # finished training is not repeated
         assert (out / "sample/models" / role / "history.json").read_text() == text
     assert resumed["summary"][0]["auroc"] == tiny_audit[2]["summary"][0]["auroc"]
+
+
+def test_the_guard_stage_attacks_the_target_reports_and_resumes(tiny_guard_audit, monkeypatch):
+    config, out, report = tiny_guard_audit
+    guard = report["guard"]
+    (level,) = report["levels"]
+    assert guard["model"] == level["models"]["target"]  # the audited target, not a shadow
+    assert guard["attacks"][0]["attack"] == "nes (black box)"
+    assert {g["detector"] for g in guard["aggregate"]} == set(DETECTORS)
+    assert report["run"]["seconds"]["guard evaluation"] > 0
+    done = out / "guard" / "done.json"
+    assert json.loads((out / "report.json").read_text())["guard"] == json.loads(done.read_text())
+    assert '<section id="guard">' in (out / "report.html").read_text()
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("a finished stage was recomputed")
+
+    for name in ("voxaudit.guard.evaluation.evaluate_guard", "voxaudit.mia.asr.audit_asr",
+                 "voxaudit.train.run.train_model"):  # fmt: skip
+        monkeypatch.setattr(name, refuse)
+    stamp = done.stat().st_mtime_ns
+    again = run_audit(config, out, progress=False)
+    assert again["guard"] == json.loads(json.dumps(guard)) and done.stat().st_mtime_ns == stamp
 
 
 def test_a_changed_config_is_refused_in_the_same_folder(tiny_audit):

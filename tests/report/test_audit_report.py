@@ -59,6 +59,38 @@ def test_the_report_holds_the_sections_a_reader_needs(tiny_audit):
     assert "null control" in page and "bootstrap 95% interval" in page
 
 
+def _outline(page):
+    outline = _Outline()
+    outline.feed(page)
+    outline.close()
+    return outline
+
+
+def test_the_guard_section_is_there_only_when_the_guard_ran(tiny_guard_audit, tiny_audit):
+    _, out, _ = tiny_guard_audit
+    page = (out / "report.html").read_text()
+    report = json.loads((out / "report.json").read_text())
+    assert page == render_html(report)
+    outline = _outline(page)
+    assert outline.open == [] and "guard" in outline.ids
+    for heading in ("Guard: catching adversarial attacks", "Without evasion", "Under evasion",
+                    "The attacks"):  # fmt: skip
+        assert heading in outline.headings, heading
+    ids = outline.ids
+    assert ids.index("level-sample") < ids.index("guard") < ids.index("run")
+    assert "be caught?" in page and "false positives per benign query" in page
+    for detector in ("memory (paper 003)", "index (global)", "memory, robust", "index, robust"):
+        assert f"<td>{detector}</td>" in page
+    assert 'href="#guard"' in page
+    # Without the stage, and in a report made before it existed: no guard section.
+    without = (tiny_audit[1] / "report.html").read_text()
+    del report["guard"]
+    for other in (without, render_html(report)):
+        outline = _outline(other)
+        assert "guard" not in outline.ids and 'href="#guard"' not in other
+        assert not any(h.startswith("Guard") for h in outline.headings)
+
+
 @pytest.mark.skipif(shutil.which("chromium") is None, reason="needs headless chromium")
 def test_the_report_renders_in_a_headless_browser(tiny_audit, tmp_path):
     _, out, _ = tiny_audit

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import inspect
 import sys
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
@@ -70,6 +70,15 @@ draws = 4
 # Optional stages:
 # [defenses]
 # sweep = "configs/sweep-classifier.toml"   # a `voxaudit defend sweep` config, run and reported
+#
+# [guard]                  # asr targets: would `voxaudit guard` catch adversarial attacks on it?
+# benign = 200             # benign utterances per stream (calibration, held out); at least 150
+# carriers = 1             # clips attacked per kind (speech, music)
+# attacks = ["ctc (white box)", "nes (black box)"]
+#                          # also "irta-like (white box, masked)" and "genetic (black box)"
+# target = "open the door" # the command the attacks make the model transcribe
+# fpr = 0.001              # the detectors' target false-positive rate per benign query
+# gateway = false          # also send the white-box attacks through the HTTP gateway
 """
 
 
@@ -100,6 +109,18 @@ class TargetSpec:
 
 
 @dataclass(frozen=True)
+class GuardEvaluation:
+    """The optional guard stage (``voxaudit.guard.evaluation.evaluate_guard``), sized for a CPU."""
+
+    benign: int = 200  # benign utterances per stream (calibration, held out)
+    carriers: int = 1  # clips attacked per kind (speech, music)
+    attacks: tuple[str, ...] = ("ctc (white box)", "nes (black box)")
+    target: str = "open the door"  # the command the attacks make the model transcribe
+    fpr: float = 0.001  # the detectors' target false-positive rate per benign query
+    gateway: bool = False  # also send the white-box attacks through the HTTP gateway
+
+
+@dataclass(frozen=True)
 class AuditConfig:
     corpus: CorpusSpec
     target: TargetSpec
@@ -112,6 +133,7 @@ class AuditConfig:
     split: dict[str, Any] = field(default_factory=dict)
     audit: dict[str, Any] = field(default_factory=dict)
     defense_sweep: Path | None = None
+    guard: GuardEvaluation | None = None
     origin: str = field(default="the config", compare=False)  # the file, for error messages
 
     @classmethod
@@ -128,7 +150,7 @@ class AuditConfig:
     @classmethod
     def from_dict(cls, data: dict[str, Any], root: Path, where: str) -> AuditConfig:
         top = {"seed", "device", "threat", "levels", "corpus", "target", "shadows", "split"}
-        _known(data, top | {"audit", "defenses"}, where)
+        _known(data, top | {"audit", "defenses", "guard"}, where)
         for name in ("corpus", "target"):
             if not isinstance(data.get(name), dict):
                 raise VoxauditError(f"{where}: missing table [{name}]")
@@ -205,6 +227,7 @@ class AuditConfig:
             split=split,
             audit=dict(data.get("audit", {})),
             defense_sweep=root / defenses["sweep"] if "sweep" in defenses else None,
+            guard=_guard(data.get("guard"), target, where),
             origin=where,
         )
 
@@ -230,6 +253,41 @@ def _check_target(target: TargetSpec, where: str) -> None:
             raise VoxauditError(f"{at}: adapters are supported for asr and speaker targets")
         if not target.recordings:
             raise VoxauditError(f"{at}: an adapter target needs recordings = ... to score")
+
+
+def _guard(data: Any, target: TargetSpec, where: str) -> GuardEvaluation | None:
+    """The optional [guard] section, checked against the target its attacks need."""
+    if data is None:
+        return None
+    at = f"{where}: [guard]"
+    _known(data, {f.name for f in fields(GuardEvaluation)}, at)
+    if target.family != "asr":
+        raise VoxauditError(
+            f"{at}: the guard's attacks make a speech recognizer transcribe a chosen command, "
+            f"so it applies to asr targets only; [target] family is {target.family!r}"
+        )
+    if target.source == "adapter":
+        raise VoxauditError(
+            f"{at}: the attacks need the target's losses and gradients, which an adapter does "
+            "not give; use a model trained here or a checkpoint"
+        )
+    from voxaudit.guard.evaluation import check_attacks, check_benign
+
+    guard = replace(GuardEvaluation(), **data)
+    if not isinstance(guard.carriers, int) or guard.carriers < 1:
+        raise VoxauditError(f"{at} carriers must be a whole number >= 1")
+    if not isinstance(guard.target, str) or not guard.target.strip():
+        raise VoxauditError(f"{at} target must be a command (a non-empty string)")
+    if not isinstance(guard.fpr, (int, float)) or not 0 < guard.fpr < 1:
+        raise VoxauditError(f"{at} fpr must be a number between 0 and 1")
+    if not isinstance(guard.gateway, bool):
+        raise VoxauditError(f"{at} gateway must be true or false")
+    return replace(
+        guard,
+        benign=check_benign(guard.benign, f"{at} benign"),
+        attacks=check_attacks(guard.attacks, f"{at} attacks"),
+        fpr=float(guard.fpr),
+    )
 
 
 def _check_split_options(options: dict[str, Any], where: str) -> None:

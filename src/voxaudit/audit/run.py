@@ -7,11 +7,14 @@ Stages, each shown as it runs and resumable after an interruption:
    and shadow models trained with the target's recipe; the family's audit (with its null
    control); the target's utility on its members and its holdout;
 3. optionally, a defense sweep;
-4. the report (``report.json``, ``report.html``).
+4. optionally (asr targets), a guard evaluation: would the guard's detectors catch adversarial
+   attacks on the first level's target, and after how many queries;
+5. the report (``report.json``, ``report.html``).
 
-A finished level is recorded in ``OUT/LEVEL/done.json`` and read back on a rerun; training
-resumes from checkpoints and feature extraction from its cache. A rerun with a different config
-into the same folder is refused, because its models would not match the config.
+A finished level is recorded in ``OUT/LEVEL/done.json`` and the guard evaluation in
+``OUT/guard/done.json``, each read back on a rerun; training resumes from checkpoints and
+feature extraction from its cache. A rerun with a different config into the same folder is
+refused, because its models would not match the config.
 """
 
 from __future__ import annotations
@@ -82,11 +85,16 @@ def run_audit(
                               progress=progress)  # fmt: skip
             sweep["plot"] = str((out_dir / "defenses" / "pareto.png").resolve())
 
+    guard = None
+    if config.guard is not None:
+        with _stage("guard evaluation", durations, console):
+            guard = _guard_evaluation(config, family, levels[0], out_dir / "guard", progress)
+
     with _stage("report", durations, console):
         durations["total"] = round(time.time() - started, 1)
         report = build_report(
             config=_as_record(config), corpus=corpus.summary().as_dict(), levels=levels,
-            sweep=sweep, run=_run_metadata(config, durations),
+            sweep=sweep, guard=guard, run=_run_metadata(config, durations),
         )  # fmt: skip
         json_path, html_path = write_report(out_dir, report)
     console.print(f"Report: [bold]{html_path}[/] (and {json_path.name} beside it)")
@@ -176,6 +184,26 @@ def _audit_level(
         "mia": report,
         "seconds": round(time.time() - began, 1),
     }
+    write_json(done, result)
+    return result
+
+
+def _guard_evaluation(
+    config: AuditConfig, family: Any, level: dict[str, Any], guard_dir: Path, progress: bool
+) -> dict[str, Any]:
+    """The guard's detectors against adversarial attacks on ``level``'s target."""
+    done = guard_dir / DONE
+    if done.exists():
+        return json.loads(done.read_text("utf-8"))
+    from voxaudit.guard.evaluation import evaluate_guard, json_safe
+
+    assert config.guard is not None
+    model = level["models"]["target"]
+    recognizer = family.load(Path(model), "target", config.device).recognizer
+    options = dataclasses.asdict(config.guard)
+    results = evaluate_guard(recognizer, **options, seed=config.seed, progress=progress)
+    # The report is strict JSON: an undefined interval (NaN) is null there.
+    result = json_safe({"model": model} | results)
     write_json(done, result)
     return result
 

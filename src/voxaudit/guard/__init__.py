@@ -5,5 +5,6 @@
   benign traffic for a target false-positive rate;
 - ``store``: their state, in process or in Redis;
 - ``traffic``: benign query streams for calibration and evaluation;
-- ``config``, ``backends``, ``service``: the FastAPI gateway; ``cli``: ``voxaudit guard``.
+- ``config``, ``backends``, ``service``: the FastAPI gateway; ``cli``: ``voxaudit guard``;
+- ``evaluation``: how well the detectors catch query-based attacks (paper 003's metrics).
 """

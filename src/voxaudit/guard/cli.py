@@ -68,7 +68,7 @@ def calibrate(
         noise = {} if noise_db is None else {"fingerprint_noise_db": list(noise_db)}
         save_thresholds(out, thresholds, noise)
     except VoxauditError as exc:
-        console.print(f"[bold red]error:[/] {exc}", highlight=False)
+        console.print(f"[bold red]error:[/] {exc}", highlight=False, soft_wrap=True)
         raise typer.Exit(2) from None
     console.print(table)
     console.print(f"thresholds written to {out}")
@@ -100,7 +100,7 @@ def serve(
             settings = dataclasses.replace(settings, backend=backend)
         gateway = Gateway(settings, backend_from_spec(settings.backend, settings.backend_timeout_s))
     except VoxauditError as exc:
-        console.print(f"[bold red]error:[/] {exc}", highlight=False)
+        console.print(f"[bold red]error:[/] {exc}", highlight=False, soft_wrap=True)
         raise typer.Exit(2) from None
     uvicorn.run(create_app(gateway), host=host, port=port)
 

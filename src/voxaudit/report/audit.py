@@ -2,9 +2,9 @@
 
 The HTML opens with what a product owner needs (the risk per level in words, whether the audit
 is valid, what the model's accuracy is), then gives the specialist every attack with its
-intervals, the log-log ROC curves, feature importances, the null control, the defense sweep and
-the run's metadata. Each level's own membership report (``voxaudit.mia-report/1``) is embedded
-unchanged in the JSON.
+intervals, the log-log ROC curves, feature importances, the null control, the defense sweep, the
+guard evaluation and the run's metadata. Each level's own membership report
+(``voxaudit.mia-report/1``) is embedded unchanged in the JSON.
 """
 
 from __future__ import annotations
@@ -12,6 +12,7 @@ from __future__ import annotations
 import base64
 import html
 import json
+import math
 from collections.abc import Mapping, Sequence
 from datetime import datetime, timezone
 from pathlib import Path
@@ -22,6 +23,7 @@ from voxaudit.errors import VoxauditError
 from voxaudit.files import write_atomically
 from voxaudit.report.mia import (
     STYLE,
+    as_estimate,
     failed_null_controls,
     interval_text,
     key_value_table,
@@ -89,6 +91,7 @@ def build_report(
     levels: Sequence[Mapping[str, Any]],
     sweep: Mapping[str, Any] | None,
     run: Mapping[str, Any],
+    guard: Mapping[str, Any] | None = None,
 ) -> dict[str, Any]:
     """The report's data: a summary per level, then everything it rests on."""
     if not levels:
@@ -103,6 +106,7 @@ def build_report(
         | {"problems": len(corpus.get("problems", []))},
         "levels": [dict(level) for level in levels],
         "defenses": None if sweep is None else dict(sweep),
+        "guard": None if guard is None else dict(guard),
         "run": dict(run),
     }
 
@@ -157,6 +161,8 @@ def render_html(report: Mapping[str, Any]) -> str:
     links += [(f"level-{lv['level']}", f"{lv['level'].title()} level") for lv in report["levels"]]
     if report["defenses"]:
         links.append(("defenses", "Defenses"))
+    if report.get("guard"):  # reports made before the guard stage have no such key
+        links.append(("guard", "Guard"))
     links.append(("run", "Run"))
     nav = " ".join(f'<a href="#{anchor}">{_e(text)}</a>' for anchor, text in links)
     parts = [
@@ -175,6 +181,8 @@ def render_html(report: Mapping[str, Any]) -> str:
         parts += _level_section(level)
     if report["defenses"]:
         parts += _defense_section(report["defenses"])
+    if report.get("guard"):
+        parts += _guard_section(report["guard"])
     parts += [
         '<section id="run"><h2>Run</h2>',
         key_value_table(_run_rows(report)),
@@ -305,6 +313,146 @@ def _defense_section(sweep: Mapping[str, Any]) -> list[str]:
         data = base64.b64encode(plot.read_bytes()).decode("ascii")
         parts.append(f'<img alt="privacy-utility plot" src="data:image/png;base64,{data}">')
     return [*parts, "</section>"]
+
+
+def _guard_section(guard: Mapping[str, Any]) -> list[str]:
+    as_is = [g for g in guard["aggregate"] if g["setting"] == "as is"]
+    streams = guard["benign"]
+    header = (
+        "<tr><th>detector</th><th>mean DSR</th><th>median queries to the first detection</th>"
+        "<th>attacks detected</th>"
+        + "".join(f"<th>false positives per benign query ({_e(s)})</th>" for s in streams)
+        + "</tr>"
+    )
+    rows = [
+        f"<tr><td>{_e(g['detector'])}</td>{_detection_cells(g)}"
+        + "".join(_fpr_cell(streams[s][g["detector"]]) for s in streams)
+        + "</tr>"
+        for g in as_is
+    ]
+    evasion = [
+        f"<tr><td>{_e(g['setting'])}</td><td>{_e(g['detector'])}</td>{_detection_cells(g)}</tr>"
+        for g in guard["aggregate"]
+        if g["setting"] != "as is"
+    ]
+    parts = [
+        '<section id="guard"><h2>Guard: catching adversarial attacks</h2>',
+        _guard_lead(guard, as_is),
+        "<p>The memory detector (paper 003) compares each query with the same account's last "
+        f"k = {guard['k']} queries; the index (global) looks it up among every account's recent "
+        "queries; the robust variants add noise before fingerprinting. Each detector was "
+        f"calibrated on benign traffic for {guard['fpr_target']:.1%} false positives. DSR "
+        "(paper 003) is the share of an attack's queries a detection covers. 95% intervals: "
+        "Wilson for shares, bootstrap over the attack runs for the mean and the median.</p>",
+        "<h3>Without evasion</h3>",
+        f"<table>{header}{''.join(rows)}</table>",
+        "<h3>Under evasion</h3>",
+        "<p>The same attacks replayed with noise on every query, fake benign queries mixed in "
+        "at a share p_fake, or spread over several accounts.</p>",
+        '<div class="wide"><table><tr><th>setting</th><th>detector</th><th>mean DSR</th>'
+        "<th>median queries to the first detection</th><th>attacks detected</th></tr>"
+        f"{''.join(evasion)}</table></div>",
+        "<h3>The attacks</h3>",
+        _attack_table(guard["attacks"]),
+    ]
+    if guard["gateway"]:
+        parts += ["<h3>Through the HTTP gateway</h3>", _gateway_table(guard["gateway"])]
+    setup = {
+        "model": guard.get("model"),
+        "target command": guard["target"],
+        "thresholds": {name: round(value, 4) for name, value in guard["thresholds"].items()},
+        "seconds": guard["seconds"],
+    }
+    return [*parts, "<h3>Setup</h3>", key_value_table(setup), "</section>"]
+
+
+def _guard_lead(guard: Mapping[str, Any], as_is: Sequence[Mapping[str, Any]]) -> str:
+    """The answer in words: is an attack caught, by which detector, after how many queries."""
+    # The detector that caught the most attack runs, and the soonest.
+    best = max(as_is, key=lambda g: (g["detected"]["value"], -_median_queries(g)))
+    runs = best["runs"]
+    caught = round(best["detected"]["value"] * runs)
+    queries = [q for attack in guard["attacks"] for q in attack["queries"]]
+    question = (
+        "Can an attacker who crafts an adversarial example against this model (audio it "
+        f"transcribes as &ldquo;{_e(guard['target'])}&rdquo;) be caught? The attack sends the "
+        "model many near-copies of one clip, which the guard (<code>voxaudit guard</code>) "
+        f"recognizes from their audio fingerprints. Of {runs} attack runs, each sending "
+        f"{_span(queries, 'd')} queries, "
+    )
+    if caught == 0:
+        return f"<p>{question}no detector caught any.</p>"
+    fpr = next(iter(guard["benign"].values()))[best["detector"]]["fpr_per_query"]
+    median = as_estimate(best["median_queries_to_detection"])
+    return (
+        f'<p>{question}the {_e(best["detector"])} detector caught <span class="big">{caught} '
+        f"of {runs}</span>, after a median of {median.format('g')} queries, while flagging "
+        f"{as_estimate(fpr).format('.2%')} of benign queries.</p>"
+    )
+
+
+def _median_queries(aggregate: Mapping[str, Any]) -> float:
+    """The median queries to the first detection; infinite when no run was detected."""
+    median = as_estimate(aggregate["median_queries_to_detection"]).value
+    return math.inf if math.isnan(median) else median
+
+
+def _detection_cells(aggregate: Mapping[str, Any]) -> str:
+    """Mean DSR, median queries to the first detection and attacks detected, as table cells."""
+    runs = aggregate["runs"]
+    detected = as_estimate(aggregate["detected"])
+    cells = (
+        as_estimate(aggregate["mean_dsr"]).format(".0%"),
+        as_estimate(aggregate["median_queries_to_detection"]).format("g"),
+        f"{round(detected.value * runs)}/{runs} ({detected.format('.0%')})",
+    )
+    return "".join(f'<td class="num">{_e(cell)}</td>' for cell in cells)
+
+
+def _fpr_cell(benign: Mapping[str, Any]) -> str:
+    shown = as_estimate(benign["fpr_per_query"]).format(".2%")
+    return f'<td class="num">{benign["flagged_queries"]}/{benign["queries"]} ({_e(shown)})</td>'
+
+
+def _attack_table(attacks: Sequence[Mapping[str, Any]]) -> str:
+    rows = []
+    for attack in attacks:
+        success = as_estimate(attack["success"])
+        succeeded = round(success.value * attack["runs"])
+        rows.append(
+            f"<tr><td>{_e(attack['attack'])}</td>"
+            f'<td class="num">{_span(attack["queries"], "d")}</td>'
+            f'<td class="num">{succeeded}/{attack["runs"]} ({_e(success.format(".0%"))})</td>'
+            f'<td class="num">{_e(_span(attack["snr_db"], ".1f"))}</td></tr>'
+        )
+    header = (
+        "<tr><th>attack</th><th>queries sent</th><th>succeeded (transcribed as the target)</th>"
+        "<th>SNR of the result, dB</th></tr>"
+    )
+    return f"<table>{header}{''.join(rows)}</table>"
+
+
+def _gateway_table(gateway: Sequence[Mapping[str, Any]]) -> str:
+    rows = [
+        f"<tr><td>{_e(g['attack'])}</td><td>{_e(g['detector'])}</td>"
+        f'<td class="num">{g["queries_to_detection"] or "-"} (of {g["queries_sent"]} sent)</td>'
+        f"<td>{_e(g['refusal'] or '-')}</td></tr>"
+        for g in gateway
+    ]
+    header = (
+        "<tr><th>attack</th><th>detector</th><th>queries to the first refusal (403)</th>"
+        "<th>refusal</th></tr>"
+    )
+    return f"<table>{header}{''.join(rows)}</table>"
+
+
+def _span(values: Sequence[float | None], spec: str) -> str:
+    """``low to high`` of the defined values (null: an unperturbed carrier's infinite SNR)."""
+    defined = [v for v in values if v is not None]
+    if not defined:
+        return "-"
+    low, high = min(defined), max(defined)
+    return f"{low:{spec}}" if low == high else f"{low:{spec}} to {high:{spec}}"
 
 
 def _run_rows(report: Mapping[str, Any]) -> dict[str, Any]:

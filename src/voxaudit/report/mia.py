@@ -599,7 +599,11 @@ def _label(result: Mapping[str, Any]) -> str:
 
 def _estimate(result: Mapping[str, Any], key: str) -> Estimate:
     """A metric of a result as an :class:`Estimate`, NaN where it is null or absent."""
-    stored = result["metrics"].get(key, {})
+    return as_estimate(result["metrics"].get(key, {}))
+
+
+def as_estimate(stored: Mapping[str, float | None]) -> Estimate:
+    """An estimate as JSON holds it, as an :class:`Estimate`, NaN where null or absent."""
     return Estimate(
         *(math.nan if stored.get(b) is None else stored[b] for b in ("value", "low", "high"))
     )
