@@ -17,11 +17,13 @@ os.environ.setdefault("OMP_NUM_THREADS", "1")
 
 import argparse
 import json
+import sys
 from pathlib import Path
 
 import numpy as np
 import torch
 
+from voxaudit.errors import VoxauditError
 from voxaudit.files import write_atomically
 from voxaudit.guard.evaluation import ATTACKS, evaluate_guard
 from voxaudit.mia.metrics import Estimate
@@ -175,4 +177,7 @@ def summary(results: dict) -> str:
 
 
 if __name__ == "__main__":
-    main()
+    try:
+        main()
+    except VoxauditError as exc:  # bad input: one clear line, not a traceback
+        sys.exit(f"error: {exc}")
