@@ -60,20 +60,28 @@ min_per_side = 2
 """
 
 
+def _config_file(tmp_path_factory, name: str, text: str) -> Path:
+    path = tmp_path_factory.mktemp(name) / "audit.toml"
+    path.write_text(text, encoding="utf-8")
+    return path
+
+
+def _run(config_path: Path):
+    """(config, out_dir, report) of the audit at ``config_path``, run into ``out/`` beside it."""
+    config = AuditConfig.load(config_path)
+    out = config_path.parent / "out"
+    return config, out, run_audit(config, out, progress=False)
+
+
 @pytest.fixture(scope="session")
 def tiny_config_path(tmp_path_factory):
-    root = tmp_path_factory.mktemp("audit")
-    path = root / "audit.toml"
-    path.write_text(TINY, encoding="utf-8")
-    return path
+    return _config_file(tmp_path_factory, "audit", TINY)
 
 
 @pytest.fixture(scope="session")
 def tiny_audit(tiny_config_path):
     """(config, out_dir, report) of the tiny audit."""
-    config = AuditConfig.load(tiny_config_path)
-    out = tiny_config_path.parent / "out"
-    return config, out, run_audit(config, out, progress=False)
+    return _run(tiny_config_path)
 
 
 # A tiny ASR audit with the guard stage: the cheapest attack, the least benign traffic that
@@ -107,8 +115,4 @@ attacks = ["nes (black box)"]
 @pytest.fixture(scope="session")
 def tiny_guard_audit(tmp_path_factory):
     """(config, out_dir, report) of the tiny ASR audit with a guard evaluation."""
-    root = tmp_path_factory.mktemp("guard-audit")
-    path = root / "audit.toml"
-    path.write_text(TINY_ASR_GUARD, encoding="utf-8")
-    config = AuditConfig.load(path)
-    return config, root / "out", run_audit(config, root / "out", progress=False)
+    return _run(_config_file(tmp_path_factory, "guard-audit", TINY_ASR_GUARD))
