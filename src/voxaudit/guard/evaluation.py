@@ -15,7 +15,8 @@ The evaluation behind ``bench/guard_eval.py`` and the guard stage of ``voxaudit 
    NES and genetic (black box with scores).
 4. Each recorded attack is replayed to fresh detectors under each adaptive setting: as is;
    noise at an SNR on every query (paper A1); fake queries (distinct held-out benign clips) at
-   a share p_fake (A2); spread round-robin over 10 accounts; and both.
+   a share p_fake (A2); spread round-robin over 3, 10 or 50 accounts; and 10 accounts with
+   p_fake 60%.
 5. With ``gateway``: the CTC and IRTA-like attacks on the first speech carrier sent through
    the HTTP gateway (FastAPI's TestClient, in-process store, the same model as the backend),
    one detector at a time; the attack stops at its first 403.
