@@ -68,6 +68,19 @@ def test_split_command_writes_a_loadable_split(tmp_path):
     assert (split.level, split.seed, split.n_shadow) == ("sample", 3, 4)
     split.check(load_corpus(corpus_dir))
     assert len(split.train_ids("target")) == len(split.holdout_ids("target"))
+    # Stratified by the spoken digit too: every digit within one between members and holdout.
+    stratified = tmp_path / "stratified.json"
+    result = runner.invoke(
+        app, ["split", str(corpus_dir), "--out", str(stratified), "--stratify-labels"]
+    )
+    assert result.exit_code == 0, result.output
+    split = AuditSplit.load(stratified)
+    assert split.params["stratify_labels"] is True
+    digit = {u.id: u.transcript for u in load_corpus(corpus_dir)}
+    for word in set(digit.values()):
+        members = sum(digit[i] == word for i in split.train_ids("target"))
+        holdout = sum(digit[i] == word for i in split.holdout_ids("target"))
+        assert abs(members - holdout) <= 1, word
 
 
 def test_split_command_reports_bad_options_without_traceback(tmp_path):

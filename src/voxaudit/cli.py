@@ -196,6 +196,13 @@ def split(
     unseen_fraction: Annotated[
         float, typer.Option(help="Speaker level: member speakers' voices kept out of training.")
     ] = 0.2,
+    stratify_labels: Annotated[
+        bool,
+        typer.Option(
+            help="Sample level: balance the pools by transcript as well as by speaker, so that "
+            "members and non-members hold the same words (digit and command corpora)."
+        ),
+    ] = False,
     layout: LayoutOpt = None,
     pattern: PatternOpt = None,
 ) -> None:
@@ -215,6 +222,7 @@ def split(
         halves_include_target=include_target,
         reference_speakers=_count_or_fraction(reference_speakers),
         unseen_fraction=unseen_fraction,
+        stratify_labels=stratify_labels,
     )
     audit_split.save(out)
     console.print(split_table(audit_split))

@@ -376,3 +376,81 @@ def test_halves_memberships_are_independent_across_units():
     signs = 2 * shadow - 1
     pair_corr = (signs[:, :-1] * signs[:, 1:]).mean(axis=0)
     assert abs(pair_corr.mean()) < 0.1
+
+
+def _labelled_corpus(counts: list[list[int]]) -> Corpus:
+    """Speaker s says word w counts[s][w] times."""
+    return Corpus(
+        [
+            Utterance(
+                f"spk{s:02d}-w{w}-{i:02d}", f"spk{s:02d}", transcript=f"word {w}",
+                samples=np.zeros(4, np.float32), sample_rate=16000,
+            )
+            for s, words in enumerate(counts)
+            for w, n in enumerate(words)
+            for i in range(n)
+        ],
+        name="words",
+    )  # fmt: skip
+
+
+labelled_corpora = (
+    st.lists(st.lists(st.integers(0, 9), min_size=3, max_size=3), min_size=4, max_size=12)
+    .filter(lambda c: sum(map(sum, c)) >= 8)
+    .map(_labelled_corpus)
+)
+
+
+@PROPERTY
+@given(labelled_corpora, seeds, st.sampled_from(["disjoint", "halves"]))
+def test_label_stratified_pools_balance_every_speaker_and_word(corpus, seed, mode):
+    split = make_split(corpus, seed=seed, n_shadow=2, shadow_mode=mode, stratify_labels=True)
+    pools = split.pools
+    _assert_disjoint(pools)
+    assert sorted(i for ids in pools.values() for i in ids) == sorted(corpus.ids)
+    assert abs(len(pools["target_train"]) - len(pools["target_holdout"])) <= 1
+    assert split.params["stratify_labels"] is True
+    for (speaker, word), ids in _groups_by_speaker_and_word(corpus).items():
+        count = {name: len(set(ids) & set(pool)) for name, pool in pools.items()}
+        target = count["target_train"] + count["target_holdout"]
+        shadow = count["shadow_train"] + count["shadow_holdout"]
+        # Each (speaker, word) is dealt half to the target (within the carried rounding) and,
+        # within each side, alternately to train and holdout.
+        assert abs(target - shadow) <= 2, (speaker, word, count)
+        assert abs(count["target_train"] - count["target_holdout"]) <= 1, (speaker, word, count)
+    # And within one for every speaker and every word as a whole, on both sides.
+    for side in ("target", "shadow"):
+        train, holdout = set(pools[f"{side}_train"]), set(pools[f"{side}_holdout"])
+        for key in (lambda u: u.speaker, lambda u: u.transcript):
+            for value in {key(u) for u in corpus}:
+                ids = {u.id for u in corpus if key(u) == value}
+                assert abs(len(ids & train) - len(ids & holdout)) <= 1, (side, value)
+
+
+def _groups_by_speaker_and_word(corpus: Corpus) -> dict[tuple[str, str], list[str]]:
+    groups: dict[tuple[str, str], list[str]] = {}
+    for u in corpus:
+        groups.setdefault((u.speaker, u.transcript), []).append(u.id)
+    return groups
+
+
+def test_label_stratification_evens_out_the_words_members_and_non_members_hold():
+    # 6 speakers x 10 words x 10 takes, as FSDD capped at 100 per speaker.
+    corpus = _labelled_corpus([[10] * 10] * 6)
+    spread = {}
+    for stratify in (False, True):
+        split = make_split(corpus, seed=0, stratify_labels=stratify)
+        word = {u.id: u.transcript for u in corpus}
+        members = [word[i] for i in split.pools["target_train"]]
+        holdout = [word[i] for i in split.pools["target_holdout"]]
+        spread[stratify] = max(abs(members.count(w) - holdout.count(w)) for w in set(word.values()))
+    assert spread[True] <= 6 < spread[False]  # stratified: at most one per speaker
+
+
+def test_label_stratification_needs_transcripts_and_a_sample_level_split():
+    with pytest.raises(ValueError, match="no transcripts"):
+        make_split(_corpus([4, 4, 4, 4]), stratify_labels=True)
+    with pytest.raises(ValueError, match="sample-level"):
+        make_split(_labelled_corpus([[4, 4, 4]] * 8), "speaker", stratify_labels=True)
+    # Off, the option leaves no trace in the split's parameters (older split files stay equal).
+    assert "stratify_labels" not in make_split(_labelled_corpus([[4, 4, 4]] * 4)).params

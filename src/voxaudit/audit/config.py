@@ -62,6 +62,7 @@ mode = "halves"            # halves: each shadow sees a random half of the shado
 
 [split]                    # options of `voxaudit split` (make_split), e.g. target_fraction
 target_fraction = 0.5
+# stratify_labels = true   # sample level: members and non-members hold the same words
 
 [audit]                    # options of the family's audit, e.g. max_per_side, draws, n_bootstrap
 max_per_side = 128

@@ -8,6 +8,7 @@ not (the SLMIA-SR setting), and each member speaker keeps some voices out of tra
 
 from __future__ import annotations
 
+import itertools
 import json
 import math
 from collections.abc import Callable, Sequence
@@ -249,6 +250,7 @@ def make_split(
     reference_speakers: int | float = 0.2,
     unseen_fraction: float = 0.2,
     max_per_speaker: int | None = None,
+    stratify_labels: bool = False,
 ) -> AuditSplit:
     """Deal ``corpus`` into disjoint audit pools; the same ids and seed always give the same split.
 
@@ -256,6 +258,12 @@ def make_split(
     (Shokri et al.); ``"halves"`` puts every unit of the shadow population (an utterance, or
     a speaker at speaker level) in the training set of half the models (LiRA / RMIA), adding
     the target pools to that population when ``halves_include_target`` (online LiRA).
+
+    A sample-level split balances every pool by speaker; ``stratify_labels`` balances it by
+    speaker and transcript (the label of a digit or command corpus) together. Without it,
+    members and non-members can differ in which words they hold, and a model that never saw
+    either side then tells them apart through how hard each word is: the null control shows
+    it, and the audit's leakage includes it.
     """
     params: dict[str, Any] = {
         "target_fraction": target_fraction,
@@ -266,14 +274,19 @@ def make_split(
         "unseen_fraction": unseen_fraction,
         "max_per_speaker": max_per_speaker,
     }
+    if stratify_labels:  # recorded only when set, so earlier split files stay equal
+        params["stratify_labels"] = True
     _check_options(level, seed, params)
     if len(corpus) == 0:
         raise VoxauditError(f"corpus {corpus.name!r} is empty: there is nothing to split")
     # Separate streams, so the shadow options never change the target pools.
     base, shadow = (np.random.default_rng(s) for s in np.random.SeedSequence(seed).spawn(2))
     groups = _shuffled_groups(corpus, base, max_per_speaker)
-    build = _sample_level if level == "sample" else _speaker_level
-    pools, speakers, models = build(corpus.name, groups, shadow, params)
+    if level == "sample":
+        labels = _labels(corpus) if stratify_labels else None
+        pools, speakers, models = _sample_level(corpus.name, groups, shadow, params, labels)
+    else:
+        pools, speakers, models = _speaker_level(corpus.name, groups, shadow, params)
     return AuditSplit(
         level=level,
         seed=int(seed),
@@ -308,6 +321,10 @@ def _check_options(level: str, seed: int, p: dict[str, Any]) -> None:
         (
             p["max_per_speaker"] is None or p["max_per_speaker"] >= 1,
             "max_per_speaker must be None or >= 1",
+        ),
+        (
+            level == "sample" or not p.get("stratify_labels"),
+            "stratify_labels applies to sample-level splits (speaker level deals whole speakers)",
         ),
         (
             (isinstance(p["reference_speakers"], float) and 0 <= p["reference_speakers"] < 1)
@@ -375,8 +392,15 @@ def _sides_fit(total: int, fraction: float, shadow_parts: int) -> bool:
     return target >= 2 and total - target >= shadow_parts
 
 
-def _sample_level(name: str, groups: Groups, rng: np.random.Generator, p: dict[str, Any]) -> Dealt:
-    """Deal each speaker's utterances over all four pools, alternating train and holdout."""
+def _sample_level(
+    name: str,
+    groups: Groups,
+    rng: np.random.Generator,
+    p: dict[str, Any],
+    labels: dict[str, str] | None = None,
+) -> Dealt:
+    """Deal each speaker's utterances over all four pools, alternating train and holdout;
+    with ``labels`` (id -> transcript), balanced by speaker and by label at once."""
     total = sum(len(ids) for _, ids in groups)
     disjoint = p["shadow_mode"] == "disjoint"
     parts = 2 * p["n_shadow"] if disjoint else 2
@@ -388,16 +412,32 @@ def _sample_level(name: str, groups: Groups, rng: np.random.Generator, p: dict[s
             f"{p['shadow_mode']} shadow model(s) it needs at least {need} utterances; "
             f"it has {total}" + (" after max_per_speaker" if p["max_per_speaker"] else "")
         )
-    carry = _Carry(p["target_fraction"])
-    pools: dict[str, list[str]] = {pool: [] for pool in SAMPLE_POOLS}
-    for _, ids in groups:
-        k = carry.take(len(ids))
-        for side, part in (("target", ids[:k]), ("shadow", ids[k:])):
-            for uid in part:
-                # A global toggle (not per speaker) keeps train and holdout within one overall.
-                turn = len(pools[f"{side}_train"]) + len(pools[f"{side}_holdout"])
-                pools[f"{side}_{'holdout' if turn % 2 else 'train'}"].append(uid)
     speakers = {"all": [spk for spk, _ in groups]}
+    if labels is not None:
+        groups = _cut_by_label(groups, labels)
+    carry = _Carry(p["target_fraction"])
+    sides: dict[str, Groups] = {"target": [], "shadow": []}
+    for speaker, ids in groups:
+        k = carry.take(len(ids))
+        sides["target"].append((speaker, ids[:k]))
+        sides["shadow"].append((speaker, ids[k:]))
+    pools: dict[str, list[str]] = {pool: [] for pool in SAMPLE_POOLS}
+    for side, side_groups in sides.items():
+        if labels is None:
+            # A global toggle (not per speaker) keeps train and holdout within one overall.
+            firsts = itertools.cycle(["train", "holdout"])
+            for _, part in side_groups:
+                for uid in part:
+                    pools[f"{side}_{next(firsts)}"].append(uid)
+            continue
+        odd = [i for i, (_, part) in enumerate(side_groups) if len(part) % 2]
+        cells = [(side_groups[i][0], labels[side_groups[i][1][0]]) for i in odd]
+        extra_in_train = dict(zip(odd, _balanced_orientation(cells), strict=True))
+        for i, (_, part) in enumerate(side_groups):
+            first, second = ("holdout", "train") if not extra_in_train.get(i, True) else (
+                "train", "holdout")  # fmt: skip
+            for j, uid in enumerate(part):
+                pools[f"{side}_{second if j % 2 else first}"].append(uid)
     if disjoint:
         # Dealing in speaker order keeps each model's slice stratified by speaker.
         trains = _round_robin(pools["shadow_train"], p["n_shadow"])
@@ -408,6 +448,75 @@ def _sample_level(name: str, groups: Groups, rng: np.random.Generator, p: dict[s
         units += pools["target_train"] + pools["target_holdout"]
     models: Models = [(ins, outs, []) for ins, outs in _halves(units, p["n_shadow"], rng)]
     return pools, speakers, models
+
+
+def _labels(corpus: Corpus) -> dict[str, str]:
+    """Each utterance's transcript, the label a sample-level split can stratify by."""
+    if not any(u.transcript for u in corpus):
+        raise VoxauditError(
+            f"stratify_labels: corpus {corpus.name!r} has no transcripts to stratify by"
+        )
+    return {u.id: u.transcript or "" for u in corpus}
+
+
+def _cut_by_label(groups: Groups, labels: dict[str, str]) -> Groups:
+    """Each speaker's group cut into one group per label, in their shuffled order."""
+    finer: Groups = []
+    for speaker, ids in groups:
+        by_label: dict[str, list[str]] = {}
+        for uid in ids:
+            by_label.setdefault(labels[uid], []).append(uid)
+        finer += [(speaker, same) for same in by_label.values()]
+    return finer
+
+
+def _balanced_orientation(cells: Sequence[tuple[str, str]]) -> list[bool]:
+    """For (speaker, label) cells of odd size, which give their extra item to train, so that
+    every speaker, every label and the whole side get within one as many extras in train as
+    in holdout.
+
+    Hand-written because no library does this small case of matrix rounding: the cells are
+    the edges of a bipartite multigraph (speakers, labels). Odd-degree speakers are joined to
+    one extra vertex and odd-degree labels to another (and the two to each other when both
+    are odd), so that every degree is even; closed walks then orient each edge so that every
+    vertex has as many edges out (extra in train) as in. The speakers' extra vertex being
+    balanced too is what keeps the whole side within one.
+    """
+    rows = [("speaker", speaker) for speaker, _ in cells]
+    cols = [("label", label) for _, label in cells]
+    edges = list(zip(rows, cols, strict=True))
+    degree: dict[tuple[str, str], int] = {}
+    for vertex in rows + cols:
+        degree[vertex] = degree.get(vertex, 0) + 1
+    for kind in ("speaker", "label"):
+        edges += [(v, ("extra", kind)) for v, d in degree.items() if v[0] == kind and d % 2]
+    if sum(1 for _, b in edges if b == ("extra", "speaker")) % 2:
+        edges.append((("extra", "speaker"), ("extra", "label")))
+    incident: dict[tuple[str, str], list[int]] = {}
+    for e, (a, b) in enumerate(edges):
+        incident.setdefault(a, []).append(e)
+        incident.setdefault(b, []).append(e)
+    forward = [False] * len(edges)  # traversed from its first vertex to its second
+    used = [False] * len(edges)
+    nxt = dict.fromkeys(incident, 0)
+    for start in incident:
+        while True:
+            vertex, moved = start, False
+            # A walk on an all-even graph can only get stuck where it started: closed.
+            while True:
+                edges_here = incident[vertex]
+                while nxt[vertex] < len(edges_here) and used[edges_here[nxt[vertex]]]:
+                    nxt[vertex] += 1
+                if nxt[vertex] == len(edges_here):
+                    break
+                e = edges_here[nxt[vertex]]
+                used[e], moved = True, True
+                a, b = edges[e]
+                forward[e] = vertex == a
+                vertex = b if vertex == a else a
+            if not moved:
+                break
+    return forward[: len(cells)]
 
 
 def _reference_count(reference: int | float, n_speakers: int) -> int:
