@@ -11,7 +11,15 @@ import pytest
 from voxaudit.data.loaders import load_corpus
 from voxaudit.data.splits import make_split
 from voxaudit.data.synth import synthesize_corpus
-from voxaudit.defend.sweep import FAMILIES, SweepConfig, _dp_epsilon, pareto_front, run_sweep
+from voxaudit.defend.sweep import (
+    FAMILIES,
+    SweepConfig,
+    _claim,
+    _dp_epsilon,
+    pareto_front,
+    run_setting,
+    run_sweep,
+)
 from voxaudit.defend.training import DPSGD
 from voxaudit.errors import VoxauditError
 
@@ -175,3 +183,28 @@ def test_speaker_sweep_scores_eer_and_serves_defended_embeddings(tmp_path):
         run_sweep(
             SweepConfig(**{**config.__dict__, "threat": "black"}), tmp_path / "b", progress=False
         )
+
+
+def test_a_sweep_folder_refuses_another_config_or_a_redefined_setting(tmp_path):
+    (tmp_path / "s.json").write_text('{"a split": 1}')
+    head = 'family = "classifier"\ncorpus = "c"\nsplit = "s.json"\n'
+    setting = '[[settings]]\nname = "none"\n'
+    config = SweepConfig.load(_write(tmp_path, head + setting))
+    out = tmp_path / "out"
+    _claim(config, out)
+    _claim(config, out)  # the same config: resumes
+    longer = SweepConfig.load(_write(tmp_path, head + "[base.train]\nepochs = 9\n" + setting))
+    with pytest.raises(VoxauditError, match=r"different config \(changed: base\)"):
+        _claim(longer, out)
+    (tmp_path / "s.json").write_text('{"another split": 1}')
+    with pytest.raises(VoxauditError, match="split_sha256"):
+        _claim(config, out)
+    # A finished setting whose definition changed under the same name is not read back.
+    done = out / "settings" / "none" / "result.json"
+    done.parent.mkdir(parents=True)
+    done.write_text(json.dumps({"setting": "none", "definition": {"name": "none", "train": {}}}))
+    redefined = SweepConfig.load(
+        _write(tmp_path, head + setting + "train = { weight_decay = 0.1 }\n")
+    )
+    with pytest.raises(VoxauditError, match="'none' was run with another definition"):
+        run_setting(redefined, redefined.settings[0], out, progress=False)

@@ -48,7 +48,7 @@ import json
 import re
 import time
 from collections.abc import Callable, Collection, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -254,6 +254,8 @@ LOWER_IS_BETTER = {"cer", "eer"}
 #: Share of each role's training pool the defender keeps out as known non-members, for the
 #: defenses that need them (adversarial regularization, MemGuard).
 REFERENCE_FRACTION = 0.2
+#: What every setting of a sweep folder shares, recorded there by the first run.
+SWEEP_RECORD = "sweep-config.json"
 
 
 def _held_out_share(setting: Setting, run_config: dict[str, Any]) -> float:
@@ -345,8 +347,15 @@ def run_setting(
     """Train, serve, measure and audit one setting; its result (cached in ``result.json``)."""
     setting_dir = out_dir / "settings" / setting.slug
     done = setting_dir / "result.json"
+    definition = asdict(setting)
     if done.exists():
-        return json.loads(done.read_text("utf-8"))
+        result = json.loads(done.read_text("utf-8"))
+        if _json_key(result.get("definition", definition)) != _json_key(definition):
+            raise VoxauditError(
+                f"{done}: setting {setting.name!r} was run with another definition; rename the "
+                "setting, or delete its folder to run it again"
+            )
+        return result
     started = time.time()
     family = FAMILIES[config.family]()
     corpus = load_corpus(config.corpus)
@@ -398,6 +407,7 @@ def run_setting(
     )  # fmt: skip
     result = {
         "setting": setting.name,
+        "definition": definition,
         "threat": threat,
         "utility": {"metric": metric, "value": round(utility, 4)},
         "leakage": _strongest(report["results"]),
@@ -440,6 +450,38 @@ def _dp_epsilon(hooks: Sequence[Any], run_dir: Path, fresh: bool) -> float | Non
     return json.loads(record.read_text("utf-8"))["epsilon"]
 
 
+def _claim(config: SweepConfig, out_dir: Path) -> None:
+    """Record what every setting in ``out_dir`` shares, or refuse a folder made by another
+    config: its finished settings and trained models would not match this one's."""
+    record = {
+        # The split's bytes name the corpus too (its fingerprint is in the split).
+        "split_sha256": hashlib.sha256(config.split.read_bytes()).hexdigest(),
+        "family": config.family,
+        "base": config.base,
+        "audit": config.audit,
+        "shadows": config.shadows,
+        "threat": config.threat,
+        "device": config.device,
+    }
+    path = out_dir / SWEEP_RECORD
+    if not path.exists():
+        write_json(path, record)
+        return
+    previous = json.loads(path.read_text("utf-8"))
+    changed = sorted(k for k in record.keys() | previous.keys() if
+                     _json_key(record.get(k)) != _json_key(previous.get(k)))  # fmt: skip
+    if changed:
+        raise VoxauditError(
+            f"{out_dir}: holds a sweep made with a different config (changed: "
+            f"{', '.join(changed)}); use another --out, or delete the folder to start over"
+        )
+
+
+def _json_key(data: Any) -> str:
+    """``data`` compared as JSON, so tuples and lists, and key orders, compare alike."""
+    return json.dumps(data, sort_keys=True, default=str)
+
+
 def _strongest(results: Sequence[dict[str, Any]]) -> dict[str, Any]:
     """The attack with the highest AUROC on the target, with its null-control AUROC."""
     targets = [r for r in results if r["model"] == "target"]
@@ -476,6 +518,7 @@ def pareto_front(
 def run_sweep(config: SweepConfig, out_dir: str | Path, progress: bool = True) -> dict[str, Any]:
     """Every setting (finished ones are read back), the Pareto frontier and its plot."""
     out_dir = Path(out_dir)
+    _claim(config, out_dir)
     results = [run_setting(config, s, out_dir, progress) for s in config.settings]
     metric = results[0]["utility"]["metric"]
     points = [(r["utility"]["value"], r["leakage"]["auroc"]["value"]) for r in results]
