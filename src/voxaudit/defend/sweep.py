@@ -565,7 +565,7 @@ def _plot(summary: dict[str, Any], path: Path) -> None:
     axes.set_xlabel(f"{metric} on non-members ({better})")
     axes.set_ylabel("strongest attack AUROC (95% CI)")
     axes.set_title(f"{summary['family']}, {summary['threat']} box: privacy against utility")
-    axes.legend(loc="lower right", fontsize=8)
+    axes.legend(loc="best", fontsize=8)
     heading = f"setting  ({metric}, AUROC)\n* on the Pareto frontier\n\n"
     figure.text(0.67, 0.91, heading + "\n".join(key), fontsize=7.5, family="monospace",
                 verticalalignment="top")  # fmt: skip
