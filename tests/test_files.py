@@ -27,3 +27,14 @@ def test_a_failed_write_keeps_the_old_file_and_leaves_no_temporary(tmp_path):
         write_atomically(path, crash)
     assert path.read_text("utf-8") == "old"
     assert [p.name for p in tmp_path.iterdir()] == ["keep.txt"]
+
+
+def test_claim_folder_records_then_refuses_another_config_naming_the_keys(tmp_path):
+    from voxaudit.errors import VoxauditError
+    from voxaudit.files import claim_folder
+
+    claim_folder(tmp_path, "run.json", {"seed": 0, "steps": (1, 2)}, "a run")
+    claim_folder(tmp_path, "run.json", {"steps": [1, 2], "seed": 0}, "a run")  # same, as JSON
+    with pytest.raises(VoxauditError, match=r"holds a run made with a different config \(changed: "
+                       r"extra, seed\)"):  # fmt: skip
+        claim_folder(tmp_path, "run.json", {"seed": 1, "steps": [1, 2], "extra": 3}, "a run")

@@ -40,7 +40,7 @@ from voxaudit.data.corpus import Corpus
 from voxaudit.data.loaders import load_corpus
 from voxaudit.data.splits import AuditSplit, make_split
 from voxaudit.errors import VoxauditError
-from voxaudit.files import write_json
+from voxaudit.files import claim_folder, write_json
 from voxaudit.report.audit import build_report, write_report
 
 CONFIG_RECORD = "audit-config.json"
@@ -310,19 +310,7 @@ def _as_record(config: AuditConfig) -> dict[str, Any]:
 
 def _claim(out_dir: Path, config: AuditConfig) -> None:
     """Record the config in ``out_dir``, or refuse a folder made by a different one."""
-    record = _as_record(config)
-    path = out_dir / CONFIG_RECORD
-    if path.exists():
-        previous = json.loads(path.read_text("utf-8"))
-        changed = sorted(k for k in set(record) | set(previous) if record.get(k) != previous.get(k))
-        if changed:
-            raise VoxauditError(
-                f"{out_dir}: holds an audit made with a different config (changed: "
-                f"{', '.join(changed)}); its models would not match. Use another --out, or "
-                "delete the folder to start over."
-            )
-        return
-    write_json(path, record)
+    claim_folder(out_dir, CONFIG_RECORD, _as_record(config), "an audit")
 
 
 def _run_metadata(config: AuditConfig, durations: dict[str, float]) -> dict[str, Any]:

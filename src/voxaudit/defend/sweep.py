@@ -62,7 +62,7 @@ from voxaudit.data.loaders import load_corpus
 from voxaudit.data.splits import AuditSplit
 from voxaudit.defend import serving, training
 from voxaudit.errors import VoxauditError
-from voxaudit.files import write_json
+from voxaudit.files import claim_folder, json_key, write_json
 from voxaudit.mia.evaluation import evaluation_set
 from voxaudit.progress import track
 from voxaudit.train.loop import CHECKPOINT, read_checkpoint, read_config_file
@@ -350,7 +350,7 @@ def run_setting(
     definition = asdict(setting)
     if done.exists():
         result = json.loads(done.read_text("utf-8"))
-        if _json_key(result.get("definition", definition)) != _json_key(definition):
+        if json_key(result.get("definition", definition)) != json_key(definition):
             raise VoxauditError(
                 f"{done}: setting {setting.name!r} was run with another definition; rename the "
                 "setting, or delete its folder to run it again"
@@ -463,23 +463,7 @@ def _claim(config: SweepConfig, out_dir: Path) -> None:
         "threat": config.threat,
         "device": config.device,
     }
-    path = out_dir / SWEEP_RECORD
-    if not path.exists():
-        write_json(path, record)
-        return
-    previous = json.loads(path.read_text("utf-8"))
-    changed = sorted(k for k in record.keys() | previous.keys() if
-                     _json_key(record.get(k)) != _json_key(previous.get(k)))  # fmt: skip
-    if changed:
-        raise VoxauditError(
-            f"{out_dir}: holds a sweep made with a different config (changed: "
-            f"{', '.join(changed)}); use another --out, or delete the folder to start over"
-        )
-
-
-def _json_key(data: Any) -> str:
-    """``data`` compared as JSON, so tuples and lists, and key orders, compare alike."""
-    return json.dumps(data, sort_keys=True, default=str)
+    claim_folder(out_dir, SWEEP_RECORD, record, "a sweep")
 
 
 def _strongest(results: Sequence[dict[str, Any]]) -> dict[str, Any]:

@@ -33,7 +33,7 @@ from torch.utils.data import DataLoader, Dataset, Sampler
 
 from voxaudit.data.features import Batch
 from voxaudit.errors import VoxauditError
-from voxaudit.files import write_atomically
+from voxaudit.files import json_key, write_atomically
 from voxaudit.models.base import Trainable
 from voxaudit.progress import make_progress
 from voxaudit.train.data import make_loader
@@ -351,11 +351,6 @@ def _set_rng_state(state: dict[str, Any], generator: torch.Generator) -> None:
     if state["cuda"] and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(state["cuda"])
     generator.set_state(state["generator"])
-
-
-def _json_equal(a: Any, b: Any) -> bool:
-    """Equal once through JSON, so tuples and lists compare alike."""
-    return json.dumps(a, sort_keys=True) == json.dumps(b, sort_keys=True)
 
 
 def class_path(model: nn.Module) -> str:
@@ -715,10 +710,13 @@ class _Run:
         ]
         mismatches = [
             (state["model_class"] != class_path(self.model), "another model class"),
-            (not _json_equal(state["model_config"], self.model.config()), "another model config"),
+            (
+                json_key(state["model_config"]) != json_key(self.model.config()),
+                "another model config",
+            ),
             (bool(changed), f"other training settings ({', '.join(changed)})"),
-            (not _json_equal(state["data"], self.data), "other training data"),
-            (not _json_equal(state["metadata"], self.metadata), "other run metadata"),
+            (json_key(state["data"]) != json_key(self.data), "other training data"),
+            (json_key(state["metadata"]) != json_key(self.metadata), "other run metadata"),
         ]
         for differs, what in mismatches:
             if differs:
