@@ -164,3 +164,18 @@ def test_dpsgd_trains_a_ctc_recognizer_named_in_its_config(members, tmp_path):
     assert torch.allclose(saved, trained, atol=1e-5)
     with pytest.raises(VoxauditError, match="rnn"):
         asr_model_for(members, "ctc", "tiny", rnn="lstm", **tiny)
+
+
+@pytest.mark.skipif(not HAS_OPACUS, reason="needs Opacus")
+def test_dpsgd_takes_a_noise_only_step_for_an_empty_poisson_batch(members):
+    model = _model(members, cell="dpgru")
+    engine = DPSGD(noise_multiplier=1.0, max_grad_norm=1.0)
+    data = UtteranceDataset(members, model.front_end, model.target)
+    # One utterance in 12 per batch: Poisson sampling leaves about a third of batches empty.
+    config = TrainConfig(epochs=2, batch_size=1, lr=1e-2, device="cpu")
+    trainer = Trainer(config, [engine], progress=False)
+    before = [p.detach().clone() for p in model.parameters()]
+    history = trainer.fit(model, data)
+    assert len(history.epochs) == 2 and 0 < engine.epsilon() < float("inf")
+    assert engine.loader is not None and engine.loader.empty_steps > 0
+    assert any(not torch.equal(a, b) for a, b in zip(before, model.parameters(), strict=True))

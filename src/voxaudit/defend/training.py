@@ -60,6 +60,7 @@ class DPSGD:
         self.max_grad_norm = max_grad_norm
         self.delta = delta
         self.engine: Any = None
+        self.loader: _NoiseOnEmpty | None = None  # what training iterates, once wrapped
 
     def wrap(
         self, model: nn.Module, optimizer: torch.optim.Optimizer, loader: DataLoader
@@ -77,19 +78,55 @@ class DPSGD:
                 + " (recurrent classifiers: use cell='dpgru' or 'dplstm')"
             )
         self.engine = PrivacyEngine()
-        return self.engine.make_private(
+        model, optimizer, loader = self.engine.make_private(
             module=model,
             optimizer=optimizer,
             data_loader=loader,
             noise_multiplier=self.noise_multiplier,
             max_grad_norm=self.max_grad_norm,
         )
+        self.loader = _NoiseOnEmpty(loader, optimizer)
+        return model, optimizer, self.loader
 
     def epsilon(self) -> float:
         """The privacy budget spent so far, at ``delta``."""
         if self.engine is None:
             raise VoxauditError("DPSGD has not trained anything yet")
         return float(self.engine.get_epsilon(self.delta))
+
+
+class _NoiseOnEmpty:
+    """A DP loader that never yields an empty batch: it takes that step itself, noise only.
+
+    Poisson sampling draws an empty batch now and then. The accountant counts a noisy step
+    for it, and skipping the step would reveal that nobody was sampled. Opacus would build an
+    empty batch shaped like the first one, but it knows only tensors, dicts and sequences, not
+    a ``Batch``. So the loader marks the empty batch, and the step happens here: every
+    parameter gets zero per-example gradients, and the DP optimizer adds its noise.
+    """
+
+    def __init__(self, loader: DataLoader, optimizer: torch.optim.Optimizer) -> None:
+        collate = loader.collate_fn
+        loader.collate_fn = lambda items: collate(items) if items else None
+        self.loader = loader
+        self.optimizer = optimizer
+        self.empty_steps = 0
+
+    def __iter__(self) -> Iterator[Batch]:
+        for batch in self.loader:
+            if batch is not None:
+                yield batch
+                continue
+            self.optimizer.zero_grad(set_to_none=True)
+            for group in self.optimizer.param_groups:
+                for p in group["params"]:
+                    if p.requires_grad:
+                        p.grad_sample = torch.zeros((0, *p.shape), dtype=p.dtype, device=p.device)
+            self.optimizer.step()
+            self.empty_steps += 1
+
+    def __len__(self) -> int:
+        return len(self.loader)
 
 
 class Distillation:
