@@ -11,6 +11,7 @@ from __future__ import annotations
 import itertools
 import json
 import math
+from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -434,8 +435,9 @@ def _sample_level(
         cells = [(side_groups[i][0], labels[side_groups[i][1][0]]) for i in odd]
         extra_in_train = dict(zip(odd, _balanced_orientation(cells), strict=True))
         for i, (_, part) in enumerate(side_groups):
-            first, second = ("holdout", "train") if not extra_in_train.get(i, True) else (
-                "train", "holdout")  # fmt: skip
+            # An even part splits evenly whichever pool it starts with.
+            first, second = ("train", "holdout") if extra_in_train.get(i, True) else (
+                "holdout", "train")  # fmt: skip
             for j, uid in enumerate(part):
                 pools[f"{side}_{second if j % 2 else first}"].append(uid)
     if disjoint:
@@ -485,9 +487,7 @@ def _balanced_orientation(cells: Sequence[tuple[str, str]]) -> list[bool]:
     rows = [("speaker", speaker) for speaker, _ in cells]
     cols = [("label", label) for _, label in cells]
     edges = list(zip(rows, cols, strict=True))
-    degree: dict[tuple[str, str], int] = {}
-    for vertex in rows + cols:
-        degree[vertex] = degree.get(vertex, 0) + 1
+    degree = Counter(rows + cols)
     for kind in ("speaker", "label"):
         edges += [(v, ("extra", kind)) for v, d in degree.items() if v[0] == kind and d % 2]
     if sum(1 for _, b in edges if b == ("extra", "speaker")) % 2:
@@ -499,23 +499,21 @@ def _balanced_orientation(cells: Sequence[tuple[str, str]]) -> list[bool]:
     forward = [False] * len(edges)  # traversed from its first vertex to its second
     used = [False] * len(edges)
     nxt = dict.fromkeys(incident, 0)
-    for start in incident:
+    for vertex in incident:
+        # Walk along unused edges until stuck. On an all-even graph a walk can only get stuck
+        # where it started, so each walk is closed, and a vertex's walks leave it as often as
+        # they enter it; walks starting elsewhere that pass a vertex are closed as well.
         while True:
-            vertex, moved = start, False
-            # A walk on an all-even graph can only get stuck where it started: closed.
-            while True:
-                edges_here = incident[vertex]
-                while nxt[vertex] < len(edges_here) and used[edges_here[nxt[vertex]]]:
-                    nxt[vertex] += 1
-                if nxt[vertex] == len(edges_here):
-                    break
-                e = edges_here[nxt[vertex]]
-                used[e], moved = True, True
-                a, b = edges[e]
-                forward[e] = vertex == a
-                vertex = b if vertex == a else a
-            if not moved:
+            here = incident[vertex]
+            while nxt[vertex] < len(here) and used[here[nxt[vertex]]]:
+                nxt[vertex] += 1
+            if nxt[vertex] == len(here):
                 break
+            e = here[nxt[vertex]]
+            used[e] = True
+            a, b = edges[e]
+            forward[e] = vertex == a
+            vertex = b if vertex == a else a
     return forward[: len(cells)]
 
 
