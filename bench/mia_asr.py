@@ -2,7 +2,7 @@
 
 Usage: python bench/mia_asr.py [--level sample|speaker] [--threat white] [--shadows 4]
        [--use-shadows 2]
-       [--preset tiny] [--epochs 40] [--corpus PATH] [--work voxaudit-out/mia-asr]
+       [--preset tiny] [--epochs 40] [--corpus PATH] [--work voxaudit-out/mia-asr] [--markdown]
 
 Every step resumes: the corpus and split are reused, training continues from checkpoints,
 and feature extraction from its cache, so an interrupted run is rerun with the same command.
@@ -26,6 +26,7 @@ from voxaudit.data.splits import AuditSplit, make_split
 from voxaudit.data.synth import synthesize_corpus
 from voxaudit.mia.asr import AsrAuditConfig, audit_asr, load_audit_model
 from voxaudit.report.console import mia_table
+from voxaudit.report.mia import markdown_table, read_report
 from voxaudit.train.run import train_model
 
 
@@ -49,7 +50,14 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=os.cpu_count() or 1)
     parser.add_argument("--device", default="auto")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument(
+        "--markdown", action="store_true", help="only print the report already written, as a table"
+    )
     args = parser.parse_args()
+    report_dir = args.work / f"report-{args.level}-{args.threat}"
+    if args.markdown:
+        print(markdown_table(read_report(report_dir)))
+        return
     torch.set_num_threads(args.threads)
 
     corpus_dir = args.corpus or Path("voxaudit-out/synthetic")
@@ -86,7 +94,7 @@ def main() -> None:
         split,
         load_audit_model(models["target"], "target", args.device),
         [load_audit_model(models[r], r, args.device) for r in roles[1:]],
-        args.work / f"report-{args.level}-{args.threat}",
+        report_dir,
         config=AsrAuditConfig(
             threat=args.threat,
             draws=args.draws,

@@ -38,6 +38,7 @@ from voxaudit.mia.classifier_audit import (
     load_classifier_model,
 )
 from voxaudit.report.console import mia_table
+from voxaudit.report.mia import markdown_table
 from voxaudit.train.run import train_model
 
 COLUMNS = ("precision", "recall", "accuracy", "auroc", "tpr_at_0.1%_fpr", "tpr_at_1%_fpr")
@@ -150,22 +151,8 @@ def _markdown(report: dict[str, Any], command: str) -> str:
         "Classification accuracy (members / non-members): "
         + json.dumps(setup["classification_accuracy"]),
         "",
-        "| attack | features | model | " + " | ".join(COLUMNS) + " |",
-        "| --- | --- | --- |" + " --- |" * len(COLUMNS),
     ]
-    for r in report["results"]:
-        cells = [_cell(r["metrics"].get(key)) for key in COLUMNS]
-        lines.append(
-            f"| {r['name']} | {r['features']} | {r['model']} | " + " | ".join(cells) + " |"
-        )
-    return "\n".join(lines) + "\n"
-
-
-def _cell(metric: dict[str, float | None] | None) -> str:
-    if metric is None or metric["value"] is None:
-        return "n/a"
-    low, high = (("?" if metric[k] is None else f"{metric[k]:.3f}") for k in ("low", "high"))
-    return f"{metric['value']:.3f} [{low}, {high}]"
+    return "\n".join(lines) + "\n" + markdown_table(report, COLUMNS)
 
 
 if __name__ == "__main__":

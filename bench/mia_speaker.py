@@ -29,8 +29,10 @@ from voxaudit.data.synth import synthesize_corpus
 from voxaudit.mia.speaker_audit import SpeakerAuditConfig, audit_speaker, load_speaker_model
 from voxaudit.models.speaker import Encoder, equal_error_rate, verification_trials
 from voxaudit.report.console import mia_table
-from voxaudit.report.mia import read_report
+from voxaudit.report.mia import markdown_table, read_report
 from voxaudit.train.run import train_model
+
+COLUMNS = ("accuracy", "precision", "recall", "auroc", "tpr_at_0.1%_fpr", "tpr_at_1%_fpr")
 
 #: Small models, so that a CPU trains target and shadow in minutes; both overfit 100 speakers.
 MODELS = {
@@ -61,7 +63,10 @@ def main() -> None:
     args = parser.parse_args()
     if args.markdown:
         for family in args.family:
-            print(f"\n### {family}\n\n" + markdown(read_report(args.work / family / "report")))
+            print(
+                f"\n### {family}\n\n"
+                + markdown_table(read_report(args.work / family / "report"), COLUMNS)
+            )
         return
     torch.set_num_threads(args.threads)
 
@@ -122,28 +127,6 @@ def main() -> None:
 
         Console(width=200).print(mia_table(report))
     print(json.dumps({"platform": platform.platform(), "cpu_count": os.cpu_count()}))
-
-
-def markdown(report: dict) -> str:
-    """The report's results as a Markdown table, each metric with its interval."""
-    metrics = ("accuracy", "auroc", "tpr_at_0.1%_fpr", "tpr_at_1%_fpr")
-    lines = [
-        "| attack | features | model | accuracy | AUROC | TPR @ 0.1% FPR | TPR @ 1% FPR |",
-        "| --- | --- | --- | --- | --- | --- | --- |",
-    ]
-    for r in report["results"]:
-        cells = []
-        for name in metrics:
-            m = r["metrics"].get(name)
-            cells.append(
-                "n/a"
-                if m is None or m["value"] is None
-                else f"{m['value']:.3f} [{m['low']:.3f}, {m['high']:.3f}]"
-            )
-        lines.append(
-            f"| {r['name']} | {r['features']} | {r['model']} | " + " | ".join(cells) + " |"
-        )
-    return "\n".join(lines)
 
 
 def _held_out_eer(corpus, split: AuditSplit, run: Path, seed: int) -> dict[str, float]:

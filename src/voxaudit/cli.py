@@ -551,7 +551,8 @@ def _membership_audit(
     """Load the corpus, split and models, run one family's ``audit``, print its table."""
     from voxaudit.data.loaders import load_corpus
     from voxaudit.data.splits import AuditSplit
-    from voxaudit.report.console import MIA_METRICS, mia_table
+    from voxaudit.report.console import mia_table
+    from voxaudit.report.mia import MIA_METRICS
 
     report = audit(
         load_corpus(corpus, layout, pattern=pattern, progress=True),

@@ -121,6 +121,52 @@ def test_adversarial_regularization_reads_the_class_count_from_the_model(members
     assert hook.n_classes == 3 and hook.inference[0].in_features == 2 * 3
 
 
+class _Killed:
+    """An input transform that dies at a given step, like a killed process."""
+
+    def __init__(self, at_step: int) -> None:
+        self.at_step, self.calls = at_step, 0
+
+    def transform(self, model, batch):
+        self.calls += 1
+        if self.calls == self.at_step:
+            raise KeyboardInterrupt
+        return batch
+
+
+def test_adversarial_regularization_resumes_exactly_where_it_stopped(members, tmp_path):
+    def run(out_dir, *extra, model_seed=0):
+        model = _model(members, seed=model_seed)
+        # 6 reference utterances in batches of 4: each epoch (3 steps) ends mid-pass.
+        hook = AdversarialRegularization(_utterances("r", 2), weight=1.0, batch_size=4)
+        data = UtteranceDataset(members, model.front_end, model.target)
+        config = TrainConfig(epochs=3, batch_size=4, lr=1e-2, device="cpu", seed=0)
+        history = Trainer(config, [hook, *extra], progress=False).fit(model, data, out_dir=out_dir)
+        return model, hook, history
+
+    whole, whole_hook, whole_history = run(tmp_path / "whole")
+    with pytest.raises(KeyboardInterrupt):  # dies in epoch 2, after epoch 1's checkpoint
+        run(tmp_path / "cut", _Killed(at_step=5))
+    resumed, resumed_hook, resumed_history = run(tmp_path / "cut", model_seed=9)
+
+    assert resumed_history.train_loss == whole_history.train_loss
+    for a, b in [
+        *zip(whole.parameters(), resumed.parameters(), strict=True),
+        *zip(whole_hook.inference.parameters(), resumed_hook.inference.parameters(), strict=True),
+    ]:
+        assert torch.equal(a, b)
+
+
+def test_a_checkpoint_without_the_learning_hook_is_refused(members, tmp_path):
+    model = _model(members)
+    data = UtteranceDataset(members, model.front_end, model.target)
+    config = TrainConfig(epochs=1, batch_size=4, lr=1e-2, device="cpu")
+    Trainer(config, [], progress=False).fit(model, data, out_dir=tmp_path)
+    hook = AdversarialRegularization(_utterances("r", 2), batch_size=4)
+    with pytest.raises(VoxauditError, match="other learning hooks"):
+        Trainer(config, [hook], progress=False).fit(model, data, out_dir=tmp_path)
+
+
 @pytest.mark.skipif(not HAS_OPACUS, reason="needs Opacus")
 def test_dpsgd_trains_an_opacus_model_and_spends_epsilon(members):
     model = _model(members, cell="dpgru")

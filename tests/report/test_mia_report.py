@@ -15,6 +15,7 @@ from voxaudit.report.mia import (
     REPORT_JSON,
     SCHEMA,
     downsample_roc,
+    markdown_table,
     new_report,
     read_report,
     result_entry,
@@ -243,6 +244,19 @@ def test_html_without_a_null_control_says_so(tmp_path, verdicts):
     report["results"] = [r for r in report["results"] if r["model"] == "target"]
     _, html_path = write_report(tmp_path, report)
     assert "No null control was run" in html_path.read_text()
+
+
+def test_markdown_table_has_a_row_per_result_and_an_interval_per_metric(verdicts):
+    lines = markdown_table(verdicts, ("auroc", "tpr_at_0.1%_fpr", "not_measured")).splitlines()
+    assert lines[0] == "| attack | features | model | AUROC | TPR @ 0.1% FPR | not_measured |"
+    assert len(lines) == 2 + len(verdicts["results"])
+    first = verdicts["results"][0]
+    auroc = first["metrics"]["auroc"]
+    cells = [cell.strip() for cell in lines[2].strip("|").split("|")]
+    assert cells[:3] == ["shadow attack", "loss+noise", "target"]
+    assert cells[3] == f"{auroc['value']:.3f} [{auroc['low']:.3f}, {auroc['high']:.3f}]"
+    # 600 scores cannot resolve 0.1% FPR, and a metric a result lacks is not invented.
+    assert cells[4:] == ["n/a", "n/a"]
 
 
 def test_risk_summary_levels():

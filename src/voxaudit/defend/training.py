@@ -232,8 +232,35 @@ class AdversarialRegularization:
         self.seed = seed
         self._loader: DataLoader | None = None
         self._batches: Iterator[Batch] = iter(())
+        # Where the reference batches stand: the loader's RNG state when the current pass
+        # over them began, and how many batches of it were drawn (what a resume replays).
+        self._pass_rng: torch.Tensor | None = None
+        self._drawn = 0
+        self._resume_at: tuple[torch.Tensor | None, int] | None = None
+        self._optimizer_state: dict[str, Any] | None = None
         if n_classes is not None:
             self._build(n_classes)
+
+    def state_dict(self) -> dict[str, Any]:
+        """What a resumed run needs to continue exactly: the inference model and its data."""
+        if self.n_classes is None:
+            return {"n_classes": None}
+        return {
+            "n_classes": self.n_classes,
+            "inference": self.inference.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "reference_pass_rng": self._pass_rng,
+            "reference_drawn": self._drawn,
+        }
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        if state["n_classes"] is None:
+            return
+        self._build(state["n_classes"])
+        self.inference.load_state_dict(state["inference"])
+        # Loaded once the inference model is on the training device, where Adam's state goes.
+        self._optimizer_state = state["optimizer"]
+        self._resume_at = (state["reference_pass_rng"], state["reference_drawn"])
 
     def _build(self, n_classes: int) -> None:
         # A forked RNG: built mid-training, it must not reseed the training's own stream.
@@ -250,11 +277,25 @@ class AdversarialRegularization:
             # Built on first use: the features and labels are the trained model's own.
             data = UtteranceDataset(self.reference, model.front_end, model.target)
             self._loader = make_loader(data, self.batch_size, shuffle=True, seed=self.seed)
+            pass_rng, drawn = self._resume_at or (None, 0)
+            if pass_rng is not None:  # replay the checkpoint's pass up to where it stood
+                self._loader.generator.set_state(pass_rng)
+                self._start_pass()
+                for _ in range(drawn):
+                    next(self._batches)
+                self._drawn = drawn
         batch = next(self._batches, None)
-        if batch is None:  # an epoch of reference data is over: start another
-            self._batches = iter(self._loader)
+        if batch is None:  # a pass over the reference data is over: start another
+            self._start_pass()
             batch = next(self._batches)
+        self._drawn += 1
         return batch
+
+    def _start_pass(self) -> None:
+        assert self._loader is not None
+        self._pass_rng = self._loader.generator.get_state()
+        self._batches = iter(self._loader)
+        self._drawn = 0
 
     def _gain(self, logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
         """The inference model's member logit for each output."""
@@ -266,6 +307,9 @@ class AdversarialRegularization:
         if self.n_classes is None:
             self._build(logits.shape[1])
         self.inference.to(logits.device)
+        if self._optimizer_state is not None:
+            self.optimizer.load_state_dict(self._optimizer_state)
+            self._optimizer_state = None
         reference = self._next_reference(model).to(logits.device)
         with torch.no_grad():
             reference_logits = model.forward_features(reference.features, reference.lengths)

@@ -13,8 +13,7 @@ from rich.table import Table
 
 from voxaudit.data.corpus import CorpusSummary, Problem
 from voxaudit.data.splits import AuditSplit
-
-MIA_METRICS = ("accuracy", "auroc", "tpr_at_0.1%_fpr", "tpr_at_1%_fpr")
+from voxaudit.report.mia import MIA_METRICS
 
 
 def corpus_table(summary: CorpusSummary) -> Table:

@@ -34,6 +34,7 @@ REPORT_JSON = "report.json"
 REPORT_HTML = "report.html"
 KINDS = ("verdicts", "scores")
 MODELS = ("target", "null")
+MIA_METRICS = ("accuracy", "auroc", "tpr_at_0.1%_fpr", "tpr_at_1%_fpr")  # the tables' columns
 ROC_POINTS = 200
 
 _TOP_FIELDS = {
@@ -607,6 +608,18 @@ def as_estimate(stored: Mapping[str, float | None]) -> Estimate:
     return Estimate(
         *(math.nan if stored.get(b) is None else stored[b] for b in ("value", "low", "high"))
     )
+
+
+def markdown_table(report: Mapping[str, Any], metrics: Sequence[str] = MIA_METRICS) -> str:
+    """A report's results as a Markdown table, each metric with its interval (for the docs)."""
+    names = {"auroc": "AUROC", "tpr_at_0.1%_fpr": "TPR @ 0.1% FPR", "tpr_at_1%_fpr": "TPR @ 1% FPR"}
+    header = ["attack", "features", "model", *(names.get(m, m) for m in metrics)]
+    lines = ["| " + " | ".join(header) + " |", "|" + " --- |" * len(header)]
+    for result in report["results"]:
+        cells = [interval_text(result["metrics"].get(m, {"value": None})) for m in metrics]
+        row = [result["name"], result["features"], result["model"], *cells]
+        lines.append("| " + " | ".join(row) + " |")
+    return "\n".join(lines) + "\n"
 
 
 def interval_text(estimate: Mapping[str, float | None]) -> str:

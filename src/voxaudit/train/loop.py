@@ -272,6 +272,15 @@ Hook = LossTerm | InputTransform | Engine
 
 
 @runtime_checkable
+class StatefulHook(Protocol):
+    """A hook that learns while the model trains: checkpoints keep its state, resumes restore it."""
+
+    def state_dict(self) -> dict[str, Any]: ...
+
+    def load_state_dict(self, state: dict[str, Any]) -> None: ...
+
+
+@runtime_checkable
 class OutputLoss(Protocol):
     """A model that scores outputs it already computed, so loss terms cost no second forward."""
 
@@ -353,9 +362,9 @@ def _set_rng_state(state: dict[str, Any], generator: torch.Generator) -> None:
     generator.set_state(state["generator"])
 
 
-def class_path(model: nn.Module) -> str:
-    """Dotted import path of the model's class."""
-    return f"{type(model).__module__}.{type(model).__qualname__}"
+def class_path(obj: object) -> str:
+    """Dotted import path of the object's class."""
+    return f"{type(obj).__module__}.{type(obj).__qualname__}"
 
 
 def read_checkpoint(path: str | Path) -> dict[str, Any]:
@@ -691,6 +700,11 @@ class _Run:
             "data": self.data,
             "metadata": self.metadata,
             "hooks": [repr(h) for h in self.hooks],
+            "hook_states": [
+                {"class": class_path(h), "state": h.state_dict()}
+                for h in self.hooks
+                if isinstance(h, StatefulHook)
+            ],
         }
 
     def _save(self) -> None:
@@ -708,6 +722,10 @@ class _Run:
             for k, v in self.config.to_dict().items()
             if k not in RESUMABLE_CHANGES and saved[k] != v
         ]
+        # Hooks that learn alongside the model resume with it. Checkpoints older than
+        # "hook_states" did not keep them: their hooks start afresh, as they always did.
+        stateful = [h for h in self.hooks if isinstance(h, StatefulHook)]
+        saved_hooks = state.get("hook_states")
         mismatches = [
             (state["model_class"] != class_path(self.model), "another model class"),
             (
@@ -717,6 +735,11 @@ class _Run:
             (bool(changed), f"other training settings ({', '.join(changed)})"),
             (json_key(state["data"]) != json_key(self.data), "other training data"),
             (json_key(state["metadata"]) != json_key(self.metadata), "other run metadata"),
+            (
+                saved_hooks is not None
+                and [class_path(h) for h in stateful] != [h["class"] for h in saved_hooks],
+                "other learning hooks (e.g. adversarial regularization)",
+            ),
         ]
         for differs, what in mismatches:
             if differs:
@@ -729,6 +752,8 @@ class _Run:
         if self.scaler is not None and state["scaler_state"] is not None:
             self.scaler.load_state_dict(state["scaler_state"])
         _set_rng_state(state["rng"], self.generator)
+        for hook, saved in zip(stateful, saved_hooks or [], strict=False):
+            hook.load_state_dict(saved["state"])
         self.history = History.from_dict(state["history"])
         self.step = state["progress"]["step"]
         self.best_val = state["progress"]["best_val"]
