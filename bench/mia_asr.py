@@ -9,7 +9,8 @@ and feature extraction from its cache, so an interrupted run is rerun with the s
 Without --corpus the default synthetic corpus (200 speakers x 10 utterances) is used. The
 target and the shadows are trained alike (the auditor knows the recipe: grey box, as in
 paper 000); shadows train on random halves of the shadow pools, so one that never saw the
-target's data serves as the null control. The report lands in WORK/report-LEVEL-THREAT/.
+target's data serves as the null control. The report lands in WORK/report-LEVEL-THREAT/
+(WORK/report-LEVEL-THREAT-trained/ with --evidence trained).
 """
 
 from __future__ import annotations
@@ -54,7 +55,8 @@ def main() -> None:
         "--markdown", action="store_true", help="only print the report already written, as a table"
     )
     args = parser.parse_args()
-    report_dir = args.work / f"report-{args.level}-{args.threat}"
+    evidence = "" if args.evidence == "unseen" else f"-{args.evidence}"
+    report_dir = args.work / f"report-{args.level}-{args.threat}{evidence}"
     if args.markdown:
         print(markdown_table(read_report(report_dir)))
         return
