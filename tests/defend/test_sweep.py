@@ -78,8 +78,12 @@ def test_dp_epsilon_is_kept_beside_the_model_and_never_guessed_for_a_resumed_run
 
     trained = DPSGD()
     trained.engine = Accountant()
-    # A run resumed from a checkpoint restarted the accountant: no epsilon rather than too few.
+    # A run resumed from an old checkpoint, without the accountant's history, restarted the
+    # accountant: no epsilon rather than too few. With the history it counts every step.
     assert _dp_epsilon([trained], tmp_path / "resumed", fresh=False) is None
+    trained.restored = True
+    assert _dp_epsilon([trained], tmp_path / "restored", fresh=False) == 2.5
+    trained.restored = False
     assert _dp_epsilon([trained], tmp_path / "model", fresh=True) == 2.5
     # A later setting that reuses the trained model reads the recorded epsilon back.
     assert _dp_epsilon([DPSGD()], tmp_path / "model", fresh=False) == 2.5

@@ -182,6 +182,28 @@ def test_dpsgd_trains_an_opacus_model_and_spends_epsilon(members):
 
 
 @pytest.mark.skipif(not HAS_OPACUS, reason="needs Opacus")
+def test_a_resumed_dpsgd_run_spends_the_epsilon_of_the_whole_run(members, tmp_path):
+    def run(out_dir, *extra):
+        model = _model(members, cell="dpgru")
+        engine = DPSGD(noise_multiplier=1.0, max_grad_norm=1.0)
+        data = UtteranceDataset(members, model.front_end, model.target)
+        config = TrainConfig(epochs=3, batch_size=4, lr=1e-2, device="cpu")
+        Trainer(config, [engine, *extra], progress=False).fit(model, data, out_dir=out_dir)
+        return engine
+
+    whole = run(tmp_path / "whole")
+    with pytest.raises(KeyboardInterrupt):  # dies in epoch 2, after epoch 1's checkpoint
+        run(tmp_path / "cut", _Killed(at_step=4))
+    resumed = run(tmp_path / "cut")
+    assert resumed.restored and not whole.restored
+    assert resumed.epsilon() == pytest.approx(whole.epsilon())
+    # Without the accountant's history the resumed run would count only epochs 2 and 3.
+    assert sum(steps for *_, steps in resumed.engine.accountant.history) == sum(
+        steps for *_, steps in whole.engine.accountant.history
+    )
+
+
+@pytest.mark.skipif(not HAS_OPACUS, reason="needs Opacus")
 def test_dpsgd_names_the_layers_opacus_cannot_train(members):
     with pytest.raises(VoxauditError, match="dpgru"):
         _fit(_model(members, cell="gru"), members, [DPSGD()], epochs=1)

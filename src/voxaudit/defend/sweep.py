@@ -438,12 +438,13 @@ def _nonmembers(
 def _dp_epsilon(hooks: Sequence[Any], run_dir: Path, fresh: bool) -> float | None:
     """The DP-SGD epsilon a model spent, kept beside it (``dp.json``) for later settings.
 
-    Opacus' accountant lives in memory and a resumed run restarts it, so only a run trained in
-    one go records its epsilon; a model whose run was resumed reports none rather than too few.
+    Only a run whose accountant saw every step records one: trained in one go, or resumed
+    from a checkpoint that kept the accountant. A run resumed from an older checkpoint, which
+    did not, reports none rather than too few.
     """
     record = run_dir / "dp.json"
     dp = next((h for h in hooks if isinstance(h, training.DPSGD)), None)
-    if dp is not None and dp.engine is not None and fresh:
+    if dp is not None and dp.engine is not None and (fresh or dp.restored):
         write_json(record, {"epsilon": round(dp.epsilon(), 3), "delta": dp.delta})
     if dp is None or not record.exists():
         return None

@@ -45,8 +45,9 @@ class DPSGD:
     """Differentially private SGD with Opacus: clip each example's gradient, add noise.
 
     ``epsilon()`` is what the accountant has spent so far at ``delta``. Opacus samples batches
-    by Poisson sampling, which its accounting assumes. The accountant lives in memory: a run
-    resumed from a checkpoint restarts it, so read epsilon from an uninterrupted run.
+    by Poisson sampling, which its accounting assumes. The accountant's record of the steps
+    taken is checkpointed with the model, so a resumed run's epsilon covers the whole run
+    (``restored`` says it was resumed that way).
     """
 
     def __init__(
@@ -61,6 +62,28 @@ class DPSGD:
         self.delta = delta
         self.engine: Any = None
         self.loader: _NoiseOnEmpty | None = None  # what training iterates, once wrapped
+        self.restored = False
+        self._accountant_state: dict[str, Any] | None = None
+
+    def state_dict(self) -> dict[str, Any]:
+        """The accountant's history of (noise, sample rate, steps), in checkpointable types."""
+        if self.engine is None:
+            return {"history": None}
+        accountant = self.engine.accountant
+        return {
+            "history": [list(entry) for entry in accountant.history],
+            "mechanism": accountant.mechanism(),
+        }
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        if state["history"] is None:
+            return
+        # Applied in wrap(): the engine that holds the accountant does not exist yet.
+        self._accountant_state = {
+            "history": [tuple(entry) for entry in state["history"]],
+            "mechanism": state["mechanism"],
+        }
+        self.restored = True
 
     def wrap(
         self, model: nn.Module, optimizer: torch.optim.Optimizer, loader: DataLoader
@@ -85,6 +108,8 @@ class DPSGD:
             noise_multiplier=self.noise_multiplier,
             max_grad_norm=self.max_grad_norm,
         )
+        if self._accountant_state is not None:
+            self.engine.accountant.load_state_dict(self._accountant_state)
         self.loader = _NoiseOnEmpty(loader, optimizer)
         return model, optimizer, self.loader
 
