@@ -6,10 +6,10 @@ Usage: python bench/mia_asr.py [--level sample|speaker] [--threat white] [--shad
 
 Every step resumes: the corpus and split are reused, training continues from checkpoints,
 and feature extraction from its cache, so an interrupted run is rerun with the same command.
-Without --corpus the default synthetic corpus (200 speakers x 10 utterances) is used. The
-target and the shadows are trained alike (the auditor knows the recipe: grey box, as in
-paper 000); shadows train on random halves of the shadow pools, so one that never saw the
-target's data serves as the null control. The report lands in WORK/report-LEVEL-THREAT/
+Without --corpus a synthetic corpus of --speakers x --per-speaker utterances (default 200 x
+10) is used. The target and the shadows are trained alike (the auditor knows the recipe: grey
+box, as in paper 000); shadows train on random halves of the shadow pools, so one that never
+saw the target's data serves as the null control. The report lands in WORK/report-LEVEL-THREAT/
 (WORK/report-LEVEL-THREAT-trained/ with --evidence trained).
 """
 
@@ -44,6 +44,8 @@ def main() -> None:
     parser.add_argument("--epochs", type=int, default=40)
     parser.add_argument("--lr", type=float, default=2e-3)
     parser.add_argument("--corpus", type=Path)
+    parser.add_argument("--speakers", type=int, default=200, help="synthetic corpus speakers")
+    parser.add_argument("--per-speaker", type=int, default=10, help="synthetic utterances each")
     parser.add_argument("--work", type=Path, default=Path("voxaudit-out/mia-asr"))
     parser.add_argument("--draws", type=int, default=8)
     parser.add_argument("--max-per-side", type=int, default=500)
@@ -62,9 +64,11 @@ def main() -> None:
         return
     torch.set_num_threads(args.threads)
 
-    corpus_dir = args.corpus or Path("voxaudit-out/synthetic")
+    corpus_dir = args.corpus or _synthetic_dir(args.speakers, args.per_speaker)
     if args.corpus is None:
-        synthesize_corpus(corpus_dir, n_speakers=200, per_speaker=10, seed=args.seed)
+        synthesize_corpus(
+            corpus_dir, n_speakers=args.speakers, per_speaker=args.per_speaker, seed=args.seed
+        )
     corpus = load_corpus(corpus_dir)
     work = args.work / args.level
     work.mkdir(parents=True, exist_ok=True)
@@ -109,6 +113,13 @@ def main() -> None:
 
     Console().print(mia_table(report))
     print(json.dumps(report["setup"]["machine"]))
+
+
+def _synthetic_dir(speakers: int, per_speaker: int) -> Path:
+    """The default corpus keeps its historical folder; other sizes get their own."""
+    if (speakers, per_speaker) == (200, 10):
+        return Path("voxaudit-out/synthetic")
+    return Path(f"voxaudit-out/synthetic-{speakers}x{per_speaker}")
 
 
 if __name__ == "__main__":

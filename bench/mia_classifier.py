@@ -14,7 +14,8 @@ epochs; the auditor knows the recipe), each on exactly its pool of a sample-leve
 shadows train on random halves of the shadow pools, so any shadow, never having seen the
 target's pools, is also the null control. Every step resumes: the corpus and split are reused,
 training continues from checkpoints, features from their cache. Each report lands in
-WORK/NAME/LABEL/report-THREAT/, with results.md beside it: the table for docs.
+WORK/NAME/LABEL/report-THREAT/ (report-THREAT-recallR with --decision recall=R), with
+results.md beside it: the table for docs.
 """
 
 from __future__ import annotations
@@ -58,6 +59,11 @@ def main() -> None:
     parser.add_argument("--max-per-side", type=int, default=200)
     parser.add_argument("--draws", type=int, default=8)
     parser.add_argument("--bootstrap", type=int, default=1000)
+    parser.add_argument(
+        "--decision",
+        default="accuracy",
+        help="the attacks' operating point on shadow data: accuracy, recall=R or fpr=F",
+    )
     parser.add_argument("--work", type=Path, default=Path("voxaudit-out/mia-classifier"))
     parser.add_argument("--threads", type=int, default=os.cpu_count() or 1)
     parser.add_argument("--device", default="auto")
@@ -119,7 +125,8 @@ def _audit(args, corpus, corpus_dir, split, split_path, work: Path, label: str) 
     for role in split.roles:
         runs[role] = work / "models" / role
         train_model("classifier", corpus_dir, split_path, role, config, runs[role])
-    out_dir = work / f"report-{args.threat}"
+    rule = "" if args.decision == "accuracy" else "-" + args.decision.replace("=", "")
+    out_dir = work / f"report-{args.threat}{rule}"
     report = audit_classifier(
         corpus,
         split,
@@ -130,6 +137,7 @@ def _audit(args, corpus, corpus_dir, split, split_path, work: Path, label: str) 
             threat=args.threat,
             draws=args.draws,
             max_per_side=args.max_per_side,
+            decision=args.decision,
             n_bootstrap=args.bootstrap,
             seed=args.seed,
         ),

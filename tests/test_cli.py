@@ -318,6 +318,9 @@ def test_mia_classifier_and_defend_sweep_commands(tmp_path):
     assert "Membership inference" in result.output
     report = json.loads((tmp_path / "report" / "report.json").read_text())
     assert "precision" in report["results"][0]["metrics"]
+    assert report["setup"]["config"]["decision"] == "accuracy"
+    bad = runner.invoke(app, [*audit, "--decision", "precision=0.9"])
+    assert bad.exit_code == 2 and "unknown decision 'precision=0.9'" in bad.output
 
     sweep = tmp_path / "sweep.toml"
     sweep.write_text(

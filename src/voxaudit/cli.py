@@ -58,6 +58,13 @@ PatternOpt = Annotated[
     str | None,
     typer.Option(help="Filename pattern for a folder of audio, e.g. '{speaker}_{text}.wav'."),
 ]
+DecisionOpt = Annotated[
+    str,
+    typer.Option(
+        help="The attacks' operating point, fixed on shadow data: 'accuracy' (most accurate), "
+        "'recall=R' (flag at least R of the members) or 'fpr=F' (at most F of the non-members)."
+    ),
+]
 
 
 @app.command()
@@ -319,6 +326,7 @@ def mia_asr(
         typer.Option(help="Speaker level: query member speakers' unseen or trained voices."),
     ] = Evidence.unseen,
     bootstrap: Annotated[int, typer.Option(min=100, help="Bootstrap resamples.")] = 1000,
+    decision: DecisionOpt = "accuracy",
     device: str = "auto",
     seed: int = 0,
     layout: LayoutOpt = None,
@@ -339,6 +347,7 @@ def mia_asr(
         snrs_db=tuple(snr) if snr else AsrAuditConfig.snrs_db,
         max_per_side=max_per_side,
         evidence=evidence.value,
+        decision=decision,
         n_bootstrap=bootstrap,
         seed=seed,
     )
@@ -434,6 +443,7 @@ def mia_speaker(
     chunk_seconds: ChunksOpt = 1.6,
     seeds: Annotated[int, typer.Option(min=1, help="Attack-classifier seeds averaged.")] = 10,
     bootstrap: Annotated[int, typer.Option(min=100, help="Bootstrap resamples.")] = 1000,
+    decision: DecisionOpt = "accuracy",
     device: str = "auto",
     seed: int = 0,
     layout: LayoutOpt = None,
@@ -447,6 +457,7 @@ def mia_speaker(
         mixing_ratio=mixing_ratio,
         chunk_seconds=chunk_seconds or None,
         attack_seeds=seeds,
+        decision=decision,
         n_bootstrap=bootstrap,
         seed=seed,
     )
@@ -521,6 +532,7 @@ def mia_classifier(
     draws: Annotated[int, typer.Option(min=1, help="Noise draws per SNR (label-only).")] = 8,
     max_per_side: Annotated[int, typer.Option(min=1, help="Members evaluated per model.")] = 500,
     bootstrap: Annotated[int, typer.Option(min=100, help="Bootstrap resamples.")] = 1000,
+    decision: DecisionOpt = "accuracy",
     device: str = "auto",
     seed: int = 0,
     layout: LayoutOpt = None,
@@ -534,8 +546,8 @@ def mia_classifier(
     )
 
     config = ClassifierAuditConfig(
-        threat=threat.value, draws=draws, max_per_side=max_per_side, n_bootstrap=bootstrap,
-        seed=seed,
+        threat=threat.value, draws=draws, max_per_side=max_per_side, decision=decision,
+        n_bootstrap=bootstrap, seed=seed,
     )  # fmt: skip
     _membership_audit(
         audit_classifier, load_classifier_model, config, corpus, layout, pattern, split_path,

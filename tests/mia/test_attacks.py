@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 from sklearn.ensemble import RandomForestClassifier
 from sklearn.linear_model import LogisticRegression
 from sklearn.metrics import roc_auc_score
@@ -13,8 +15,9 @@ from voxaudit.mia.attacks import (
     CLASSIFIERS,
     ShadowAttack,
     ThresholdAttack,
-    accuracy_threshold,
+    decision_threshold,
     default_classifier,
+    parse_decision,
 )
 from voxaudit.mia.table import FeatureTable
 
@@ -71,8 +74,77 @@ def test_threshold_errors():
 
 def test_accuracy_threshold_separates_separable_scores():
     labels = np.array([False, False, True, True])
-    cut = accuracy_threshold(labels, np.array([0.1, 0.2, 0.7, 0.9]))
+    cut = decision_threshold(labels, np.array([0.1, 0.2, 0.7, 0.9]))
     assert 0.2 < cut <= 0.7
+
+
+def test_recall_and_fpr_rules_pick_the_asked_operating_point():
+    # non-members 0.0..0.6, members 0.35..0.95: overlapping, so each rule cuts elsewhere
+    labels = np.array([False] * 7 + [True] * 7)
+    scores = np.concatenate([np.linspace(0.0, 0.6, 7), np.linspace(0.35, 0.95, 7)])
+    most_accurate = decision_threshold(labels, scores)
+    high_recall = decision_threshold(labels, scores, "recall=1")
+    low_fpr = decision_threshold(labels, scores, "fpr=0")
+    assert high_recall <= most_accurate <= low_fpr
+    assert high_recall < low_fpr
+    assert (scores[labels] >= high_recall).all()  # every member flagged
+    assert not (scores[~labels] >= low_fpr).any()  # no non-member flagged
+    assert (scores[labels] >= low_fpr).sum() == 4  # the members above 0.6 only
+
+
+@given(
+    st.lists(st.tuples(st.booleans(), st.integers(0, 20)), min_size=2, max_size=60),
+    st.floats(0.0, 1.0),
+)
+def test_rules_keep_their_promise_on_the_fitting_data(rows, rate):
+    labels = np.array([member for member, _ in rows])
+    scores = np.array([float(score) for _, score in rows])
+    if labels.all() or not labels.any():
+        return
+    flagged = scores >= decision_threshold(labels, scores, f"recall={max(rate, 0.01)}")
+    assert flagged[labels].mean() >= max(rate, 0.01) - 1e-9
+    flagged = scores >= decision_threshold(labels, scores, f"fpr={rate}")
+    assert flagged[~labels].mean() <= rate + 1e-9
+
+
+@given(st.text(max_size=20))
+def test_parse_decision_accepts_its_grammar_or_names_the_rule(spec):
+    try:
+        kind, rate = parse_decision(spec)
+    except VoxauditError as error:
+        assert repr(spec) in str(error)
+    else:
+        assert kind in ("accuracy", "recall", "fpr")
+        assert (rate is None) == (kind == "accuracy")
+
+
+def test_parse_decision_reads_the_documented_forms():
+    assert parse_decision("accuracy") == ("accuracy", None)
+    assert parse_decision(" Recall = 0.908 ") == ("recall", 0.908)
+    assert parse_decision("fpr=0.01") == ("fpr", 0.01)
+    assert parse_decision("fpr=0") == ("fpr", 0.0)
+    bad_rules = ("recall", "recall=0", "recall=1.5", "fpr=x", "fpr=-0.1", "precision=0.9")
+    for bad in (*bad_rules, "accuracy=1"):
+        with pytest.raises(VoxauditError, match="decision"):
+            parse_decision(bad)
+
+
+def test_attacks_refuse_an_unknown_decision_before_fitting():
+    table, is_member = synthetic(n=40)
+    with pytest.raises(VoxauditError, match="unknown decision"):
+        ThresholdAttack("loss", decision="best").fit(table, is_member)
+    with pytest.raises(VoxauditError, match="unknown decision"):
+        ShadowAttack(SMALL, decision="best").fit(table, is_member)
+
+
+def test_shadow_attack_with_a_recall_rule_flags_more_members():
+    table, is_member = synthetic()
+    test, test_member = synthetic(seed=1)
+    accurate = ShadowAttack({"logistic": LogisticRegression()}).fit(table, is_member)
+    sensitive = ShadowAttack({"logistic": LogisticRegression()}, decision="recall=0.99")
+    sensitive.fit(table, is_member)
+    assert sensitive.threshold_ < accurate.threshold_
+    assert sensitive.predict(test)[test_member].mean() > accurate.predict(test)[test_member].mean()
 
 
 def test_shadow_selects_the_feature_set_with_the_signal():
@@ -160,3 +232,19 @@ def test_the_default_mlp_fits_on_a_table_too_small_for_early_stopping():
     assert attack.score(table).shape == (12,)
     assert default_classifier("mlp", n_rows=12).early_stopping is False
     assert default_classifier("mlp", n_rows=500).early_stopping is True
+
+
+@pytest.mark.parametrize("family", ["asr", "classifier", "speaker"])
+def test_audit_configs_refuse_a_bad_decision(family):
+    from voxaudit.mia.asr import AsrAuditConfig
+    from voxaudit.mia.classifier_audit import ClassifierAuditConfig
+    from voxaudit.mia.speaker_audit import SpeakerAuditConfig
+
+    config = {
+        "asr": AsrAuditConfig,
+        "classifier": ClassifierAuditConfig,
+        "speaker": SpeakerAuditConfig,
+    }[family]
+    assert config(decision="recall=0.9").decision == "recall=0.9"
+    with pytest.raises(VoxauditError, match="recall must be a number"):
+        config(decision="recall=2")

@@ -30,7 +30,7 @@ from voxaudit.data.corpus import Corpus
 from voxaudit.data.splits import AuditSplit
 from voxaudit.errors import VoxauditError
 from voxaudit.mia.asr_features import AsrFeatures
-from voxaudit.mia.attacks import ThresholdAttack
+from voxaudit.mia.attacks import ThresholdAttack, parse_decision
 from voxaudit.mia.audit_common import (
     calibrated_results,
     checkpoint_role,
@@ -83,6 +83,7 @@ class AsrAuditConfig:
     utterances_per_speaker: tuple[int, ...] = (1, 2, 5, 10, 20)
     classifiers: tuple[str, ...] = ("logistic", "random_forest", "gradient_boosting", "mlp")
     cv: int = 5  # cross-validation folds on shadow data (fewer when there are fewer speakers)
+    decision: str = "accuracy"  # attacks' operating point on shadow rows: recall=R, fpr=F
     population: int = 500  # RMIA population utterances (known non-members of the target)
     batch_size: int = 32
     n_bootstrap: int = 1000
@@ -92,6 +93,7 @@ class AsrAuditConfig:
     def __post_init__(self) -> None:
         if self.threat not in [level.value for level in AccessLevel]:
             raise VoxauditError(f"unknown threat {self.threat!r}; use black, grey or white")
+        parse_decision(self.decision)
 
     def allows(self, threat: str) -> bool:
         return AccessLevel(self.threat).rank >= AccessLevel(threat).rank
@@ -308,7 +310,7 @@ def _sample_attacks(
     results: list[dict[str, Any]] = []
     for column, threat in THRESHOLDS.items():
         if config.allows(threat) and column in shadow_table.columns:
-            attack = ThresholdAttack(column).fit(shadow_table, labels)
+            attack = ThresholdAttack(column, decision=config.decision).fit(shadow_table, labels)
             results += evaluate(f"threshold on {column}", column, attack, tables, sets, config)
     selection: dict[str, Any] = {"groups": "speaker", "ablations": {}}
     for name, families in _ablations(config, shadow_table).items():

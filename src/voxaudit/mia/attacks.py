@@ -77,15 +77,47 @@ def _matrix(table: FeatureTable, columns: Sequence[str]) -> np.ndarray:
     return values
 
 
-def accuracy_threshold(labels: np.ndarray, scores: np.ndarray) -> float:
-    """The cut ``t`` for which ``scores >= t`` predicts ``labels`` most accurately."""
+def parse_decision(decision: str) -> tuple[str, float | None]:
+    """``"accuracy"``, ``"recall=R"`` (0 < R <= 1) or ``"fpr=F"`` (0 <= F <= 1) as (kind, rate)."""
+    kind, _, value = decision.strip().partition("=")
+    kind = kind.strip().lower()
+    if kind == "accuracy" and not value:
+        return "accuracy", None
+    if kind in ("recall", "fpr") and value:
+        try:
+            rate = float(value)
+        except ValueError:
+            rate = float("nan")
+        lowest = 0.0 if kind == "fpr" else np.nextafter(0.0, 1.0)
+        if lowest <= rate <= 1.0:
+            return kind, rate
+        bounds = "[0, 1]" if kind == "fpr" else "(0, 1]"
+        raise VoxauditError(f"decision {decision!r}: {kind} must be a number in {bounds}")
+    raise VoxauditError(
+        f"unknown decision {decision!r}; use 'accuracy', 'recall=R' or 'fpr=F' (e.g. recall=0.9)"
+    )
+
+
+def decision_threshold(labels: np.ndarray, scores: np.ndarray, decision: str = "accuracy") -> float:
+    """The cut ``t`` (``scores >= t`` predicts a member) that ``decision`` asks of this data.
+
+    ``"accuracy"``: the most accurate cut; ``"recall=R"``: the highest cut that still flags at
+    least R of the members; ``"fpr=F"``: the lowest cut that flags at most F of the
+    non-members. Fitted on shadow rows, the last two fix an auditor's operating point before
+    the target is seen.
+    """
+    kind, rate = parse_decision(decision)
     fpr, tpr, thresholds = roc_curve(labels, scores, drop_intermediate=False)
-    positives = labels.sum()
-    accuracy = tpr * positives + (1 - fpr) * (len(labels) - positives)
-    best = int(np.argmax(accuracy))
+    if kind == "accuracy":
+        positives = labels.sum()
+        best = int(np.argmax(tpr * positives + (1 - fpr) * (len(labels) - positives)))
+    elif kind == "recall":
+        best = int(np.flatnonzero(tpr >= rate - 1e-12)[0])
+    else:
+        best = int(np.flatnonzero(fpr <= rate + 1e-12)[-1])
     if best == 0 or best == len(thresholds) - 1:
         return float(thresholds[best])
-    # Halfway to the next lower score: the same accuracy here, with a margin on both sides.
+    # Halfway to the next lower score: the same decisions here, with a margin on both sides.
     return float((thresholds[best] + thresholds[best + 1]) / 2)
 
 
@@ -94,12 +126,19 @@ class ThresholdAttack:
 
     ``member_if`` says which side: ``"low"`` (e.g. loss, WER), ``"high"``, or ``"auto"``, which
     takes the direction with the higher AUROC on the data given to :meth:`fit` (``"high"`` on a
-    tie). The threshold maximizes accuracy on that data.
+    tie). The threshold is the one ``decision`` asks of that data (see
+    :func:`decision_threshold`): by default the most accurate.
     """
 
-    def __init__(self, column: str, member_if: Literal["low", "high", "auto"] = "auto") -> None:
+    def __init__(
+        self,
+        column: str,
+        member_if: Literal["low", "high", "auto"] = "auto",
+        decision: str = "accuracy",
+    ) -> None:
         self.column = column
         self.member_if = member_if
+        self.decision = decision
 
     def fit(self, table: FeatureTable, is_member: Sequence[bool] | np.ndarray) -> ThresholdAttack:
         """Learn ``member_if_`` (low/high), ``threshold_`` (in column units) and ``auroc_``."""
@@ -107,13 +146,16 @@ class ThresholdAttack:
             raise VoxauditError(
                 f"member_if must be 'low', 'high' or 'auto', not {self.member_if!r}"
             )
+        parse_decision(self.decision)
         labels = member_labels(is_member, len(table))
         values = _matrix(table, [self.column])[:, 0]
         direction = self.member_if
         if direction == "auto":
             direction = "high" if roc_auc_score(labels, values) >= 0.5 else "low"
         self.member_if_ = direction
-        self.threshold_ = self._sign * accuracy_threshold(labels, self._sign * values)
+        self.threshold_ = self._sign * decision_threshold(
+            labels, self._sign * values, self.decision
+        )
         self.auroc_ = float(roc_auc_score(labels, self._sign * values))
         return self
 
@@ -145,8 +187,9 @@ class ShadowAttack:
 
     Fitted attributes: ``selected_`` (classifier, feature set), ``cv_results_`` (one dict per
     pair: classifier, features, auroc_mean, auroc_std), ``columns_``, ``model_`` and
-    ``threshold_``, the cut on the member probability that maximizes accuracy over the
-    out-of-fold probabilities of the selected pair (not 0.5: shadow data need not be balanced).
+    ``threshold_``, the cut on the member probability that ``decision`` asks of the
+    out-of-fold probabilities of the selected pair (see :func:`decision_threshold`; by default
+    the most accurate, not 0.5: shadow data need not be balanced).
     """
 
     def __init__(
@@ -155,11 +198,13 @@ class ShadowAttack:
         feature_sets: Mapping[str, Sequence[str]] | None = None,
         cv: int = 5,
         random_state: int = 0,
+        decision: str = "accuracy",
     ) -> None:
         self.classifiers = classifiers
         self.feature_sets = feature_sets
         self.cv = cv
         self.random_state = random_state
+        self.decision = decision
 
     def fit(
         self,
@@ -185,6 +230,7 @@ class ShadowAttack:
         is_member: Sequence[bool] | np.ndarray,
         groups: Sequence[object] | np.ndarray | None,
     ) -> ShadowAttack:
+        parse_decision(self.decision)  # a bad rule fails before cross-validation, not after
         labels = member_labels(is_member, len(table))
         pipelines = self._pipelines(len(labels))
         sets = self._feature_sets(table)
@@ -221,7 +267,7 @@ class ShadowAttack:
         self.selected_ = (best["classifier"], best["features"])
         self.columns_ = sets[best["features"]]
         self.model_ = clone(pipelines[best["classifier"]]).fit(matrices[best["features"]], labels)
-        self.threshold_ = accuracy_threshold(labels, out_of_fold[self.selected_])
+        self.threshold_ = decision_threshold(labels, out_of_fold[self.selected_], self.decision)
         return self
 
     def _pipelines(self, n_rows: int) -> dict[str, Pipeline]:
@@ -332,12 +378,14 @@ class PerClassAttack:
         cv: int = 5,
         min_per_side: int = 4,
         random_state: int = 0,
+        decision: str = "accuracy",
     ) -> None:
         self.classifiers = classifiers
         self.feature_sets = feature_sets
         self.cv = cv
         self.min_per_side = min_per_side
         self.random_state = random_state
+        self.decision = decision
 
     def fit(
         self,
@@ -352,7 +400,7 @@ class PerClassAttack:
         labels = member_labels(is_member, len(table))
         classes = _row_classes(classes, len(table))
         self.global_ = ShadowAttack(
-            self.classifiers, self.feature_sets, self.cv, self.random_state
+            self.classifiers, self.feature_sets, self.cv, self.random_state, self.decision
         ).fit(table, labels, groups)
         classifier, features = self.global_.selected_
         # The global choice, by name, so that each class builds it for its own row count.
@@ -370,7 +418,11 @@ class PerClassAttack:
             if smaller < self.min_per_side:
                 continue
             attack = ShadowAttack(
-                chosen, feature_set, cv=int(min(self.cv, smaller)), random_state=self.random_state
+                chosen,
+                feature_set,
+                cv=int(min(self.cv, smaller)),
+                random_state=self.random_state,
+                decision=self.decision,
             )
             self.per_class_[value] = attack.fit(_subset(table, rows), labels[rows])
         return self

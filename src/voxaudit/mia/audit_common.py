@@ -126,6 +126,7 @@ def fit_shadow_attack(
         feature_sets={name: families},
         cv=max(2, min(config.cv, per_class)),
         random_state=config.seed,
+        decision=config.decision,
     ).fit(table, labels, groups=groups)
 
 

@@ -43,7 +43,7 @@ import torch
 from voxaudit.data.corpus import Corpus
 from voxaudit.data.splits import AuditSplit
 from voxaudit.errors import VoxauditError
-from voxaudit.mia.attacks import CLASSIFIERS, PerClassAttack, ThresholdAttack
+from voxaudit.mia.attacks import CLASSIFIERS, PerClassAttack, ThresholdAttack, parse_decision
 from voxaudit.mia.audit_common import (
     calibrated_results,
     checkpoint_role,
@@ -91,6 +91,7 @@ class ClassifierAuditConfig:
     max_per_side: int | None = 500  # members (and as many non-members) per model
     classifiers: tuple[str, ...] = CLASSIFIERS
     cv: int = 5  # cross-validation folds on shadow data (fewer when there are fewer speakers)
+    decision: str = "accuracy"  # attacks' operating point on shadow rows: recall=R, fpr=F
     min_per_side: int = 4  # per-class attack: a class's fewest member / non-member shadow rows
     population: int = 500  # RMIA population utterances (known non-members of the target)
     batch_size: int = 16
@@ -100,6 +101,7 @@ class ClassifierAuditConfig:
     def __post_init__(self) -> None:
         if self.threat not in [level.value for level in AccessLevel]:
             raise VoxauditError(f"unknown threat {self.threat!r}; use black, grey or white")
+        parse_decision(self.decision)
 
     def allows(self, threat: str) -> bool:
         return AccessLevel(self.threat).rank >= AccessLevel(threat).rank
@@ -262,6 +264,7 @@ def _per_class(
         cv=max(2, min(config.cv, per_class)),
         min_per_side=config.min_per_side,
         random_state=config.seed,
+        decision=config.decision,
     ).fit(shadow_table, labels, shadow_classes, groups)
     fitted = len(attack.per_class_)
     total = len(np.unique(shadow_classes))
@@ -292,7 +295,7 @@ def _threshold_attacks(
     results: list[dict[str, Any]] = []
     for column, threat in THRESHOLDS.items():
         if config.allows(threat) and column in shadow_table.columns:
-            attack = ThresholdAttack(column).fit(shadow_table, labels)
+            attack = ThresholdAttack(column, decision=config.decision).fit(shadow_table, labels)
             results += evaluate(f"threshold on {column}", column, attack, tables, sets, config)
     return results
 

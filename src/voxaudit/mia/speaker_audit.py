@@ -42,7 +42,7 @@ from voxaudit.data.corpus import Corpus
 from voxaudit.data.splits import AuditSplit
 from voxaudit.errors import VoxauditError
 from voxaudit.files import write_atomically
-from voxaudit.mia.attacks import CLASSIFIERS, ShadowAttack, ThresholdAttack
+from voxaudit.mia.attacks import CLASSIFIERS, ShadowAttack, ThresholdAttack, parse_decision
 from voxaudit.mia.audit_common import checkpoint_role, null_from_shadows, prefixed
 from voxaudit.mia.metrics import tpr_at_fpr
 from voxaudit.mia.slmia import MEASURES, SlmiaFeatures, voice_chunks
@@ -78,12 +78,14 @@ class SpeakerAuditConfig:
     attack_seeds: int = 10  # seeds of the attack classifier, averaged
     max_speakers: int | None = 500  # member (and as many non-member) speakers per model
     cv: int = 5
+    decision: str = "accuracy"  # attacks' operating point on shadow rows: recall=R, fpr=F
     batch_size: int = 32
     n_bootstrap: int = 1000
     seed: int = 0
     extra: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
+        parse_decision(self.decision)
         ratios = (self.mixing_ratio, *self.train_ratios)
         rules = [
             (self.voices >= 1, "voices must be at least 1"),
@@ -718,13 +720,15 @@ class _Audit:
             self.config.seed,
             classifiers=tuple(classifiers),
             cv=max(2, min(self.config.cv, per_class)),
+            decision=self.config.decision,
         ).fit(tables["shadow"], labels["shadow"], groups)
         self._evaluate(name, features, attack, tables, labels, notes=True)
         self.selection[f"{name} ({features})"] = attack.selection()
         return attack
 
     def _threshold(self, name: str, features: str, column: str, tables, labels) -> None:
-        attack = ThresholdAttack(column).fit(tables["shadow"], labels["shadow"])
+        attack = ThresholdAttack(column, decision=self.config.decision)
+        attack.fit(tables["shadow"], labels["shadow"])
         self._evaluate(name, features, attack, tables, labels, notes=False)
         self.selection[f"{name} ({features})"] = {
             "member_if": attack.member_if_,
