@@ -303,6 +303,7 @@ class AdversarialRegularization:
             data = UtteranceDataset(self.reference, model.front_end, model.target)
             self._loader = make_loader(data, self.batch_size, shuffle=True, seed=self.seed)
             pass_rng, drawn = self._resume_at or (None, 0)
+            self._resume_at = None  # used once, here
             if pass_rng is not None:  # replay the checkpoint's pass up to where it stood
                 self._loader.generator.set_state(pass_rng)
                 self._start_pass()
