@@ -1,7 +1,8 @@
 """End-to-end speaker-level membership audit (SLMIA-SR and its baselines) of speaker encoders.
 
 Usage: python bench/mia_speaker.py [--family ge2e xvector] [--speakers 460 --per-speaker 14]
-       [--epochs 25] [--seeds 10] [--train-only] [--work voxaudit-out/mia-speaker]
+       [--epochs 25] [--seeds 10] [--train-only [--roles target|shadow-0]]
+       [--work voxaudit-out/mia-speaker]
 
 Every step resumes: the corpus and split are reused, training continues from checkpoints and the
 embeddings from their cache, so an interrupted run is rerun with the same command. The default
@@ -10,7 +11,9 @@ corpus is big enough for the intervals to mean something at speaker level: 60 im
 defined on the target), 14 voices each, of which a member speaker trains on 10 and keeps 4 out.
 Target and shadow are trained alike, deliberately overfit (the auditor knows the recipe). The
 shadow never saw the target's speakers, so it is also the null control. Each target's EER on
-its non-member speakers is written beside the report (``WORK/FAMILY/eer.json``).
+its non-member speakers is written beside the report (``WORK/FAMILY/eer.json``). On two
+machines or cores, ``--train-only --roles target`` and ``--train-only --roles shadow-0`` train
+the two models side by side; the audit run then finds them trained.
 """
 
 from __future__ import annotations
@@ -32,6 +35,7 @@ from voxaudit.report.console import mia_table
 from voxaudit.report.mia import markdown_table, read_report
 from voxaudit.train.run import train_model
 
+ROLES = ("target", "shadow-0")
 COLUMNS = ("accuracy", "precision", "recall", "auroc", "tpr_at_0.1%_fpr", "tpr_at_1%_fpr")
 
 #: Small models, so that a CPU trains target and shadow in minutes; both overfit 100 speakers.
@@ -54,6 +58,13 @@ def main() -> None:
     parser.add_argument("--bootstrap", type=int, default=1000)
     parser.add_argument("--train-only", action="store_true")
     parser.add_argument(
+        "--roles",
+        nargs="+",
+        choices=ROLES,
+        default=list(ROLES),
+        help="with --train-only: train only these models (to train them in parallel)",
+    )
+    parser.add_argument(
         "--markdown", action="store_true", help="only print the reports already written, as tables"
     )
     parser.add_argument("--work", type=Path, default=Path("voxaudit-out/mia-speaker"))
@@ -61,6 +72,8 @@ def main() -> None:
     parser.add_argument("--device", default="auto")
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
+    if set(args.roles) != set(ROLES) and not args.train_only:
+        parser.error("--roles needs --train-only: the audit needs both models")
     if args.markdown:
         for family in args.family:
             print(
@@ -85,9 +98,8 @@ def main() -> None:
         ).save(split_path)
     split = AuditSplit.load(split_path)
     for family in args.family:
-        runs = {}
-        for role in ("target", "shadow-0"):
-            runs[role] = args.work / family / role
+        runs = {role: args.work / family / role for role in ROLES}
+        for role in args.roles:
             config = {
                 "model": MODELS[family],
                 "train": {
@@ -108,11 +120,11 @@ def main() -> None:
                 runs[role],
                 cache_dir=args.work / "features",
             )
+        if args.train_only:
+            continue
         eer = _held_out_eer(corpus, split, runs["target"], args.seed)
         (args.work / family / "eer.json").write_text(json.dumps(eer, indent=1) + "\n")
         print(json.dumps({"family": family, **eer}))
-        if args.train_only:
-            continue
         report = audit_speaker(
             corpus,
             split,

@@ -70,6 +70,17 @@ def test_audit_writes_a_valid_report_with_a_null_row_for_every_target_row(
     assert report["setup"]["null_control"].endswith("(as null control)")
 
 
+def test_a_rerun_with_a_retrained_target_refuses_the_old_features(corpus, tmp_path):
+    split = make_split(corpus, "sample", seed=0, n_shadow=1, reference_speakers=2)
+    config = AsrAuditConfig(threat="black", **FAST)
+    audit_asr(corpus, split, _model("target", 0), [_model("shadow-0", 1)], tmp_path, config=config,
+              progress=False)  # fmt: skip
+    # Same role and name, other weights: the cached features are not the new model's.
+    with pytest.raises(VoxauditError, match=r"features.target holds ASR features of another model"):
+        audit_asr(corpus, split, _model("target", 9), [_model("shadow-0", 1)], tmp_path,
+                  config=config, progress=False)  # fmt: skip
+
+
 def test_a_null_control_that_saw_the_target_data_is_refused(corpus, tmp_path):
     split = make_split(
         corpus, "sample", seed=0, n_shadow=2, shadow_mode="halves", halves_include_target=True

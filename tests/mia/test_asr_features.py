@@ -293,6 +293,15 @@ def test_a_cache_made_otherwise_is_refused(ctc, waves, tmp_path) -> None:
         extract(Access(ctc, "grey"), louder, cache_dir=tmp_path)
 
 
+def test_a_cache_refuses_another_models_features(ctc, waves, tmp_path) -> None:
+    extract(Access(ctc, "grey"), waves, cache_dir=tmp_path, model_id="sha256:first")
+    again = Access(ctc, "grey")
+    extract(again, waves, cache_dir=tmp_path, model_id="sha256:first")
+    assert again.queries == 0
+    with pytest.raises(VoxauditError, match=r"another model \(sha256:first, not sha256:new\)"):
+        extract(Access(ctc, "grey"), waves, cache_dir=tmp_path, model_id="sha256:new")
+
+
 def test_inputs_are_checked(ctc, waves) -> None:
     box = Access(ctc, "black")
     with pytest.raises(VoxauditError, match="5 waveforms, 4 transcripts, 5 ids, 5 speakers"):

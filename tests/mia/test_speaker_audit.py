@@ -89,6 +89,14 @@ def test_audit_writes_a_report_with_slmia_baselines_curves_and_a_null_row_each(
     )  # fmt: skip
     assert again["setup"]["queries"] == queries
     assert [r["metrics"] for r in again["results"]] == [r["metrics"] for r in results]
+    # A retrained target under the same name is queried afresh, never served stale embeddings.
+    cached = {p.name for p in (tmp_path / "embeddings").glob("target-*.npz")}
+    audit_speaker(
+        corpus, split, _model("target", 7), [_model("shadow-0", 1)], tmp_path, config=FAST,
+        progress=False,
+    )  # fmt: skip
+    assert len(cached) == 1
+    assert {p.name for p in (tmp_path / "embeddings").glob("target-*.npz")} > cached
 
 
 def test_queried_voices_follow_the_split_pools_and_the_mixing_ratio(corpus, split):

@@ -43,6 +43,7 @@ from voxaudit.mia.audit_common import (
     stacked,
 )
 from voxaudit.mia.evaluation import EvalSet, evaluation_set
+from voxaudit.mia.feature_cache import model_digest
 from voxaudit.mia.speaker import (
     aggregate_by_speaker,
     speaker_membership,
@@ -284,6 +285,7 @@ def _features(
         list(eval_set.speakers),
         cache_dir=out_dir / "features" / model.role,
         progress=progress,
+        model_id=model_digest(model.recognizer, model.source),
     )
 
 

@@ -164,8 +164,13 @@ class AsrFeatures:
         speakers: Sequence[str],
         cache_dir: str | Path | None = None,
         progress: bool = True,
+        model_id: str | None = None,
     ) -> FeatureTable:
-        """One row per utterance, in the given order, with the columns ``model`` allows."""
+        """One row per utterance, in the given order, with the columns ``model`` allows.
+
+        ``model_id`` (e.g. :func:`~voxaudit.mia.feature_cache.model_digest`) is recorded in the
+        cache, which then refuses to serve another model's features.
+        """
         waves = _checked_inputs(waveforms, transcripts, ids, speakers)
         transcripts, ids, speakers = list(transcripts), list(ids), list(speakers)
         capabilities = Capabilities.of(model)
@@ -175,6 +180,7 @@ class AsrFeatures:
             "capabilities": capabilities.names(),
             "settings": self._settings(capabilities),
             "ids": ids,
+            "model": model_id,
             "data": data_digest(waves, transcripts, ids, speakers),
         }
 

@@ -57,6 +57,7 @@ from voxaudit.mia.audit_common import (
 )
 from voxaudit.mia.classifier_features import ClassifierFeatures, true_label_loss
 from voxaudit.mia.evaluation import EvalSet
+from voxaudit.mia.feature_cache import model_digest
 from voxaudit.mia.table import FeatureTable
 from voxaudit.models.access import Access, AccessLevel
 from voxaudit.models.classifier import label_function
@@ -217,6 +218,7 @@ def _features(
         list(eval_set.speakers),
         cache_dir=out_dir / "features" / model.role,
         progress=progress,
+        model_id=model_digest(model.classifier, model.source),
     )
 
 

@@ -89,8 +89,13 @@ class ClassifierFeatures:
         speakers: Sequence[str],
         cache_dir: str | Path | None = None,
         progress: bool = True,
+        model_id: str | None = None,
     ) -> FeatureTable:
-        """One row per utterance, in the given order, with the columns ``model`` allows."""
+        """One row per utterance, in the given order, with the columns ``model`` allows.
+
+        ``model_id`` (e.g. :func:`~voxaudit.mia.feature_cache.model_digest`) is recorded in the
+        cache, which then refuses to serve another model's features.
+        """
         waves = _checked_inputs(waveforms, labels, ids, speakers)
         labels, ids, speakers = [str(x) for x in labels], list(ids), list(speakers)
         grey = hasattr(model, "predict_proba")
@@ -111,6 +116,7 @@ class ClassifierFeatures:
                 "seed": self.seed,
             },
             "ids": ids,
+            "model": model_id,
             "data": data_digest(waves, labels, ids, speakers),
         }
 

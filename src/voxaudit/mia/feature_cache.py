@@ -2,10 +2,11 @@
 
 An extractor computes a :class:`FeatureTable` per chunk of utterances; :func:`extract_chunks`
 runs the chunks, saving each finished one (atomically) under ``cache_dir``, whose
-``manifest.json`` records the extraction's format, access, settings, ids and a digest of the
-data. A rerun reuses every cached row and refuses a directory made with other settings or data.
-The batch size is no setting (features must not depend on it), and the model is not recorded:
-use one directory per model.
+``manifest.json`` records the extraction's format, access, settings, ids, a digest of the data
+and, when the caller passes one, of the model (:func:`model_digest`). A rerun reuses every cached
+row and refuses a directory made with other settings, data or weights, so an audit rerun into the
+same folder after retraining a model recomputes nothing stale. The batch size is no setting
+(features must not depend on it).
 
 Perturbations draw from :func:`utterance_rng`, a generator seeded by the utterance's id, so an
 utterance's features depend on neither batching nor order.
@@ -47,6 +48,24 @@ def data_digest(
     return digest.hexdigest()
 
 
+def model_digest(model: Any, source: str) -> str:
+    """What identifies a queried model in a cache: SHA-256 of the weights of the torch module
+    behind ``model`` (itself, or a wrapper's ``.model``); ``source`` for models with no weights
+    here (pocketsphinx, an API)."""
+    import torch
+
+    module = model if isinstance(model, torch.nn.Module) else getattr(model, "model", None)
+    if not isinstance(module, torch.nn.Module):
+        return source
+    digest = hashlib.sha256()
+    for name, tensor in module.state_dict().items():
+        # Bytes of any dtype (bfloat16 has no numpy twin), after the name and shape.
+        flat = tensor.detach().cpu().contiguous().reshape(-1).view(torch.uint8)
+        digest.update(json.dumps([name, str(tensor.dtype), list(tensor.shape)]).encode())
+        digest.update(flat.numpy().tobytes())
+    return "sha256:" + digest.hexdigest()
+
+
 def extract_chunks(
     compute: Callable[[list[int]], FeatureTable],
     ids: Sequence[str],
@@ -60,8 +79,9 @@ def extract_chunks(
     """The tables of all chunks: cached ones read back, the others computed and cached.
 
     ``compute(indices)`` gives the table of the utterances at those positions of ``ids``.
-    ``manifest`` holds ``format``, ``threat``, ``capabilities``, ``settings``, ``ids`` and
-    ``data``; ``what`` names the features in messages (e.g. ``"ASR features"``).
+    ``manifest`` holds ``format``, ``threat``, ``capabilities``, ``settings``, ``ids``,
+    ``data`` and ``model`` (None when unknown); ``what`` names the features in messages (e.g.
+    ``"ASR features"``).
     """
     tables: list[FeatureTable] = []
     if cache_dir is not None:
@@ -139,4 +159,7 @@ def _difference(found: dict[str, Any], wanted: dict[str, Any]) -> str | None:
         return f"of other utterances ({len(found['ids'])} ids, not {len(wanted['ids'])}; {example})"
     if found["data"] != wanted["data"]:
         return "of the same ids but other audio, labels or speakers"
+    if found.get("model") != wanted.get("model"):
+        was = found.get("model") or "a model it did not record"
+        return f"of another model ({was}, not {wanted.get('model') or 'an unrecorded one'})"
     return None

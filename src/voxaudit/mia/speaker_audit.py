@@ -44,6 +44,7 @@ from voxaudit.errors import VoxauditError
 from voxaudit.files import write_atomically
 from voxaudit.mia.attacks import CLASSIFIERS, ShadowAttack, ThresholdAttack, parse_decision
 from voxaudit.mia.audit_common import checkpoint_role, null_from_shadows, prefixed
+from voxaudit.mia.feature_cache import model_digest
 from voxaudit.mia.metrics import tpr_at_fpr
 from voxaudit.mia.slmia import MEASURES, SlmiaFeatures, voice_chunks
 from voxaudit.mia.speaker_baselines import (
@@ -484,7 +485,7 @@ def _embed(
     """Embeddings of ``ids`` (whole and chunked) and of views of ``view_ids``, cached on disk."""
     ids = sorted(set(ids))
     settings = [
-        model.source,
+        model_digest(model.encoder, model.source),
         ids,
         sorted(view_ids),
         config.chunk_seconds,
