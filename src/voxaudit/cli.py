@@ -418,6 +418,14 @@ VoicesOpt = Annotated[
 ChunksOpt = Annotated[
     float, typer.Option(min=0, help="Voice chunk splitting: chunk seconds; 0 turns it off.")
 ]
+SelectChunkingOpt = Annotated[
+    bool,
+    typer.Option(
+        "--select-chunking/--always-chunk",
+        help="Keep chunk splitting only if it wins on shadow cross-validation (the default), "
+        "or always use it, as paper 001.",
+    ),
+]
 
 
 @mia_app.command("speaker")
@@ -441,6 +449,7 @@ def mia_speaker(
         float, typer.Option(help="Share of non-training voices of a target member speaker.")
     ] = 0.0,
     chunk_seconds: ChunksOpt = 1.6,
+    select_chunking: SelectChunkingOpt = True,
     seeds: Annotated[int, typer.Option(min=1, help="Attack-classifier seeds averaged.")] = 10,
     bootstrap: Annotated[int, typer.Option(min=100, help="Bootstrap resamples.")] = 1000,
     decision: DecisionOpt = "accuracy",
@@ -456,6 +465,7 @@ def mia_speaker(
         voices=voices,
         mixing_ratio=mixing_ratio,
         chunk_seconds=chunk_seconds or None,
+        select_chunking=select_chunking,
         attack_seeds=seeds,
         decision=decision,
         n_bootstrap=bootstrap,
@@ -484,6 +494,7 @@ def mia_speaker_score(
     out: Annotated[Path, typer.Option(help="Report folder: report.json, report.html, cache.")],
     voices: VoicesOpt = 10,
     chunk_seconds: ChunksOpt = 1.6,
+    select_chunking: SelectChunkingOpt = True,
     device: str = "auto",
     seed: int = 0,
     layout: LayoutOpt = None,
@@ -507,7 +518,12 @@ def mia_speaker_score(
         AuditSplit.load(split_path),
         [load_speaker_model(path, None, device) for path in shadow],
         out,
-        config=SpeakerAuditConfig(voices=voices, chunk_seconds=chunk_seconds or None, seed=seed),
+        config=SpeakerAuditConfig(
+            voices=voices,
+            chunk_seconds=chunk_seconds or None,
+            select_chunking=select_chunking,
+            seed=seed,
+        ),
     )
     console.print(scores_table(report))
     console.print(f"Wrote {out / 'report.json'} and {out / 'report.html'}")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -35,6 +36,7 @@ FAST = SpeakerAuditConfig(
     attack_seeds=2,
     cv=2,
     n_bootstrap=100,
+    select_chunking=False,  # the paper's setting: chunk splitting always on
 )
 
 
@@ -97,6 +99,26 @@ def test_audit_writes_a_report_with_slmia_baselines_curves_and_a_null_row_each(
     )  # fmt: skip
     assert len(cached) == 1
     assert {p.name for p in (tmp_path / "embeddings").glob("target-*.npz")} > cached
+
+
+def test_chunk_splitting_is_kept_only_where_it_wins_on_shadow_cross_validation(
+    corpus, split, tmp_path
+):
+    config = replace(FAST, select_chunking=True, voice_counts=(3,), attack_seeds=1)
+    report = audit_speaker(
+        corpus, split, _model("target", 0), [_model("shadow-0", 1)], tmp_path, config=config,
+        progress=False,
+    )  # fmt: skip
+    choice = report["selection"]["chunk splitting"]
+    shadow_auroc = choice["shadow_cv_auroc"]
+    assert choice["chosen"] == (shadow_auroc["with"] >= shadow_auroc["without"])
+    main = next(r for r in report["results"] if r["name"] == "SLMIA-SR")
+    kept = "chunk splitting (chosen on shadows)" in main["features"]
+    assert kept == choice["chosen"]
+    assert kept != ("whole voices (chosen on shadows)" in main["features"])
+    # The option not taken is still reported, as an ablation.
+    other = "without chunk splitting" if kept else "with chunk splitting"
+    assert any(r["features"] == other for r in report["results"])
 
 
 def test_queried_voices_follow_the_split_pools_and_the_mixing_ratio(corpus, split):

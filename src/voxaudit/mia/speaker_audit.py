@@ -71,6 +71,9 @@ class SpeakerAuditConfig:
     mixing_ratio: float = 0.0  # share of non-training voices of a target member speaker
     train_ratios: tuple[float, ...] = (0.0, 0.5)  # mixing-ratio training on shadow members
     chunk_seconds: float | None = 1.6  # voice chunk splitting; None: whole voices only
+    # Keep chunk splitting only where it wins on shadow cross-validation (never on the target):
+    # it adds noise for encoders that trained on whole utterances.
+    select_chunking: bool = True
     chunk_overlap: float = 0.5
     measures: tuple[str, ...] = MEASURES
     views: int = 4  # EncoderMI: augmented views per voice
@@ -632,6 +635,7 @@ class _Audit:
         self.shadow_roles = list(shadow_roles)
         self.results: list[dict[str, Any]] = []
         self.selection: dict[str, Any] = {"groups": "speaker"}
+        self.chunks = config.chunk_seconds is not None  # until _choose_chunking decides
 
     def _ratios(self, role: str, mixing: bool) -> list[tuple[int, float]]:
         """(draw index, ratio) of each row a speaker of ``role`` gives."""
@@ -715,17 +719,22 @@ class _Audit:
         classifiers: Sequence[str],
         seeds: int,
     ) -> _Seeded:
-        per_class = min(len(set(groups[labels["shadow"]])), len(set(groups[~labels["shadow"]])))
         attack = _Seeded(
             seeds,
             self.config.seed,
             classifiers=tuple(classifiers),
-            cv=max(2, min(self.config.cv, per_class)),
+            cv=self._folds(labels, groups),
             decision=self.config.decision,
         ).fit(tables["shadow"], labels["shadow"], groups)
         self._evaluate(name, features, attack, tables, labels, notes=True)
         self.selection[f"{name} ({features})"] = attack.selection()
         return attack
+
+    def _folds(self, labels: dict, groups: np.ndarray) -> int:
+        """CV folds: as configured, but no more than speakers on the smaller shadow side."""
+        shadow = labels["shadow"]
+        per_class = min(len(set(groups[shadow])), len(set(groups[~shadow])))
+        return max(2, min(self.config.cv, per_class))
 
     def _threshold(self, name: str, features: str, column: str, tables, labels) -> None:
         attack = ThresholdAttack(column, decision=self.config.decision)
@@ -739,35 +748,54 @@ class _Audit:
 
     def reference_attack(self, k: int) -> tuple[ShadowAttack, FeatureTable]:
         """Scoring mode: one SLMIA-SR attack fitted on the shadows, and the target's table."""
-        tables, labels, groups = self.tables(SlmiaFeatures(self.config.measures), k, self._chunks)
+        slmia = SlmiaFeatures(self.config.measures)
+        tables, labels, groups = self.tables(slmia, k, self._choose_chunking(k, slmia))
         tables.pop("null", None)
-        per_class = min(len(set(groups[labels["shadow"]])), len(set(groups[~labels["shadow"]])))
-        attack = ShadowAttack(
+        return self._cv_attack(tables, labels, groups), tables["target"]
+
+    def _cv_attack(self, tables: dict, labels: dict, groups: np.ndarray) -> ShadowAttack:
+        """One SLMIA-SR attack, chosen and fitted on the shadow rows by grouped CV."""
+        return ShadowAttack(
             classifiers=self.config.classifiers,
-            cv=max(2, min(self.config.cv, per_class)),
+            cv=self._folds(labels, groups),
             random_state=self.config.seed,
         ).fit(tables["shadow"], labels["shadow"], groups=groups)
-        return attack, tables["target"]
 
-    @property
-    def _chunks(self) -> bool:
-        return self.config.chunk_seconds is not None
+    def _choose_chunking(self, k: int, slmia: SlmiaFeatures) -> bool:
+        """Chunk splitting on or off: as configured, or (``select_chunking``) whichever gives the
+        higher cross-validated AUROC on shadow rows; the choice never looks at the target."""
+        c = self.config
+        if c.chunk_seconds is None or not c.select_chunking:
+            return self.chunks
+        shadow_auroc = {}
+        for chunks in (True, False):
+            attack = self._cv_attack(*self.tables(slmia, k, chunks))
+            shadow_auroc[chunks] = max(r["auroc_mean"] for r in attack.cv_results_)
+        self.chunks = shadow_auroc[True] >= shadow_auroc[False]
+        self.selection["chunk splitting"] = {
+            "shadow_cv_auroc": {"with": shadow_auroc[True], "without": shadow_auroc[False]},
+            "chosen": self.chunks,
+        }
+        return self.chunks
 
     def run(self, k: int) -> tuple[list[dict[str, Any]], dict[str, Any]]:
         """Every attack at ``k`` voices per speaker, then the query-reduction curves."""
         c = self.config
         slmia = SlmiaFeatures(c.measures)
         voices = f"{k} voice{'s' if k > 1 else ''}/speaker"
+        chunks = self._choose_chunking(k, slmia)
+        chosen = " (chosen on shadows)" if c.chunk_seconds and c.select_chunking else ""
         enhancements = (
             ", ".join(
                 [
-                    *(["chunk splitting"] if self._chunks else []),
+                    *([f"chunk splitting{chosen}"] if chunks else []),
+                    *([f"whole voices{chosen}"] if c.chunk_seconds and not chunks else []),
                     *(["mixing-ratio training"] if len(c.train_ratios) > 1 else []),
                 ]
             )
             or "no enhancement"
         )
-        main = self.tables(slmia, k, self._chunks)
+        main = self.tables(slmia, k, chunks)
         self._shadow_attack(
             "SLMIA-SR",
             f"intra + inter, {voices}, {enhancements}",
@@ -781,11 +809,11 @@ class _Audit:
             self._shadow_attack(
                 "SLMIA-SR ablation", label, sub, labels, groups, c.curve_classifiers, 1
             )
-        if self._chunks:
+        if c.chunk_seconds is not None:
             self._shadow_attack(
                 "SLMIA-SR ablation",
-                "without chunk splitting",
-                *self.tables(slmia, k, chunks=False),
+                "with chunk splitting" if not chunks else "without chunk splitting",
+                *self.tables(slmia, k, chunks=not chunks),
                 c.curve_classifiers,
                 1,
             )
@@ -793,7 +821,7 @@ class _Audit:
             self._shadow_attack(
                 "SLMIA-SR ablation",
                 "without mixing-ratio training",
-                *self.tables(slmia, k, self._chunks, mixing=False),
+                *self.tables(slmia, k, chunks, mixing=False),
                 c.curve_classifiers,
                 1,
             )
@@ -837,12 +865,12 @@ class _Audit:
 
     def _query_reduction(self, k: int, slmia: SlmiaFeatures) -> None:
         c = self.config
-        counts = sorted({n for n in c.voice_counts if n <= k and (self._chunks or n >= 2)})
+        counts = sorted({n for n in c.voice_counts if n <= k and (self.chunks or n >= 2)})
         for n in counts:
             self._shadow_attack(
                 "SLMIA-SR query reduction",
                 f"{n} target voice{'s' if n > 1 else ''}/speaker",
-                *self.tables(slmia, n, self._chunks),
+                *self.tables(slmia, n, self.chunks),
                 c.curve_classifiers,
                 1,
             )
@@ -850,7 +878,7 @@ class _Audit:
             self._shadow_attack(
                 "SLMIA-SR query reduction",
                 f"{n} imposter(s)",
-                *self.tables(slmia, k, self._chunks, imposters=(n, None)),
+                *self.tables(slmia, k, self.chunks, imposters=(n, None)),
                 c.curve_classifiers,
                 1,
             )
@@ -859,7 +887,7 @@ class _Audit:
             self._shadow_attack(
                 "SLMIA-SR query reduction",
                 f"{n} voice(s)/imposter",
-                *self.tables(slmia, k, self._chunks, imposters=(None, n)),
+                *self.tables(slmia, k, self.chunks, imposters=(None, n)),
                 c.curve_classifiers,
                 1,
             )
