@@ -1,8 +1,8 @@
 """End-to-end speaker-level membership audit (SLMIA-SR and its baselines) of speaker encoders.
 
 Usage: python bench/mia_speaker.py [--family ge2e xvector] [--speakers 460 --per-speaker 14]
-       [--epochs 64] [--seeds 10] [--always-chunk] [--train-only [--roles target|shadow-0]]
-       [--work voxaudit-out/mia-speaker]
+       [--epochs 64 [--cosine]] [--seeds 10] [--always-chunk]
+       [--train-only [--roles target|shadow-0]] [--work voxaudit-out/mia-speaker]
 
 Every step resumes: the corpus and split are reused, training continues from checkpoints and the
 embeddings from their cache, so an interrupted run is rerun with the same command. The default
@@ -33,9 +33,11 @@ from voxaudit.mia.speaker_audit import SpeakerAuditConfig, audit_speaker, load_s
 from voxaudit.models.speaker import Encoder, equal_error_rate, verification_trials
 from voxaudit.report.console import mia_table
 from voxaudit.report.mia import markdown_table, read_report
+from voxaudit.train.data import SpeakerBatchSampler
 from voxaudit.train.run import train_model
 
 ROLES = ("target", "shadow-0")
+SAMPLER = {"speakers_per_batch": 10, "utterances_per_speaker": 4}
 COLUMNS = ("accuracy", "precision", "recall", "auroc", "tpr_at_0.1%_fpr", "tpr_at_1%_fpr")
 
 #: Small models, so that a CPU trains target and shadow in minutes; both overfit 100 speakers.
@@ -54,6 +56,9 @@ def main() -> None:
     parser.add_argument("--unseen-fraction", type=float, default=0.3)
     parser.add_argument("--epochs", type=int, default=64)
     parser.add_argument("--lr", type=float, default=2e-3)
+    parser.add_argument(
+        "--cosine", action="store_true", help="cosine learning-rate decay to 0 by --epochs"
+    )
     parser.add_argument("--seeds", type=int, default=10, help="attack classifier seeds")
     parser.add_argument("--bootstrap", type=int, default=1000)
     parser.add_argument(
@@ -116,8 +121,12 @@ def main() -> None:
                     "device": args.device,
                     "seed": args.seed,
                 },
-                "sampler": {"speakers_per_batch": 10, "utterances_per_speaker": 4},
+                "sampler": SAMPLER,
             }
+            if args.cosine:
+                speakers = [corpus[i].speaker for i in split.train_ids(role)]
+                batches = len(SpeakerBatchSampler(speakers, **SAMPLER, seed=args.seed))
+                config["train"]["decay_steps"] = args.epochs * batches
             train_model(
                 "speaker",
                 corpus_dir,
