@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 import torch
 
+from voxaudit.data.corpus import Corpus
 from voxaudit.data.splits import make_split
 from voxaudit.data.synth import synthesize_corpus_in_memory
 from voxaudit.errors import VoxauditError
@@ -16,6 +17,7 @@ from voxaudit.mia.speaker_audit import (
     AuditEncoder,
     SpeakerAuditConfig,
     _draws,
+    _embed,
     _queried,
     _speakers,
     audit_speaker,
@@ -119,6 +121,23 @@ def test_chunk_splitting_is_kept_only_where_it_wins_on_shadow_cross_validation(
     # The option not taken is still reported, as an ablation.
     other = "without chunk splitting" if kept else "with chunk splitting"
     assert any(r["features"] == other for r in report["results"])
+
+
+def test_embeddings_are_cached_by_weights_ids_and_audio(corpus, tmp_path):
+    ids = [u.id for u in corpus.utterances[:3]]
+    model = _model("target", 0)
+    first = _embed(model, corpus, ids, [], FAST, tmp_path, progress=False)
+    again = _embed(model, corpus, ids, [], FAST, tmp_path, progress=False)
+    assert again.queries == first.queries > 0  # read back, not queried again
+    assert len(list((tmp_path / "embeddings").glob("*.npz"))) == 1
+    # The same ids with other audio (a regenerated corpus) are embedded afresh.
+    changed, other = corpus[ids[0]], corpus[ids[1]]
+    regenerated = Corpus(
+        replace(u, samples=other.samples) if u.id == changed.id else u for u in corpus.utterances
+    )
+    fresh = _embed(model, regenerated, ids, [], FAST, tmp_path, progress=False)
+    assert len(list((tmp_path / "embeddings").glob("*.npz"))) == 2
+    assert not np.allclose(fresh.whole[changed.id], first.whole[changed.id])
 
 
 def test_queried_voices_follow_the_split_pools_and_the_mixing_ratio(corpus, split):

@@ -485,11 +485,14 @@ def _embed(
     out_dir: Path,
     progress: bool,
 ) -> _Embeddings:
-    """Embeddings of ``ids`` (whole and chunked) and of views of ``view_ids``, cached on disk."""
+    """Embeddings of ``ids`` (whole and chunked) and of views of ``view_ids``, cached on disk
+    under a key of the model's weights, the ids, their audio and the settings."""
     ids = sorted(set(ids))
+    audio = hashlib.sha256("\n".join(corpus[i].content_key() for i in ids).encode()).hexdigest()
     settings = [
         model_digest(model.encoder, model.source),
         ids,
+        audio,
         sorted(view_ids),
         config.chunk_seconds,
         config.chunk_overlap,
