@@ -638,7 +638,6 @@ class _Audit:
         self.shadow_roles = list(shadow_roles)
         self.results: list[dict[str, Any]] = []
         self.selection: dict[str, Any] = {"groups": "speaker"}
-        self.chunks = config.chunk_seconds is not None  # until _choose_chunking decides
 
     def _ratios(self, role: str, mixing: bool) -> list[tuple[int, float]]:
         """(draw index, ratio) of each row a speaker of ``role`` gives."""
@@ -751,8 +750,8 @@ class _Audit:
 
     def reference_attack(self, k: int) -> tuple[ShadowAttack, FeatureTable]:
         """Scoring mode: one SLMIA-SR attack fitted on the shadows, and the target's table."""
-        slmia = SlmiaFeatures(self.config.measures)
-        tables, labels, groups = self.tables(slmia, k, self._choose_chunking(k, slmia))
+        by_chunking = self._slmia_tables(k, SlmiaFeatures(self.config.measures))
+        tables, labels, groups = by_chunking[self._choose_chunking(by_chunking)]
         tables.pop("null", None)
         return self._cv_attack(tables, labels, groups), tables["target"]
 
@@ -764,29 +763,34 @@ class _Audit:
             random_state=self.config.seed,
         ).fit(tables["shadow"], labels["shadow"], groups=groups)
 
-    def _choose_chunking(self, k: int, slmia: SlmiaFeatures) -> bool:
+    def _slmia_tables(self, k: int, slmia: SlmiaFeatures) -> dict[bool, tuple]:
+        """SLMIA-SR tables at ``k`` voices, with and (if configured) without chunk splitting."""
+        options = (True, False) if self.config.chunk_seconds is not None else (False,)
+        return {chunks: self.tables(slmia, k, chunks) for chunks in options}
+
+    def _choose_chunking(self, by_chunking: Mapping[bool, tuple]) -> bool:
         """Chunk splitting on or off: as configured, or (``select_chunking``) whichever gives the
         higher cross-validated AUROC on shadow rows; the choice never looks at the target."""
-        c = self.config
-        if c.chunk_seconds is None or not c.select_chunking:
-            return self.chunks
-        shadow_auroc = {}
-        for chunks in (True, False):
-            attack = self._cv_attack(*self.tables(slmia, k, chunks))
-            shadow_auroc[chunks] = max(r["auroc_mean"] for r in attack.cv_results_)
-        self.chunks = shadow_auroc[True] >= shadow_auroc[False]
+        if len(by_chunking) == 1 or not self.config.select_chunking:
+            return max(by_chunking)  # chunks whenever configured
+        shadow_auroc = {
+            chunks: max(r["auroc_mean"] for r in self._cv_attack(*tables).cv_results_)
+            for chunks, tables in by_chunking.items()
+        }
+        chosen = shadow_auroc[True] >= shadow_auroc[False]
         self.selection["chunk splitting"] = {
             "shadow_cv_auroc": {"with": shadow_auroc[True], "without": shadow_auroc[False]},
-            "chosen": self.chunks,
+            "chosen": chosen,
         }
-        return self.chunks
+        return chosen
 
     def run(self, k: int) -> tuple[list[dict[str, Any]], dict[str, Any]]:
         """Every attack at ``k`` voices per speaker, then the query-reduction curves."""
         c = self.config
         slmia = SlmiaFeatures(c.measures)
         voices = f"{k} voice{'s' if k > 1 else ''}/speaker"
-        chunks = self._choose_chunking(k, slmia)
+        by_chunking = self._slmia_tables(k, slmia)
+        chunks = self._choose_chunking(by_chunking)
         chosen = " (chosen on shadows)" if c.chunk_seconds and c.select_chunking else ""
         enhancements = (
             ", ".join(
@@ -798,7 +802,7 @@ class _Audit:
             )
             or "no enhancement"
         )
-        main = self.tables(slmia, k, chunks)
+        main = by_chunking[chunks]
         self._shadow_attack(
             "SLMIA-SR",
             f"intra + inter, {voices}, {enhancements}",
@@ -816,7 +820,7 @@ class _Audit:
             self._shadow_attack(
                 "SLMIA-SR ablation",
                 "with chunk splitting" if not chunks else "without chunk splitting",
-                *self.tables(slmia, k, chunks=not chunks),
+                *by_chunking[not chunks],
                 c.curve_classifiers,
                 1,
             )
@@ -829,7 +833,7 @@ class _Audit:
                 1,
             )
         self._baselines(k, voices)
-        self._query_reduction(k, slmia)
+        self._query_reduction(k, slmia, chunks)
         return self.results, self.selection
 
     def _baselines(self, k: int, voices: str) -> None:
@@ -866,14 +870,14 @@ class _Audit:
                 c.attack_seeds,
             )
 
-    def _query_reduction(self, k: int, slmia: SlmiaFeatures) -> None:
+    def _query_reduction(self, k: int, slmia: SlmiaFeatures, chunks: bool) -> None:
         c = self.config
-        counts = sorted({n for n in c.voice_counts if n <= k and (self.chunks or n >= 2)})
+        counts = sorted({n for n in c.voice_counts if n <= k and (chunks or n >= 2)})
         for n in counts:
             self._shadow_attack(
                 "SLMIA-SR query reduction",
                 f"{n} target voice{'s' if n > 1 else ''}/speaker",
-                *self.tables(slmia, n, self.chunks),
+                *self.tables(slmia, n, chunks),
                 c.curve_classifiers,
                 1,
             )
@@ -881,7 +885,7 @@ class _Audit:
             self._shadow_attack(
                 "SLMIA-SR query reduction",
                 f"{n} imposter(s)",
-                *self.tables(slmia, k, self.chunks, imposters=(n, None)),
+                *self.tables(slmia, k, chunks, imposters=(n, None)),
                 c.curve_classifiers,
                 1,
             )
@@ -890,7 +894,7 @@ class _Audit:
             self._shadow_attack(
                 "SLMIA-SR query reduction",
                 f"{n} voice(s)/imposter",
-                *self.tables(slmia, k, self.chunks, imposters=(None, n)),
+                *self.tables(slmia, k, chunks, imposters=(None, n)),
                 c.curve_classifiers,
                 1,
             )
