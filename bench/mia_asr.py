@@ -2,7 +2,8 @@
 
 Usage: python bench/mia_asr.py [--level sample|speaker] [--threat white] [--shadows 4]
        [--use-shadows 2]
-       [--preset tiny] [--epochs 40] [--corpus PATH] [--work voxaudit-out/mia-asr] [--markdown]
+       [--preset tiny] [--epochs 40] [--corpus PATH] [--work voxaudit-out/mia-asr] [--online]
+       [--markdown]
 
 Every step resumes: the corpus and split are reused, training continues from checkpoints,
 and feature extraction from its cache, so an interrupted run is rerun with the same command.
@@ -11,6 +12,14 @@ Without --corpus a synthetic corpus of --speakers x --per-speaker utterances (de
 box, as in paper 000); shadows train on random halves of the shadow pools, so one that never
 saw the target's data serves as the null control. The report lands in WORK/report-LEVEL-THREAT/
 (WORK/report-LEVEL-THREAT-trained/ with --evidence trained).
+
+--online (sample level) adds online LiRA: --shadows reference models, each trained on a random
+half of the target's pools (members and non-members), drawn as the target itself was drawn
+(WORK/sample-online/), so each evaluated utterance is IN for half of them and references train
+on as much data as the target. They all saw target data, so the null control is the offline
+run's shadow-0 (trained on shadow data only); the target is the offline run's too (its pools
+do not depend on how the shadows are dealt). Both are trained here when missing. Report:
+WORK/report-sample-THREAT-online/.
 """
 
 from __future__ import annotations
@@ -50,6 +59,16 @@ def main() -> None:
     parser.add_argument("--draws", type=int, default=8)
     parser.add_argument("--max-per-side", type=int, default=500)
     parser.add_argument("--evidence", choices=["unseen", "trained"], default="unseen")
+    parser.add_argument(
+        "--online", action="store_true",
+        help="online LiRA: references on random halves of the target's pools",
+    )  # fmt: skip
+    parser.add_argument("--train-only", action="store_true", help="train the models, no audit")
+    parser.add_argument(
+        "--roles", nargs="+", default=[],
+        help="with --train-only: train only these models (target, shadow-K; with --online also "
+        "null), to train them in parallel processes",
+    )  # fmt: skip
     parser.add_argument("--threads", type=int, default=os.cpu_count() or 1)
     parser.add_argument("--device", default="auto")
     parser.add_argument("--seed", type=int, default=0)
@@ -57,8 +76,13 @@ def main() -> None:
         "--markdown", action="store_true", help="only print the report already written, as a table"
     )
     args = parser.parse_args()
+    if args.online and args.level != "sample":
+        parser.error("--online applies to --level sample")
+    if args.roles and not args.train_only:
+        parser.error("--roles needs --train-only: the audit needs every model")
     evidence = "" if args.evidence == "unseen" else f"-{args.evidence}"
-    report_dir = args.work / f"report-{args.level}-{args.threat}{evidence}"
+    online = "-online" if args.online else ""
+    report_dir = args.work / f"report-{args.level}-{args.threat}{evidence}{online}"
     if args.markdown:
         print(markdown_table(read_report(report_dir)))
         return
@@ -89,18 +113,37 @@ def main() -> None:
             "seed": args.seed,
         },
     }
-    roles = split.roles[: 1 + (args.use_shadows or split.n_shadow)]
-    models = {}
-    for role in roles:
-        run_dir = work / "models" / role
-        train_model("asr", corpus_dir, split_path, role, config, run_dir)
-        models[role] = run_dir
+    # name -> (split file, role in it, run folder); "null" only with --online
+    runs = {
+        role: (split_path, role, work / "models" / role)
+        for role in split.roles[: 1 + (args.use_shadows or split.n_shadow)]
+    }
+    null = None
+    if args.online:
+        runs = {
+            "target": runs["target"],
+            "null": (split_path, "shadow-0", work / "models" / "shadow-0"),
+        }
+        split_path = _online_split(corpus, split, args, work.with_name(f"{args.level}-online"))
+        split = AuditSplit.load(split_path)
+        for role in split.roles[1 : 1 + (args.use_shadows or split.n_shadow)]:
+            runs[role] = (split_path, role, split_path.parent / "models" / role)
+    if unknown := set(args.roles) - set(runs):
+        parser.error(f"--roles {sorted(unknown)}: the models here are {', '.join(runs)}")
+    for name, (path, role, run_dir) in runs.items():
+        if not args.roles or name in args.roles:
+            train_model("asr", corpus_dir, path, role, config, run_dir)
+    if args.train_only:
+        return
+    if args.online:
+        null = load_audit_model(runs.pop("null")[2], "null", args.device)
     report = audit_asr(
         corpus,
         split,
-        load_audit_model(models["target"], "target", args.device),
-        [load_audit_model(models[r], r, args.device) for r in roles[1:]],
+        load_audit_model(runs.pop("target")[2], "target", args.device),
+        [load_audit_model(run_dir, role, args.device) for _, role, run_dir in runs.values()],
         report_dir,
+        null=null,
         config=AsrAuditConfig(
             threat=args.threat,
             draws=args.draws,
@@ -113,6 +156,20 @@ def main() -> None:
 
     Console().print(mia_table(report))
     print(json.dumps(report["setup"]["machine"]))
+
+
+def _online_split(corpus, split: AuditSplit, args: argparse.Namespace, folder: Path) -> Path:
+    """The online references' split: the same pools as ``split``, other halves."""
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / "split.json"
+    if not path.exists():
+        make_split(
+            corpus, args.level, seed=args.seed, n_shadow=args.shadows, shadow_mode="halves",
+            halves_population="target",
+        ).save(path)  # fmt: skip
+    if AuditSplit.load(path).pools != split.pools:
+        raise SystemExit(f"{path}: its pools differ from the offline split's; delete it")
+    return path
 
 
 def _synthetic_dir(speakers: int, per_speaker: int) -> Path:

@@ -68,6 +68,16 @@ def test_split_command_writes_a_loadable_split(tmp_path):
     assert (split.level, split.seed, split.n_shadow) == ("sample", 3, 4)
     split.check(load_corpus(corpus_dir))
     assert len(split.train_ids("target")) == len(split.holdout_ids("target"))
+    # Online LiRA's references: halves of the target's pools.
+    online = tmp_path / "online.json"
+    result = runner.invoke(
+        app,
+        ["split", str(corpus_dir), "--out", str(online), "--shadows", "4", "--halves",
+         "--seed", "3", "--halves-population", "target"],
+    )  # fmt: skip
+    assert result.exit_code == 0, result.output
+    candidates = set(split.train_ids("target") + split.holdout_ids("target"))
+    assert {i for t in AuditSplit.load(online).shadow_train for i in t} == candidates
     # Stratified by the spoken digit too: every digit within one between members and holdout.
     stratified = tmp_path / "stratified.json"
     result = runner.invoke(

@@ -193,9 +193,13 @@ def split(
     halves: Annotated[
         bool, typer.Option(help="Random halves: each shadow unit IN for half the shadow models.")
     ] = False,
-    include_target: Annotated[
-        bool, typer.Option(help="With --halves, target candidates join the halves (online LiRA).")
-    ] = False,
+    halves_population: Annotated[
+        str,
+        typer.Option(
+            help="With --halves, whose pools the halves deal: shadow (offline LiRA, RMIA), all "
+            "(shadow and target) or target (online LiRA, references drawn like the target)."
+        ),
+    ] = "shadow",
     target_fraction: float = 0.5,
     reference_speakers: Annotated[
         float, typer.Option(help="Speaker level: imposter speakers, a count or a fraction.")
@@ -226,7 +230,7 @@ def split(
         target_fraction=target_fraction,
         n_shadow=shadows,
         shadow_mode="halves" if halves else "disjoint",
-        halves_include_target=include_target,
+        halves_population=halves_population,
         reference_speakers=_count_or_fraction(reference_speakers),
         unseen_fraction=unseen_fraction,
         stratify_labels=stratify_labels,

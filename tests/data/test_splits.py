@@ -19,6 +19,7 @@ from voxaudit.data.splits import (
     SplitMismatchError,
     make_split,
 )
+from voxaudit.errors import VoxauditError
 
 PROPERTY = settings(max_examples=50, deadline=None)
 
@@ -146,21 +147,22 @@ def test_disjoint_shadow_models_partition_the_shadow_pools(corpus, seed, n, leve
     seeds,
     st.integers(2, 5),
     st.sampled_from(["sample", "speaker"]),
-    st.booleans(),
+    st.sampled_from(["shadow", "all", "target"]),
 )
-def test_halves_put_each_unit_in_half_the_models(corpus, seed, n, level, online):
+def test_halves_put_each_unit_in_half_the_models(corpus, seed, n, level, halves_population):
     options = {"seed": seed, "n_shadow": n, "shadow_mode": "halves"}
-    options |= {"halves_include_target": online, "reference_speakers": 0}
+    options |= {"halves_population": halves_population, "reference_speakers": 0}
     try:
         split = make_split(corpus, level, **options)
     except ValueError as exc:
         assert "needs at least" in str(exc) or "unseen voice" in str(exc)
         return
     pools = split.pools
-    population = set(pools["shadow_train"] + pools["shadow_holdout"])
-    if level == "speaker":
-        population |= set(pools["shadow_member_unseen"])
-    if online:
+    population = set()
+    if halves_population in ("shadow", "all"):
+        population |= set(pools["shadow_train"] + pools["shadow_holdout"])
+        population |= set(pools.get("shadow_member_unseen", ()))
+    if halves_population in ("target", "all"):
         population |= set(pools["target_train"] + pools["target_holdout"])
         population |= set(pools.get("target_member_unseen", ()))
     for train, holdout, unseen in zip(
@@ -324,10 +326,18 @@ def test_speaker_level_membership_counts_unseen_voices():
 def test_online_halves_let_shadow_models_train_on_target_candidates():
     corpus = _corpus([4] * 8)
     offline = make_split(corpus, n_shadow=4, shadow_mode="halves")
-    online = make_split(corpus, n_shadow=4, shadow_mode="halves", halves_include_target=True)
     target = set(offline.train_ids() + offline.holdout_ids())
     assert not target & {i for t in offline.shadow_train for i in t}
-    assert target <= {i for t in online.shadow_train for i in t}
+    for population in ("all", "target"):
+        online = make_split(corpus, n_shadow=4, shadow_mode="halves", halves_population=population)
+        assert online.pools == offline.pools
+        assert target <= {i for t in online.shadow_train for i in t}
+    # Drawn like the target: on average a reference trains on as many utterances as it.
+    assert np.mean([len(t) for t in online.shadow_train]) == len(offline.train_ids())
+    with pytest.raises(VoxauditError, match="halves_population must be one of"):
+        make_split(corpus, n_shadow=2, shadow_mode="halves", halves_population="target+")
+    with pytest.raises(VoxauditError, match="applies to shadow_mode='halves'"):
+        make_split(corpus, n_shadow=2, halves_population="target")
 
 
 def test_summary_and_saved_document():

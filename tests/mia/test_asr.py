@@ -83,7 +83,7 @@ def test_a_rerun_with_a_retrained_target_refuses_the_old_features(corpus, tmp_pa
 
 def test_a_null_control_that_saw_the_target_data_is_refused(corpus, tmp_path):
     split = make_split(
-        corpus, "sample", seed=0, n_shadow=2, shadow_mode="halves", halves_include_target=True
+        corpus, "sample", seed=0, n_shadow=2, shadow_mode="halves", halves_population="all"
     )
     shadows = [_model("shadow-0", 1), _model("shadow-1", 2)]
     with pytest.raises(VoxauditError, match="null-control"):
@@ -91,6 +91,36 @@ def test_a_null_control_that_saw_the_target_data_is_refused(corpus, tmp_path):
             corpus, split, _model("target", 0), shadows, tmp_path,
             config=AsrAuditConfig(**FAST), progress=False,
         )  # fmt: skip
+
+
+def test_a_given_null_control_that_trained_on_evaluated_utterances_is_refused(corpus, tmp_path):
+    split = make_split(corpus, "sample", seed=0, n_shadow=1)
+    seen = frozenset(split.train_ids("target")[:1])
+    null = replace(_model("null", 9), trained_ids=seen)
+    with pytest.raises(VoxauditError, match="null control tiny-null trained on some"):
+        audit_asr(
+            corpus, split, _model("target", 0), [_model("shadow-0", 1)], tmp_path, null=null,
+            config=AsrAuditConfig(threat="black", **FAST), progress=False,
+        )  # fmt: skip
+
+
+def test_online_lira_runs_when_the_halves_include_the_target_and_a_null_model_is_given(
+    corpus, tmp_path
+):
+    # Four halves: every utterance is IN for two references and OUT for two, so both LiRA
+    # variants can pool a variance.
+    split = make_split(
+        corpus, "sample", seed=0, n_shadow=4, shadow_mode="halves", halves_population="target"
+    )
+    shadows = [_model(f"shadow-{k}", 1 + k) for k in range(4)]
+    null = replace(_model("null", 9), trained_ids=frozenset(split.pools["shadow_train"]))
+    report = audit_asr(
+        corpus, split, _model("target", 0), shadows, tmp_path, null=null,
+        config=AsrAuditConfig(threat="grey", **FAST), progress=False,
+    )  # fmt: skip
+    online = {r["model"] for r in report["results"] if r["name"] == "LiRA online"}
+    assert online == {"target", "null"}
+    assert report["setup"]["null_control"] == "tiny-null"
 
 
 def test_unknown_shadow_roles_are_refused(corpus, tmp_path):

@@ -28,6 +28,9 @@ SCHEMA = "voxaudit.split/1"
 ALGORITHM_VERSION = 1
 LEVELS = ("sample", "speaker")
 SHADOW_MODES = ("disjoint", "halves")
+#: Whose units random halves deal: the shadow pools (offline LiRA, RMIA), shadow and target
+#: pools, or the target pools only (online LiRA with references drawn like the target).
+HALVES_POPULATIONS = ("shadow", "all", "target")
 SAMPLE_POOLS = ("target_train", "target_holdout", "shadow_train", "shadow_holdout")
 SPEAKER_POOLS = (
     "target_train",
@@ -247,7 +250,7 @@ def make_split(
     target_fraction: float = 0.5,
     n_shadow: int = 1,
     shadow_mode: str = "disjoint",
-    halves_include_target: bool = False,
+    halves_population: str = "shadow",
     reference_speakers: int | float = 0.2,
     unseen_fraction: float = 0.2,
     max_per_speaker: int | None = None,
@@ -256,9 +259,12 @@ def make_split(
     """Deal ``corpus`` into disjoint audit pools; the same ids and seed always give the same split.
 
     ``shadow_mode="disjoint"`` gives each shadow model its own slice of the shadow pools
-    (Shokri et al.); ``"halves"`` puts every unit of the shadow population (an utterance, or
-    a speaker at speaker level) in the training set of half the models (LiRA / RMIA), adding
-    the target pools to that population when ``halves_include_target`` (online LiRA).
+    (Shokri et al.); ``"halves"`` puts every unit of ``halves_population`` (an utterance, or a
+    speaker at speaker level) in the training set of half the models (LiRA / RMIA): the shadow
+    pools (``"shadow"``), shadow and target pools (``"all"``), or the target pools alone
+    (``"target"``). The last two let references train on the target's candidates (online
+    LiRA); ``"target"`` draws each reference exactly as the target was drawn (a random half of
+    the target pools), so references and target train on as much data.
 
     A sample-level split balances every pool by speaker; ``stratify_labels`` balances it by
     speaker and transcript (the label of a digit or command corpus) together. Without it,
@@ -270,7 +276,7 @@ def make_split(
         "target_fraction": target_fraction,
         "n_shadow": n_shadow,
         "shadow_mode": shadow_mode,
-        "halves_include_target": halves_include_target,
+        "halves_population": halves_population,
         "reference_speakers": reference_speakers,
         "unseen_fraction": unseen_fraction,
         "max_per_speaker": max_per_speaker,
@@ -317,6 +323,14 @@ def _check_options(level: str, seed: int, p: dict[str, Any]) -> None:
         (
             p["shadow_mode"] != "halves" or p["n_shadow"] >= 2,
             "shadow_mode='halves' needs n_shadow >= 2 (each unit is in half the models)",
+        ),
+        (
+            p["halves_population"] in HALVES_POPULATIONS,
+            f"halves_population must be one of {', '.join(HALVES_POPULATIONS)}",
+        ),
+        (
+            p["halves_population"] == "shadow" or p["shadow_mode"] == "halves",
+            "halves_population applies to shadow_mode='halves'",
         ),
         (0 <= p["unseen_fraction"] < 1, "unseen_fraction must lie in [0, 1)"),
         (
@@ -445,9 +459,11 @@ def _sample_level(
         trains = _round_robin(pools["shadow_train"], p["n_shadow"])
         holdouts = _round_robin(pools["shadow_holdout"], p["n_shadow"])
         return pools, speakers, [(t, h, []) for t, h in zip(trains, holdouts, strict=True)]
-    units = pools["shadow_train"] + pools["shadow_holdout"]
-    if p["halves_include_target"]:
-        units += pools["target_train"] + pools["target_holdout"]
+    units = _halves_units(
+        pools["shadow_train"] + pools["shadow_holdout"],
+        pools["target_train"] + pools["target_holdout"],
+        p["halves_population"],
+    )
     models: Models = [(ins, outs, []) for ins, outs in _halves(units, p["n_shadow"], rng)]
     return pools, speakers, models
 
@@ -576,9 +592,7 @@ def _speaker_level(name: str, groups: Groups, rng: np.random.Generator, p: dict[
         members = _round_robin(s_member, p["n_shadow"])
         others = _round_robin(s_non, p["n_shadow"])
     else:
-        units = s_member + s_non
-        if p["halves_include_target"]:
-            units += t_member + t_non
+        units = _halves_units(s_member + s_non, t_member + t_non, p["halves_population"])
         members, others = zip(*_halves(units, p["n_shadow"], rng), strict=True)
     models = [
         (_gather(m, trained), _gather(o, every), _gather(m, unseen))
@@ -604,6 +618,11 @@ def _voices(groups: Groups, unseen_fraction: float) -> tuple[IdTable, IdTable]:
         k = min(max(_round(unseen_fraction * len(ids)), 1), len(ids) - 1) if unseen_fraction else 0
         trained[spk], unseen[spk] = ids[k:], ids[:k]
     return trained, unseen
+
+
+def _halves_units(shadow: list[str], target: list[str], population: str) -> list[str]:
+    """The units random halves deal, by ``halves_population``."""
+    return {"shadow": shadow, "all": shadow + target, "target": target}[population]
 
 
 def _halves(

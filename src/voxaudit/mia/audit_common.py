@@ -45,17 +45,27 @@ def null_from_shadows(
     """A shadow that never trained on the evaluated utterances ``ids`` (at speaker level: nor
     on the evaluated ``speakers``), so it can serve as the null control."""
     for shadow in shadows:
-        seen = membership_ids(split, shadow.role)
-        overlap = bool(seen & set(ids))
-        if split.level == "speaker":
-            # At speaker level, having trained on the voice is having seen the evidence.
-            overlap |= bool({corpus[i].speaker for i in seen} & set(speakers))
-        if not overlap:
+        if not _saw_evidence(corpus, split, membership_ids(split, shadow.role), ids, speakers):
             return shadow
     raise VoxauditError(
         "every shadow model trained on some of the target's evaluated data (random halves "
         "including the target?): pass a null-control model trained on other data"
     )
+
+
+def _saw_evidence(
+    corpus: Corpus,
+    split: AuditSplit,
+    seen: Collection[str],
+    ids: Collection[str],
+    speakers: Collection[str],
+) -> bool:
+    """Whether a model that trained on ``seen`` saw any evaluated utterance (or voice)."""
+    overlap = bool(set(seen) & set(ids))
+    if split.level == "speaker":
+        # At speaker level, having trained on the voice is having seen the evidence.
+        overlap |= bool({corpus[i].speaker for i in seen if i in corpus} & set(speakers))
+    return overlap
 
 
 def evaluation_sets(
@@ -85,6 +95,13 @@ def evaluation_sets(
         target_set = sets["target"]
         shadow = null_from_shadows(corpus, split, shadows, target_set.ids, target_set.speakers)
         null = replace(shadow, role="null", source=f"{shadow.source} (as null control)")
+    elif null.trained_ids is not None and _saw_evidence(
+        corpus, split, null.trained_ids, sets["target"].ids, sets["target"].speakers
+    ):
+        raise VoxauditError(
+            f"null control {null.source} trained on some of the target's evaluated data "
+            "(utterances or, at speaker level, voices): it cannot show what chance looks like"
+        )
     sets["null"] = sets["target"]
     return sets, null
 
