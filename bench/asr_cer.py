@@ -2,7 +2,7 @@
 
 Usage: python bench/asr_cer.py [--family ctc|attention] [--preset small] [--epochs 30]
        [--minutes 10] [--corpus PATH | --speakers 200 --per-speaker 10] [--held-out 20]
-       [--specaugment] [--threads 2] [--device cpu] [--out result.json]
+       [--specaugment] [--vtlp 0.9 1.1] [--threads 2] [--device cpu] [--out result.json]
 
 Without --corpus the built-in synthetic corpus is used; with it, any corpus voxaudit loads
 (e.g. ../shared/data/fsdd). The last --held-out speakers (sorted) never reach training, so the
@@ -19,7 +19,7 @@ import torch
 from heldout import add_options, describe, report, split_speakers, train_by_epoch
 from voxaudit.data.corpus import Utterance
 from voxaudit.models.recognizer import Recognizer, asr_model_for, cer, transcript_targets
-from voxaudit.train.augment import SpecAugment
+from voxaudit.train.augment import SpecAugment, VocalTractWarp
 from voxaudit.train.data import UtteranceDataset
 
 
@@ -30,6 +30,10 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=16)
     parser.add_argument("--warmup", type=int, default=200, help="warm-up steps")
     parser.add_argument("--specaugment", action="store_true", help="SpecAugment while training")
+    parser.add_argument(
+        "--vtlp", type=float, nargs=2, metavar=("LOW", "HIGH"),
+        help="vocal tract length perturbation while training, warp factor drawn from [LOW, HIGH]",
+    )  # fmt: skip
     add_options(parser, held_out=20, lr=2e-3)
     args = parser.parse_args()
     corpus, train, test = split_speakers(args)
@@ -40,7 +44,10 @@ def main() -> None:
         model,
         data,
         lambda: {"held_out_cer": _cer(model, test)},
-        hooks=[SpecAugment()] if args.specaugment else [],
+        hooks=[
+            *([VocalTractWarp(*args.vtlp)] if args.vtlp else []),
+            *([SpecAugment()] if args.specaugment else []),
+        ],
         batch_size=args.batch_size,
         warmup_steps=args.warmup,
         grad_clip=5.0,
@@ -51,6 +58,7 @@ def main() -> None:
         "family": args.family,
         "preset": args.preset,
         "specaugment": args.specaugment,
+        "vtlp": args.vtlp,
         **describe(args, corpus, model, train, test, history),
         "train_cer": round(_cer(model, train_probe), 4),
         "held_out_cer": history[-1]["held_out_cer"],

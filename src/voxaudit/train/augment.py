@@ -7,7 +7,7 @@ from dataclasses import dataclass, replace
 import torch
 from torch import nn
 
-from voxaudit.data.features import Batch
+from voxaudit.data.features import Batch, hz_to_mel, mel_to_hz
 
 
 @dataclass(frozen=True)
@@ -45,3 +45,44 @@ class SpecAugment:
         hide &= valid[..., None]
         masked = torch.where(hide, mean[:, None, :].expand_as(features), features)
         return replace(batch, features=masked)
+
+
+@dataclass(frozen=True)
+class VocalTractWarp:
+    """Vocal tract length perturbation (VTLP, Jaitly & Hinton 2013) on log-mel features.
+
+    Each utterance's spectrum is warped as ``S'(f) = S(f / alpha)``, ``alpha`` drawn uniformly
+    from ``[low, high]``: formants move as if a shorter (alpha > 1) or longer vocal tract spoke,
+    which makes new voices out of the training voices. Mel bins are resampled by linear
+    interpolation between the bins' centre frequencies (edges repeat), which needs the model's
+    ``front_end`` (a ``LogMel``). Hand-written: torchaudio and audiomentations warp waveforms or
+    linear spectrograms, not features already on the mel scale. Draws use torch's global
+    generator, so a run resumes exactly.
+    """
+
+    low: float = 0.9
+    high: float = 1.1
+
+    def __post_init__(self) -> None:
+        if not 0 < self.low <= self.high:
+            raise ValueError(f"VocalTractWarp needs 0 < low <= high, got {self.low}, {self.high}")
+
+    def transform(self, model: nn.Module, batch: Batch) -> Batch:
+        front_end = model.front_end
+        features = batch.features
+        n, _, bins = features.shape
+        mel = torch.linspace(
+            float(hz_to_mel(front_end.f_min)), float(hz_to_mel(front_end.f_max)), bins + 2,
+            dtype=torch.float64,
+        )[1:-1]  # fmt: skip
+        centres = torch.as_tensor(mel_to_hz(mel.numpy()))
+        alpha = self.low + (self.high - self.low) * torch.rand(n, dtype=torch.float64)
+        source = torch.as_tensor(hz_to_mel((centres[None, :] / alpha[:, None]).numpy()))
+        position = ((source - mel[0]) / (mel[1] - mel[0])).clamp(0, bins - 1)
+        below = position.floor().long().clamp(max=bins - 2)
+        weight = (position - below).to(features.dtype).to(features.device)
+        below = below.to(features.device)[:, None, :].expand(n, features.shape[1], bins)
+        lower = features.gather(2, below)
+        upper = features.gather(2, below + 1)
+        warped = lower + weight[:, None, :] * (upper - lower)
+        return replace(batch, features=torch.where(batch.mask[..., None], warped, features))
