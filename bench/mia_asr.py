@@ -31,6 +31,7 @@ from pathlib import Path
 
 import torch
 
+from voxaudit.data.corpus import Corpus
 from voxaudit.data.loaders import load_corpus
 from voxaudit.data.splits import AuditSplit, make_split
 from voxaudit.data.synth import synthesize_corpus
@@ -118,7 +119,6 @@ def main() -> None:
         role: (split_path, role, work / "models" / role)
         for role in split.roles[: 1 + (args.use_shadows or split.n_shadow)]
     }
-    null = None
     if args.online:
         runs = {
             "target": runs["target"],
@@ -135,8 +135,7 @@ def main() -> None:
             train_model("asr", corpus_dir, path, role, config, run_dir)
     if args.train_only:
         return
-    if args.online:
-        null = load_audit_model(runs.pop("null")[2], "null", args.device)
+    null = load_audit_model(runs.pop("null")[2], "null", args.device) if args.online else None
     report = audit_asr(
         corpus,
         split,
@@ -158,7 +157,9 @@ def main() -> None:
     print(json.dumps(report["setup"]["machine"]))
 
 
-def _online_split(corpus, split: AuditSplit, args: argparse.Namespace, folder: Path) -> Path:
+def _online_split(
+    corpus: Corpus, split: AuditSplit, args: argparse.Namespace, folder: Path
+) -> Path:
     """The online references' split: the same pools as ``split``, other halves."""
     folder.mkdir(parents=True, exist_ok=True)
     path = folder / "split.json"
