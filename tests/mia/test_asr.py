@@ -123,6 +123,23 @@ def test_online_lira_runs_when_the_halves_include_the_target_and_a_null_model_is
     assert report["setup"]["null_control"] == "tiny-null"
 
 
+def test_lira_that_the_references_cannot_fit_is_left_out_and_said_so(corpus, tmp_path):
+    # Two halves of the target's pools: every utterance has a single IN and a single OUT
+    # reference, too few to pool LiRA's variance; RMIA still runs.
+    split = make_split(
+        corpus, "sample", seed=0, n_shadow=2, shadow_mode="halves", halves_population="target"
+    )
+    null = replace(_model("null", 9), trained_ids=frozenset(split.pools["shadow_train"]))
+    report = audit_asr(
+        corpus, split, _model("target", 0), [_model("shadow-0", 1), _model("shadow-1", 2)],
+        tmp_path, null=null, config=AsrAuditConfig(threat="grey", **FAST), progress=False,
+    )  # fmt: skip
+    names = {r["name"] for r in report["results"]}
+    assert "RMIA" in names and not any(n.startswith("LiRA") for n in names)
+    left_out = report["selection"]["calibrated attacks left out"]
+    assert [reason.split(":")[0] for reason in left_out] == ["LiRA offline", "LiRA online"]
+
+
 def test_unknown_shadow_roles_are_refused(corpus, tmp_path):
     split = make_split(corpus, "sample", seed=0, n_shadow=1)
     with pytest.raises(VoxauditError, match="shadow roles"):

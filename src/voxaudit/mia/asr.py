@@ -37,8 +37,8 @@ from voxaudit.mia.audit_common import (
     evaluate,
     evaluation_sets,
     fit_shadow_attack,
-    membership,
     population,
+    reference_membership,
     selected,
     stacked,
 )
@@ -157,7 +157,12 @@ def audit_asr(
     if split.level == "sample":
         results, selection = _sample_attacks(tables, sets, shadow_roles, config)
         if config.allows("grey"):
-            results += _calibrated(corpus, split, sets, target, shadows, null, config, progress)
+            calibrated, left_out = _calibrated(
+                corpus, split, sets, target, shadows, null, config, progress
+            )
+            results += calibrated
+            if left_out:
+                selection["calibrated attacks left out"] = left_out
     else:
         results, selection = _speaker_attacks(tables, sets, shadow_roles, config)
     report = new_report(
@@ -370,7 +375,7 @@ def _calibrated(
     null: AuditModel,
     config: AsrAuditConfig,
     progress: bool,
-) -> list[dict[str, Any]]:
+) -> tuple[list[dict[str, Any]], list[str]]:
     """LiRA and RMIA on the length-normalized loss, with the shadows as reference models."""
     candidates = list(sets["target"].ids)
     extra = population(split, candidates, [s.role for s in shadows], config)
@@ -385,7 +390,7 @@ def _calibrated(
         return np.asarray(access.utterance_loss(waves, texts, normalize=True), dtype=np.float64)
 
     reference = np.stack([losses(s) for s in track(shadows, "reference losses", enabled=progress)])
-    reference_in = np.stack([membership(split, s.role, ids) for s in shadows])
+    reference_in = reference_membership(split, shadows, ids)
     observed = {"target": losses(target), "null": losses(null)}
     return calibrated_results(
         "loss_per_char", reference, reference_in, observed, sets["target"], config

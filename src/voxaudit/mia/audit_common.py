@@ -187,8 +187,9 @@ def calibrated_results(
     observed: dict[str, np.ndarray],
     target_set: EvalSet,
     config: Any,
-) -> list[dict[str, Any]]:
-    """LiRA (offline; online when the references allow) and RMIA on per-utterance losses.
+) -> tuple[list[dict[str, Any]], list[str]]:
+    """LiRA (offline and online, as the references allow) and RMIA on per-utterance losses;
+    their result entries, and why a LiRA variant was left out (see :func:`lira_variants`).
 
     ``reference[i, j]`` is shadow i's loss (a non-negative NLL) on column j: the target's
     evaluated utterances first, then RMIA's population (known non-members of the target);
@@ -198,12 +199,8 @@ def calibrated_results(
     """
     n = len(target_set)
     results: list[dict[str, Any]] = []
-    lira_variants = [("LiRA offline, fixed variance", LiRA(mode="offline", fixed_variance=True))]
-    if (reference_in[:, :n].any(axis=0) & ~reference_in[:, :n].all(axis=0)).all():
-        lira_variants.append(
-            ("LiRA online", LiRA(mode="online", fixed_variance=len(reference) < 8))
-        )
-    for name, lira in lira_variants:
+    variants, left_out = lira_variants(reference_in[:, :n])
+    for name, lira in variants:
         lira.fit(logit_confidence(reference[:, :n]), reference_in[:, :n])
         results += [
             result_entry(
@@ -224,7 +221,45 @@ def calibrated_results(
             )
             for role in ("target", "null")
         ]  # fmt: skip
-    return results
+    return results, left_out
+
+
+def lira_variants(reference_in: np.ndarray) -> tuple[list[tuple[str, LiRA]], list[str]]:
+    """The LiRA variants that references with membership ``reference_in`` (shadow x evaluated
+    utterance) can fit, and why any other was left out.
+
+    Offline LiRA pools one variance over the OUT references: every utterance needs one, and
+    some utterance two. Online LiRA also needs an IN reference for every utterance (and two
+    for some); it fits a variance per utterance when each has two of each side and there are
+    8 references or more (Carlini et al. fix the variance below that), and pools otherwise.
+    """
+    outs, ins = (~reference_in).sum(axis=0), reference_in.sum(axis=0)
+    out_side = bool((outs >= 1).all() and (outs >= 2).any())
+    in_side = bool((ins >= 1).all() and (ins >= 2).any())
+    variants: list[tuple[str, LiRA]] = []
+    left_out = []
+    if out_side:
+        variants.append(("LiRA offline, fixed variance", LiRA(mode="offline", fixed_variance=True)))
+    else:
+        left_out.append(
+            "LiRA offline: it needs, for every evaluated utterance, a shadow model that did not "
+            "train on it, and two for some utterance (use more shadow models)"
+        )
+    if out_side and in_side:
+        per_utterance = len(reference_in) >= 8 and (ins >= 2).all() and (outs >= 2).all()
+        variants.append(("LiRA online", LiRA(mode="online", fixed_variance=not per_utterance)))
+    elif ins.any():
+        left_out.append(
+            "LiRA online: it needs, for every evaluated utterance, a shadow model that trained "
+            "on it and one that did not, and two of each for some utterance (use at least 4 "
+            "shadow models on random halves that include the target's pools)"
+        )
+    return variants, left_out
+
+
+def reference_membership(split: AuditSplit, shadows: Sequence[M], ids: Sequence[str]) -> np.ndarray:
+    """Whether each shadow (reference) model trained on each of ``ids``: ``[shadow, id]``."""
+    return np.stack([membership(split, s.role, ids) for s in shadows])
 
 
 def population(

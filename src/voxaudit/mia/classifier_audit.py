@@ -50,8 +50,8 @@ from voxaudit.mia.audit_common import (
     evaluate,
     evaluation_sets,
     fit_shadow_attack,
-    membership,
     population,
+    reference_membership,
     selected,
     stacked,
 )
@@ -161,7 +161,12 @@ def audit_classifier(
     results, selection = _shadow_attacks(tables, sets, classes, shadow_roles, config)
     results += _threshold_attacks(tables, sets, shadow_roles, config)
     if config.allows("grey"):
-        results += _calibrated(corpus, split, sets, target, shadows, null, config, progress)
+        calibrated, left_out = _calibrated(
+            corpus, split, sets, target, shadows, null, config, progress
+        )
+        results += calibrated
+        if left_out:
+            selection["calibrated attacks left out"] = left_out
     report = new_report(
         _setup(corpus, split, target, shadows, null, sets, tables, config, started),
         results=results,
@@ -311,7 +316,7 @@ def _calibrated(
     null: AuditClassifier,
     config: ClassifierAuditConfig,
     progress: bool,
-) -> list[dict[str, Any]]:
+) -> tuple[list[dict[str, Any]], list[str]]:
     """LiRA and RMIA on the true-label loss, with the shadows as reference models."""
     candidates = list(sets["target"].ids)
     extra = population(split, candidates, [s.role for s in shadows], config)
@@ -325,7 +330,7 @@ def _calibrated(
         return true_label_loss(Access(model.classifier, config.threat), waves, labels)
 
     reference = np.stack([losses(s) for s in track(shadows, "reference losses", enabled=progress)])
-    reference_in = np.stack([membership(split, s.role, ids) for s in shadows])
+    reference_in = reference_membership(split, shadows, ids)
     observed = {"target": losses(target), "null": losses(null)}
     return calibrated_results(
         "true-label confidence", reference, reference_in, observed, sets["target"], config
