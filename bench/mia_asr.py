@@ -124,8 +124,9 @@ def main() -> None:
             "target": runs["target"],
             "null": (split_path, "shadow-0", work / "models" / "shadow-0"),
         }
-        split_path = _online_split(corpus, split, args, work.with_name(f"{args.level}-online"))
-        split = AuditSplit.load(split_path)
+        split_path, split = _online_split(
+            corpus, split, args, work.with_name(f"{args.level}-online")
+        )
         for role in split.roles[1 : 1 + (args.use_shadows or split.n_shadow)]:
             runs[role] = (split_path, role, split_path.parent / "models" / role)
     if unknown := set(args.roles) - set(runs):
@@ -159,7 +160,7 @@ def main() -> None:
 
 def _online_split(
     corpus: Corpus, split: AuditSplit, args: argparse.Namespace, folder: Path
-) -> Path:
+) -> tuple[Path, AuditSplit]:
     """The online references' split: the same pools as ``split``, other halves."""
     folder.mkdir(parents=True, exist_ok=True)
     path = folder / "split.json"
@@ -168,9 +169,10 @@ def _online_split(
             corpus, args.level, seed=args.seed, n_shadow=args.shadows, shadow_mode="halves",
             halves_population="target",
         ).save(path)  # fmt: skip
-    if AuditSplit.load(path).pools != split.pools:
+    online = AuditSplit.load(path)
+    if online.pools != split.pools:
         raise SystemExit(f"{path}: its pools differ from the offline split's; delete it")
-    return path
+    return path, online
 
 
 def _synthetic_dir(speakers: int, per_speaker: int) -> Path:

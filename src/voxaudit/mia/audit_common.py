@@ -128,6 +128,13 @@ def prefixed(table: FeatureTable, role: str) -> FeatureTable:
     )
 
 
+def grouped_folds(cv: int, labels: np.ndarray, groups: np.ndarray) -> int:
+    """Cross-validation folds: ``cv``, but no more than groups on the smaller side (at least 2),
+    since a group never straddles folds."""
+    per_class = min(len(set(groups[labels])), len(set(groups[~labels])))
+    return max(2, min(cv, per_class))
+
+
 def fit_shadow_attack(
     config: Any,
     name: str,
@@ -137,11 +144,10 @@ def fit_shadow_attack(
     groups: np.ndarray,
 ) -> ShadowAttack:
     """A shadow attack over one feature set fitted on shadow data, folds as groups allow."""
-    per_class = min(len(set(groups[labels])), len(set(groups[~labels])))
     return ShadowAttack(
         classifiers=config.classifiers,
         feature_sets={name: families},
-        cv=max(2, min(config.cv, per_class)),
+        cv=grouped_folds(config.cv, labels, groups),
         random_state=config.seed,
         decision=config.decision,
     ).fit(table, labels, groups=groups)

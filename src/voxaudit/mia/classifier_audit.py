@@ -50,6 +50,7 @@ from voxaudit.mia.audit_common import (
     evaluate,
     evaluation_sets,
     fit_shadow_attack,
+    grouped_folds,
     population,
     reference_membership,
     selected,
@@ -263,12 +264,11 @@ def _per_class(
     selection: dict[str, Any],
 ) -> list[dict[str, Any]]:
     """Shokri et al.'s attack with one attack model per true class, on sorted probabilities."""
-    per_class = min(len(set(groups[labels])), len(set(groups[~labels])))
     shadow_classes = np.concatenate([classes[role] for role in sets if role.startswith("shadow")])
     attack = PerClassAttack(
         classifiers=config.classifiers,
         feature_sets={"sorted probabilities": ("probability",)},
-        cv=max(2, min(config.cv, per_class)),
+        cv=grouped_folds(config.cv, labels, groups),
         min_per_side=config.min_per_side,
         random_state=config.seed,
         decision=config.decision,

@@ -43,7 +43,12 @@ from voxaudit.data.splits import AuditSplit
 from voxaudit.errors import VoxauditError
 from voxaudit.files import write_atomically
 from voxaudit.mia.attacks import CLASSIFIERS, ShadowAttack, ThresholdAttack, parse_decision
-from voxaudit.mia.audit_common import checkpoint_role, null_from_shadows, prefixed
+from voxaudit.mia.audit_common import (
+    checkpoint_role,
+    grouped_folds,
+    null_from_shadows,
+    prefixed,
+)
 from voxaudit.mia.feature_cache import model_digest
 from voxaudit.mia.metrics import tpr_at_fpr
 from voxaudit.mia.slmia import MEASURES, SlmiaFeatures, voice_chunks
@@ -725,18 +730,12 @@ class _Audit:
             seeds,
             self.config.seed,
             classifiers=tuple(classifiers),
-            cv=self._folds(labels, groups),
+            cv=grouped_folds(self.config.cv, labels["shadow"], groups),
             decision=self.config.decision,
         ).fit(tables["shadow"], labels["shadow"], groups)
         self._evaluate(name, features, attack, tables, labels, notes=True)
         self.selection[f"{name} ({features})"] = attack.selection()
         return attack
-
-    def _folds(self, labels: dict, groups: np.ndarray) -> int:
-        """CV folds: as configured, but no more than speakers on the smaller shadow side."""
-        shadow = labels["shadow"]
-        per_class = min(len(set(groups[shadow])), len(set(groups[~shadow])))
-        return max(2, min(self.config.cv, per_class))
 
     def _threshold(self, name: str, features: str, column: str, tables, labels) -> None:
         attack = ThresholdAttack(column, decision=self.config.decision)
@@ -759,7 +758,7 @@ class _Audit:
         """One SLMIA-SR attack, chosen and fitted on the shadow rows by grouped CV."""
         return ShadowAttack(
             classifiers=self.config.classifiers,
-            cv=self._folds(labels, groups),
+            cv=grouped_folds(self.config.cv, labels["shadow"], groups),
             random_state=self.config.seed,
         ).fit(tables["shadow"], labels["shadow"], groups=groups)
 
@@ -791,12 +790,13 @@ class _Audit:
         voices = f"{k} voice{'s' if k > 1 else ''}/speaker"
         by_chunking = self._slmia_tables(k, slmia)
         chunks = self._choose_chunking(by_chunking)
-        chosen = " (chosen on shadows)" if c.chunk_seconds and c.select_chunking else ""
+        configured = c.chunk_seconds is not None
+        chosen = " (chosen on shadows)" if configured and c.select_chunking else ""
         enhancements = (
             ", ".join(
                 [
                     *([f"chunk splitting{chosen}"] if chunks else []),
-                    *([f"whole voices{chosen}"] if c.chunk_seconds and not chunks else []),
+                    *([f"whole voices{chosen}"] if configured and not chunks else []),
                     *(["mixing-ratio training"] if len(c.train_ratios) > 1 else []),
                 ]
             )
@@ -816,7 +816,7 @@ class _Audit:
             self._shadow_attack(
                 "SLMIA-SR ablation", label, sub, labels, groups, c.curve_classifiers, 1
             )
-        if c.chunk_seconds is not None:
+        if configured:
             self._shadow_attack(
                 "SLMIA-SR ablation",
                 "with chunk splitting" if not chunks else "without chunk splitting",
