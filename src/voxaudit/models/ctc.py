@@ -1,8 +1,8 @@
 """Character CTC recognizers: a SpeechEncoder and a linear CTC head, greedy and beam decoding.
 
 The CTC prefix beam search is written out here rather than taken from torchaudio: torchaudio is
-not a dependency (its wheels pin exact torch versions), no language model is used, and without
-one the search is a few dozen lines.
+not a dependency (its wheels pin exact torch versions), and the search, with shallow fusion of
+the character n-gram of ``voxaudit.models.lm``, is a few dozen lines.
 """
 
 from __future__ import annotations
@@ -18,6 +18,7 @@ from torch import nn
 from voxaudit.data.features import Batch, LogMel
 from voxaudit.data.text import ALPHABET
 from voxaudit.models.encoders import EncoderKind, PresetModel, RNNFactory, SpeechEncoder
+from voxaudit.models.lm import LMFusion
 from voxaudit.models.tokens import CharTokenizer
 
 #: Named sizes; ``CTCModel.from_preset(name)``. Parameter counts are checked by the tests.
@@ -48,19 +49,39 @@ def ctc_greedy_decode(log_probs: np.ndarray | torch.Tensor, blank: int = 0) -> l
 
 
 def ctc_prefix_beam_search(
-    log_probs: np.ndarray | torch.Tensor, beam: int = 8, blank: int = 0
+    log_probs: np.ndarray | torch.Tensor,
+    beam: int = 8,
+    blank: int = 0,
+    lm: LMFusion | None = None,
 ) -> list[int]:
     """The most probable labelling found by CTC prefix beam search over ``[T, V]`` log-probs.
 
     Each prefix carries the probability of the paths that spell it and end in a blank and of
-    those that end in its last label (Hannun et al., 2014, without a language model). Each frame
-    only the ``beam`` likeliest labels are tried, which makes ``beam=1`` exactly greedy decoding.
+    those that end in its last label (Hannun et al., 2014). Each frame only the ``beam``
+    likeliest labels are tried, which makes ``beam=1`` without ``lm`` exactly greedy decoding.
+    With ``lm`` (shallow fusion) prefixes are ranked by their CTC log-probability plus the
+    weighted language-model log-probability of their characters and a bonus per character,
+    and the final choice includes the language model's probability of ending there.
     """
     if beam < 1:
         raise ValueError(f"beam must be at least 1; got {beam}")
     frames = np.asarray(torch.as_tensor(log_probs).detach().cpu(), dtype=np.float64)
     # prefix -> (log p of its paths ending in blank, log p of those ending in its last label)
     beams: dict[tuple[int, ...], tuple[float, float]] = {(): (0.0, -math.inf)}
+    # prefix -> its language-model score (weighted log-probability plus length bonus)
+    fused: dict[tuple[int, ...], float] = {(): 0.0}
+
+    def extend(prefix: tuple[int, ...], label: int) -> tuple[int, ...]:
+        longer = (*prefix, label)
+        if lm is not None and longer not in fused:
+            fused[longer] = (
+                fused[prefix] + lm.weight * lm.lm.log_probs(prefix)[label] + lm.length_bonus
+            )
+        return longer
+
+    def rank(item: tuple[tuple[int, ...], tuple[float, float]]) -> float:
+        return np.logaddexp(*item[1]) + fused.get(item[0], 0.0)
+
     for frame in frames:
         labels = np.argsort(-frame, kind="stable")[:beam]
         grown: dict[tuple[int, ...], tuple[float, float]] = defaultdict(
@@ -74,7 +95,7 @@ def ctc_prefix_beam_search(
                     b, nb = grown[prefix]
                     grown[prefix] = (np.logaddexp(b, total + lp), nb)
                     continue
-                longer = (*prefix, label)
+                longer = extend(prefix, label)
                 b, nb = grown[longer]
                 if prefix and prefix[-1] == label:
                     # A repeated label starts a new one only after a blank; else it merges.
@@ -83,9 +104,12 @@ def ctc_prefix_beam_search(
                     grown[prefix] = (b, np.logaddexp(nb, p_label + lp))
                 else:
                     grown[longer] = (b, np.logaddexp(nb, total + lp))
-        ranked = sorted(grown.items(), key=lambda item: np.logaddexp(*item[1]), reverse=True)
-        beams = dict(ranked[:beam])
-    return list(next(iter(beams)))
+        beams = dict(sorted(grown.items(), key=rank, reverse=True)[:beam])
+    if lm is None:
+        return list(next(iter(beams)))
+    # The blank's slot of the language model's distribution is the end of the sentence.
+    ended = {p: rank((p, s)) + lm.weight * lm.lm.log_probs(p)[0] for p, s in beams.items()}
+    return list(max(ended, key=ended.__getitem__))
 
 
 class CTCModel(PresetModel):
@@ -176,9 +200,15 @@ class CTCModel(PresetModel):
         log_probs, out_lengths = self.forward_features(features, lengths)
         return [lp[:n] for lp, n in zip(log_probs, out_lengths.tolist(), strict=True)]
 
-    def decode(self, features: torch.Tensor, lengths: torch.Tensor, beam: int = 1) -> list[str]:
-        """Transcripts: greedy for ``beam=1``, else prefix beam search of that width."""
-        return self._transcripts(*self.forward_features(features, lengths), beam)
+    def decode(
+        self,
+        features: torch.Tensor,
+        lengths: torch.Tensor,
+        beam: int = 1,
+        lm: LMFusion | None = None,
+    ) -> list[str]:
+        """Transcripts: greedy for ``beam=1`` without ``lm``, else prefix beam search."""
+        return self._transcripts(*self.forward_features(features, lengths), beam, lm)
 
     def analyze_features(
         self,
@@ -197,7 +227,11 @@ class CTCModel(PresetModel):
         return losses, log_probs, out_lengths, self._transcripts(log_probs, out_lengths, beam)
 
     def _transcripts(
-        self, log_probs: torch.Tensor, out_lengths: torch.Tensor, beam: int
+        self,
+        log_probs: torch.Tensor,
+        out_lengths: torch.Tensor,
+        beam: int,
+        lm: LMFusion | None = None,
     ) -> list[str]:
         """Decoded frames ``[B, T', V]``; the batch moves to the CPU at once, not per utterance."""
         blank = self.tokenizer.blank
@@ -205,8 +239,8 @@ class CTCModel(PresetModel):
         return [
             self.tokenizer.decode(
                 ctc_greedy_decode(lp[:n], blank)
-                if beam == 1
-                else ctc_prefix_beam_search(lp[:n], beam, blank)
+                if beam == 1 and lm is None
+                else ctc_prefix_beam_search(lp[:n], beam, blank, lm)
             )
             for lp, n in zip(frames, out_lengths.tolist(), strict=True)
         ]

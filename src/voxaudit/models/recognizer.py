@@ -23,6 +23,7 @@ from voxaudit.errors import VoxauditError
 from voxaudit.models.base import Waveforms
 from voxaudit.models.ctc import CTCModel
 from voxaudit.models.encoders import lengths_to_mask
+from voxaudit.models.lm import LMFusion
 from voxaudit.models.seq2seq import AttentionModel
 from voxaudit.models.tokens import CharTokenizer
 
@@ -45,7 +46,8 @@ class Recognizer:
     """A CTC or attention model as a ``SpeechRecognizer`` over mono float32 waveforms.
 
     The model is put in eval mode for each call and returned to its previous mode afterwards.
-    ``beam`` > 1 selects CTC prefix beam search (CTC models only).
+    ``beam`` > 1 selects CTC prefix beam search (CTC models only); ``lm`` fuses a character
+    language model into that search.
     """
 
     def __init__(
@@ -55,6 +57,7 @@ class Recognizer:
         device: torch.device | str | None = None,
         batch_size: int = 16,
         beam: int = 1,
+        lm: LMFusion | None = None,
     ) -> None:
         if tokenizer is not None and tokenizer.alphabet != model.tokenizer.alphabet:
             raise ValueError(
@@ -63,6 +66,8 @@ class Recognizer:
             )
         if beam < 1 or (beam > 1 and not isinstance(model, CTCModel)):
             raise ValueError(f"beam must be 1, or more for CTC models; got {beam}")
+        if lm is not None and not isinstance(model, CTCModel):
+            raise ValueError("a language model fuses into CTC beam search: CTC models only")
         if batch_size < 1:
             raise ValueError(f"batch_size must be at least 1; got {batch_size}")
         self.model = model if device is None else model.to(device)
@@ -71,12 +76,13 @@ class Recognizer:
         self.sample_rate = model.sample_rate
         self.batch_size = batch_size
         self.beam = beam
+        self.lm = lm
 
     def transcribe(self, waveforms: Waveforms) -> list[str]:
         """One normalized transcript per waveform."""
 
         def decode(wave: torch.Tensor, n: torch.Tensor, _: list[int]) -> list[str]:
-            return self.model.decode(*self._features(wave, n), beam=self.beam)
+            return self.model.decode(*self._features(wave, n), beam=self.beam, lm=self.lm)
 
         with self._evaluating(), torch.no_grad():
             return self._map(waveforms, decode)

@@ -278,9 +278,14 @@ class AttentionModel(PresetModel):
         log_probs = logits.log_softmax(dim=-1)
         return [lp[:n] for lp, n in zip(log_probs, steps.tolist(), strict=True)]
 
-    def decode(self, features: torch.Tensor, lengths: torch.Tensor, beam: int = 1) -> list[str]:
-        """Greedy autoregressive transcripts (the only search here: ``beam`` must be 1)."""
+    def decode(
+        self, features: torch.Tensor, lengths: torch.Tensor, beam: int = 1, lm: None = None
+    ) -> list[str]:
+        """Greedy autoregressive transcripts (the only search here: ``beam`` must be 1, and
+        there is no language-model fusion: ``lm`` must be None)."""
         _check_greedy(beam)
+        if lm is not None:
+            raise ValueError("attention models take no language model (CTC models only)")
         return self._texts(*self._greedy(*self.encoder(features, lengths)))
 
     def analyze_features(
