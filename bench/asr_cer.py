@@ -3,6 +3,7 @@
 Usage: python bench/asr_cer.py [--family ctc|attention] [--preset small] [--epochs 30]
        [--minutes 10] [--corpus PATH | --speakers 200 --per-speaker 10] [--held-out 20]
        [--specaugment] [--vtlp 0.9 1.1] [--threads 2] [--device cpu] [--out result.json]
+       [--save RUN_DIR]
 
 Without --corpus the built-in synthetic corpus is used; with it, any corpus voxaudit loads
 (e.g. ../shared/data/fsdd). The last --held-out speakers (sorted) never reach training, so the

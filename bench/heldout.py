@@ -26,20 +26,25 @@ from voxaudit.models.encoders import parameter_count
 from voxaudit.train.loop import TrainConfig, Trainer
 
 
-def add_options(parser: argparse.ArgumentParser, held_out: int, lr: float) -> None:
-    """The corpus, budget and machine options both benchmarks take."""
-    parser.add_argument("--epochs", type=int, default=30)
-    parser.add_argument("--minutes", type=float, default=10.0, help="training time budget")
+def add_options(parser: argparse.ArgumentParser, held_out: int, lr: float | None) -> None:
+    """The corpus and machine options the benchmarks take, and the training ones unless
+    ``lr`` is None (a benchmark of a model already trained)."""
     parser.add_argument("--corpus", type=Path, help="a corpus on disk instead of the synthetic one")
     parser.add_argument("--speakers", type=int, default=200)
     parser.add_argument("--per-speaker", type=int, default=10)
     parser.add_argument("--held-out", type=int, default=held_out, help="speakers kept out")
-    parser.add_argument("--lr", type=float, default=lr)
-    parser.add_argument(
-        "--cosine", action="store_true", help="cosine learning-rate decay to 0 by --epochs"
-    )
+    if lr is not None:
+        parser.add_argument("--epochs", type=int, default=30)
+        parser.add_argument("--minutes", type=float, default=10.0, help="training time budget")
+        parser.add_argument("--lr", type=float, default=lr)
+        parser.add_argument(
+            "--cosine", action="store_true", help="cosine learning-rate decay to 0 by --epochs"
+        )
+        parser.add_argument("--device", default="auto")
+        parser.add_argument(
+            "--save", type=Path, help="keep the trained model's run directory (checkpoint) here"
+        )
     parser.add_argument("--threads", type=int, default=os.cpu_count() or 1)
-    parser.add_argument("--device", default="auto")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", type=Path, help="also write the JSON results here")
 
@@ -73,7 +78,10 @@ def train_by_epoch(
             len(sampler) if sampler is not None else math.ceil(len(data) / config["batch_size"])
         )
         config["decay_steps"] = max(1, args.epochs * batches - config.get("warmup_steps", 0))
-    with tempfile.TemporaryDirectory() as run_dir:
+    with tempfile.TemporaryDirectory() as scratch:
+        run_dir = scratch if args.save is None else str(args.save)
+        if args.save is not None and args.save.exists() and any(args.save.iterdir()):
+            raise SystemExit(f"--save {args.save}: not empty; give a new directory")
         for epoch in range(1, args.epochs + 1):
             settings = TrainConfig(
                 epochs=epoch, lr=args.lr, device=args.device, seed=args.seed, **config

@@ -2,7 +2,7 @@
 
 Usage: python bench/speaker_eer.py [--family ge2e|xvector] [--epochs 30] [--minutes 10]
        [--corpus PATH | --speakers 200 --per-speaker 10] [--held-out 40] [--trials 20000]
-       [--threads 2] [--device auto] [--out result.json]
+       [--threads 2] [--device auto] [--out result.json] [--save RUN_DIR]
 
 The last --held-out speakers (sorted) never reach training; verification trials (half
 same-speaker) are drawn among them only, so the EER is on unseen voices. Training goes one

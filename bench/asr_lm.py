@@ -1,0 +1,102 @@
+"""Held-out CER of a trained CTC model with a character language model fused into beam search.
+
+Usage: python bench/asr_lm.py --run RUN_DIR [the corpus options of bench/asr_cer.py]
+       [--order 8] [--beam 16] [--threads 1] [--out result.json]
+
+RUN_DIR is a model kept by ``bench/asr_cer.py --save RUN_DIR``; give the same corpus options
+(--speakers, --per-speaker, --held-out, --seed or --corpus) so that the same speakers are held
+out. The n-gram is fitted on the training utterances' transcripts only. The held-out speakers
+are split in two: the first half (sorted) chooses the language-model weight and length bonus,
+and the second half, never used for a choice, reports greedy, beam and beam + LM CER.
+"""
+
+from __future__ import annotations
+
+import argparse
+import itertools
+from pathlib import Path
+
+from heldout import add_options, report, split_speakers
+from voxaudit.data.corpus import Utterance
+from voxaudit.models.ctc import CTCModel, ctc_greedy_decode, ctc_prefix_beam_search
+from voxaudit.models.lm import CharNgramLM, LMFusion
+from voxaudit.models.recognizer import Recognizer, cer
+from voxaudit.progress import track
+from voxaudit.train.loop import load_model
+
+WEIGHTS = (0.3, 0.5, 0.8, 1.0, 1.5)
+BONUSES = (0.0, 1.0, 2.0, 3.0)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--run", type=Path, required=True, help="the model's run directory")
+    parser.add_argument("--order", type=int, default=8, help="n-gram order (characters)")
+    parser.add_argument("--beam", type=int, default=16)
+    add_options(parser, held_out=20, lr=None)
+    args = parser.parse_args()
+    corpus, train, held_out = split_speakers(args)
+    model = load_model(args.run)
+    if not isinstance(model, CTCModel):
+        raise SystemExit(f"{args.run}: a language model fuses into CTC beam search only")
+    tokens = model.tokenizer
+    lm = CharNgramLM(tokens.ctc_vocab_size, args.order).fit(
+        tokens.encode(u.transcript) for u in train
+    )
+    dev, test = _halves(held_out)
+    dev_frames, test_frames = (_frames(model, part) for part in (dev, test))
+
+    def decode_cer(part: list[Utterance], frames: list, fusion: LMFusion | None) -> float:
+        hypotheses = [
+            tokens.decode(ctc_prefix_beam_search(f, args.beam, tokens.blank, fusion))
+            for f in frames
+        ]
+        return round(cer([u.transcript for u in part], hypotheses), 4)
+
+    grid = list(itertools.product(WEIGHTS, BONUSES))
+    dev_cer = {
+        (weight, bonus): decode_cer(dev, dev_frames, LMFusion(lm, weight, bonus))
+        for weight, bonus in track(grid, "language-model weights on dev speakers")
+    }
+    weight, bonus = min(dev_cer, key=dev_cer.__getitem__)
+    greedy = [tokens.decode(ctc_greedy_decode(f, tokens.blank)) for f in test_frames]
+    report(args, {
+        "run": str(args.run),
+        "corpus": corpus.name if args.corpus is not None else "synthetic",
+        "lm_order": args.order,
+        "lm_train_transcripts": len(train),
+        "beam": args.beam,
+        "dev_speakers": sorted({u.speaker for u in dev}),
+        "test_speakers": sorted({u.speaker for u in test}),
+        "test_utterances": len(test),
+        "dev_cer_by_weight_and_bonus": {f"{w} {b}": c for (w, b), c in dev_cer.items()},
+        "chosen_weight": weight,
+        "chosen_length_bonus": bonus,
+        "test_cer_greedy": round(cer([u.transcript for u in test], greedy), 4),
+        "test_cer_beam": decode_cer(test, test_frames, None),
+        "test_cer_beam_lm": decode_cer(test, test_frames, LMFusion(lm, weight, bonus)),
+    })  # fmt: skip
+
+
+def _halves(held_out: list[Utterance]) -> tuple[list[Utterance], list[Utterance]]:
+    """Dev and test: the first and second half of the held-out speakers (sorted), or of the
+    utterances when a single speaker is held out."""
+    speakers = sorted({u.speaker for u in held_out})
+    if len(speakers) == 1:
+        middle = len(held_out) // 2
+        return held_out[:middle], held_out[middle:]
+    dev_speakers = set(speakers[: len(speakers) // 2])
+    return (
+        [u for u in held_out if u.speaker in dev_speakers],
+        [u for u in held_out if u.speaker not in dev_speakers],
+    )
+
+
+def _frames(model: CTCModel, utterances: list[Utterance]) -> list:
+    """Frame log-probabilities ``[T', V]`` of each utterance, computed once for every decode."""
+    recognizer = Recognizer(model, batch_size=32)
+    return recognizer.log_probs([u.load(model.sample_rate) for u in utterances])
+
+
+if __name__ == "__main__":
+    main()
