@@ -209,6 +209,14 @@ def test_mia_asr_trains_nothing_and_audits_trained_checkpoints(tmp_path):
     assert result.exit_code == 0, result.output
     assert "Membership inference" in result.output
     assert (tmp_path / "report" / "report.html").is_file()
+    table = runner.invoke(app, ["mia", "table", str(tmp_path / "report"), "--metric", "auroc"])
+    assert table.exit_code == 0, table.output
+    header, rule, *rows = table.output.splitlines()
+    assert header == "| attack | features | model | AUROC |" and rule.count("---") == 4
+    assert rows and all(row.count("|") == 5 for row in rows)
+    assert any("null" in row for row in rows)
+    bad = runner.invoke(app, ["mia", "table", str(tmp_path / "report"), "--metric", "f1"])
+    assert bad.exit_code != 0 and "no metric f1" in bad.output
     # A shadow given as the target is refused by its recorded role, with exit code 2.
     wrong = [*audit[:6], "--target", str(tmp_path / "shadow-0"), *audit[8:]]
     refused = runner.invoke(app, wrong)

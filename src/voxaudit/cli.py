@@ -576,6 +576,29 @@ def mia_classifier(
     )  # fmt: skip
 
 
+@mia_app.command("table")
+@_friendly_errors
+def mia_table_markdown(
+    report: Annotated[Path, typer.Argument(help="A report folder (or its report.json).")],
+    metric: Annotated[
+        list[str] | None,
+        typer.Option(help="A column, e.g. auroc or tpr_at_1%_fpr; repeat (default: the report's)."),
+    ] = None,
+) -> None:
+    """Print a written report's results as a Markdown table, each metric with its interval."""
+    from voxaudit.report.mia import MIA_METRICS, markdown_table, read_report
+
+    written = read_report(report)
+    metrics = metric or MIA_METRICS
+    known = {m for result in written["results"] for m in result["metrics"]}
+    unknown = [m for m in metrics if m not in known]
+    if unknown:
+        raise VoxauditError(
+            f"{report}: no metric {', '.join(unknown)} in the report; it has {sorted(known)}"
+        )
+    typer.echo(markdown_table(written, metrics), nl=False)
+
+
 def _membership_audit(
     audit, load, config, corpus: Path, layout, pattern, split_path: Path, target: Path,
     shadows: list[Path], null: Path | None, out: Path, device: str, metrics=None,
