@@ -118,7 +118,7 @@ def test_online_lira_runs_when_the_halves_include_the_target_and_a_null_model_is
         corpus, split, _model("target", 0), shadows, tmp_path, null=null,
         config=AsrAuditConfig(threat="grey", **FAST), progress=False,
     )  # fmt: skip
-    online = {r["model"] for r in report["results"] if r["name"] == "LiRA online"}
+    online = {r["model"] for r in report["results"] if r["name"] == "LiRA online, fixed variance"}
     assert online == {"target", "null"}
     assert report["setup"]["null_control"] == "tiny-null"
 

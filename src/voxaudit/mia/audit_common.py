@@ -236,8 +236,9 @@ def lira_variants(reference_in: np.ndarray) -> tuple[list[tuple[str, LiRA]], lis
 
     Offline LiRA pools one variance over the OUT references: every utterance needs one, and
     some utterance two. Online LiRA also needs an IN reference for every utterance (and two
-    for some); it fits a variance per utterance when each has two of each side and there are
-    8 references or more (Carlini et al. fix the variance below that), and pools otherwise.
+    for some) and pools a variance per side; with 8 references or more and two of each side
+    for every utterance it is also fitted with a variance per utterance and side (Carlini et
+    al. fix the variance below 64 references: the pooled one is the robust variant).
     """
     outs, ins = (~reference_in).sum(axis=0), reference_in.sum(axis=0)
     out_side = bool((outs >= 1).all() and (outs >= 2).any())
@@ -252,8 +253,9 @@ def lira_variants(reference_in: np.ndarray) -> tuple[list[tuple[str, LiRA]], lis
             "train on it, and two for some utterance (use more shadow models)"
         )
     if out_side and in_side:
-        per_utterance = len(reference_in) >= 8 and (ins >= 2).all() and (outs >= 2).all()
-        variants.append(("LiRA online", LiRA(mode="online", fixed_variance=not per_utterance)))
+        variants.append(("LiRA online, fixed variance", LiRA(mode="online", fixed_variance=True)))
+        if len(reference_in) >= 8 and (ins >= 2).all() and (outs >= 2).all():
+            variants.append(("LiRA online", LiRA(mode="online", fixed_variance=False)))
     elif ins.any():
         left_out.append(
             "LiRA online: it needs, for every evaluated utterance, a shadow model that trained "
