@@ -7,7 +7,8 @@ RUN_DIR is a model kept by ``bench/asr_cer.py --save RUN_DIR``; give the same co
 (--speakers, --per-speaker, --held-out, --seed or --corpus) so that the same speakers are held
 out. The n-gram is fitted on the training utterances' transcripts only. The held-out speakers
 are split in two: the first half (sorted) chooses the language-model weight and length bonus,
-and the second half, never used for a choice, reports greedy, beam and beam + LM CER.
+and the second half, never used for a choice, reports greedy, beam and beam + LM CER, each with
+a 95% interval from resampling speakers, and the LM's gain over beam alone (paired).
 """
 
 from __future__ import annotations
@@ -16,8 +17,13 @@ import argparse
 import itertools
 from pathlib import Path
 
+import jiwer
+import numpy as np
+from scipy.stats import bootstrap
+
 from heldout import add_options, report, split_speakers
 from voxaudit.data.corpus import Utterance
+from voxaudit.data.text import normalize_transcript
 from voxaudit.models.ctc import CTCModel, ctc_greedy_decode, ctc_prefix_beam_search
 from voxaudit.models.lm import CharNgramLM, LMFusion
 from voxaudit.models.recognizer import Recognizer, cer
@@ -59,7 +65,16 @@ def main() -> None:
         for weight, bonus in track(grid, "language-model weights on dev speakers")
     }
     weight, bonus = min(dev_cer, key=dev_cer.__getitem__)
-    greedy = [tokens.decode(ctc_greedy_decode(f, tokens.blank)) for f in test_frames]
+    decoders = {
+        "greedy": lambda f: ctc_greedy_decode(f, tokens.blank),
+        "beam": lambda f: ctc_prefix_beam_search(f, args.beam, tokens.blank),
+        "beam_lm": lambda f: ctc_prefix_beam_search(
+            f, args.beam, tokens.blank, LMFusion(lm, weight, bonus)
+        ),
+    }
+    hypotheses = {
+        name: [tokens.decode(decode(f)) for f in test_frames] for name, decode in decoders.items()
+    }
     report(args, {
         "run": str(args.run),
         "corpus": corpus.name if args.corpus is not None else "synthetic",
@@ -72,10 +87,50 @@ def main() -> None:
         "dev_cer_by_weight_and_bonus": {f"{w} {b}": c for (w, b), c in dev_cer.items()},
         "chosen_weight": weight,
         "chosen_length_bonus": bonus,
-        "test_cer_greedy": round(cer([u.transcript for u in test], greedy), 4),
-        "test_cer_beam": decode_cer(test, test_frames, None),
-        "test_cer_beam_lm": decode_cer(test, test_frames, LMFusion(lm, weight, bonus)),
+        **{f"test_cer_{name}": _cer_with_interval(test, hyps) for name, hyps in hypotheses.items()},
+        "test_cer_lm_minus_beam": _cer_with_interval(
+            test, hypotheses["beam_lm"], baseline=hypotheses["beam"]
+        ),
     })  # fmt: skip
+
+
+def _cer_with_interval(
+    utterances: list[Utterance], hypotheses: list[str], baseline: list[str] | None = None
+) -> dict[str, float]:
+    """Corpus CER (or its difference from ``baseline``'s on the same utterances) with a 95%
+    percentile interval from resampling speakers, since one speaker's errors go together."""
+    speakers = sorted({u.speaker for u in utterances})
+    rows = {s: np.zeros(3) for s in speakers}  # edits, baseline edits, reference characters
+    for u, hypothesis, other in zip(utterances, hypotheses, baseline or hypotheses, strict=True):
+        rows[u.speaker] += [_edits(u.transcript, hypothesis), _edits(u.transcript, other), 0]
+        rows[u.speaker][2] += len(normalize_transcript(u.transcript))
+    edits, baseline_edits, chars = np.array(list(rows.values())).T
+
+    def statistic(index: np.ndarray) -> float:
+        index = index.astype(int)
+        rate = edits[index].sum() / chars[index].sum()
+        return rate - baseline_edits[index].sum() / chars[index].sum() if baseline else rate
+
+    value = statistic(np.arange(len(speakers)))
+    if len(speakers) < 2:
+        return {"value": round(float(value), 4), "low": None, "high": None}
+    interval = bootstrap(
+        (np.arange(len(speakers)),), statistic, vectorized=False, n_resamples=2000,
+        method="percentile", random_state=0,
+    ).confidence_interval  # fmt: skip
+    return {
+        "value": round(float(value), 4),
+        "low": round(float(interval.low), 4),
+        "high": round(float(interval.high), 4),
+    }
+
+
+def _edits(reference: str, hypothesis: str) -> int:
+    """Character substitutions, deletions and insertions (jiwer), both texts normalized."""
+    out = jiwer.process_characters(
+        normalize_transcript(reference), normalize_transcript(hypothesis)
+    )
+    return out.substitutions + out.deletions + out.insertions
 
 
 def _halves(held_out: list[Utterance]) -> tuple[list[Utterance], list[Utterance]]:
