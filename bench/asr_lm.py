@@ -6,9 +6,11 @@ Usage: python bench/asr_lm.py --run RUN_DIR [the corpus options of bench/asr_cer
 RUN_DIR is a model kept by ``bench/asr_cer.py --save RUN_DIR``; give the same corpus options
 (--speakers, --per-speaker, --held-out, --seed or --corpus) so that the same speakers are held
 out. The n-gram is fitted on the training utterances' transcripts only. The held-out speakers
-are split in two: the first half (sorted) chooses the language-model weight and length bonus,
-and the second half, never used for a choice, reports greedy, beam and beam + LM CER, each with
-a 95% interval from resampling speakers, and the LM's gain over beam alone (paired).
+are split in two halves (sorted); the language-model weight and length bonus that one half
+chooses decode the other (two-fold cross-fitting), so every held-out utterance is scored by a
+setting chosen without its speaker. Greedy, beam and beam + LM CER over all held-out
+utterances, each with a 95% interval from resampling speakers, and the LM's gain over beam
+alone (paired).
 """
 
 from __future__ import annotations
@@ -49,44 +51,47 @@ def main() -> None:
     lm = CharNgramLM(tokens.ctc_vocab_size, args.order).fit(
         tokens.encode(u.transcript) for u in train
     )
-    dev, test = _halves(held_out)
-    dev_frames, test_frames = (_frames(model, part) for part in (dev, test))
+    halves = _halves(held_out)
+    frames = [_frames(model, half) for half in halves]
 
-    def decode_cer(part: list[Utterance], frames: list, fusion: LMFusion | None) -> float:
-        hypotheses = [
-            tokens.decode(ctc_prefix_beam_search(f, args.beam, tokens.blank, fusion))
-            for f in frames
-        ]
-        return round(cer([u.transcript for u in part], hypotheses), 4)
+    def decode(half: int, fusion: LMFusion | None) -> list[str]:
+        search = (ctc_prefix_beam_search(f, args.beam, tokens.blank, fusion) for f in frames[half])
+        return [tokens.decode(ids) for ids in search]
 
+    # Every weight and bonus decoded on each half; each half is then scored with the setting
+    # the *other* half chose (two-fold cross-fitting), so no choice sees the speakers it scores.
     grid = list(itertools.product(WEIGHTS, BONUSES))
-    dev_cer = {
-        (weight, bonus): decode_cer(dev, dev_frames, LMFusion(lm, weight, bonus))
-        for weight, bonus in track(grid, "language-model weights on dev speakers")
+    decoded = {
+        (half, setting): decode(half, LMFusion(lm, *setting))
+        for half, setting in track(
+            list(itertools.product(range(2), grid)), "language-model weights, each half"
+        )
     }
-    weight, bonus = min(dev_cer, key=dev_cer.__getitem__)
-    decoders = {
-        "greedy": lambda f: ctc_greedy_decode(f, tokens.blank),
-        "beam": lambda f: ctc_prefix_beam_search(f, args.beam, tokens.blank),
-        "beam_lm": lambda f: ctc_prefix_beam_search(
-            f, args.beam, tokens.blank, LMFusion(lm, weight, bonus)
-        ),
+    grid_cer = {
+        key: round(cer([u.transcript for u in halves[key[0]]], hypotheses), 4)
+        for key, hypotheses in decoded.items()
     }
+    chosen = [min(grid, key=lambda setting: grid_cer[half, setting]) for half in range(2)]
     hypotheses = {
-        name: [tokens.decode(decode(f)) for f in test_frames] for name, decode in decoders.items()
+        "greedy": [
+            tokens.decode(ctc_greedy_decode(f, tokens.blank)) for half in frames for f in half
+        ],
+        "beam": decode(0, None) + decode(1, None),
+        "beam_lm": decoded[0, chosen[1]] + decoded[1, chosen[0]],
     }
+    test = halves[0] + halves[1]
     report(args, {
         "run": str(args.run),
         "corpus": corpus.name if args.corpus is not None else "synthetic",
         "lm_order": args.order,
         "lm_train_transcripts": len(train),
         "beam": args.beam,
-        "dev_speakers": sorted({u.speaker for u in dev}),
-        "test_speakers": sorted({u.speaker for u in test}),
+        "halves": [sorted({u.speaker for u in half}) for half in halves],
         "test_utterances": len(test),
-        "dev_cer_by_weight_and_bonus": {f"{w} {b}": c for (w, b), c in dev_cer.items()},
-        "chosen_weight": weight,
-        "chosen_length_bonus": bonus,
+        "cer_by_half_weight_and_bonus": [
+            {f"{w} {b}": grid_cer[half, (w, b)] for w, b in grid} for half in range(2)
+        ],
+        "weight_and_bonus_chosen_by_half": chosen,
         **{f"test_cer_{name}": _cer_with_interval(test, hyps) for name, hyps in hypotheses.items()},
         "test_cer_lm_minus_beam": _cer_with_interval(
             test, hypotheses["beam_lm"], baseline=hypotheses["beam"]
@@ -134,8 +139,8 @@ def _edits(reference: str, hypothesis: str) -> int:
 
 
 def _halves(held_out: list[Utterance]) -> tuple[list[Utterance], list[Utterance]]:
-    """Dev and test: the first and second half of the held-out speakers (sorted), or of the
-    utterances when a single speaker is held out."""
+    """The first and second half of the held-out speakers (sorted), or of the utterances when
+    a single speaker is held out."""
     speakers = sorted({u.speaker for u in held_out})
     if len(speakers) == 1:
         middle = len(held_out) // 2
