@@ -23,7 +23,7 @@ from voxaudit.data.corpus import Corpus, Utterance
 from voxaudit.data.loaders import load_corpus
 from voxaudit.data.synth import synthesize_corpus_in_memory
 from voxaudit.models.encoders import parameter_count
-from voxaudit.train.loop import TrainConfig, Trainer
+from voxaudit.train.loop import TrainConfig, Trainer, seed_everything
 
 
 def add_options(parser: argparse.ArgumentParser, held_out: int, lr: float | None) -> None:
@@ -50,8 +50,13 @@ def add_options(parser: argparse.ArgumentParser, held_out: int, lr: float | None
 
 
 def split_speakers(args: argparse.Namespace) -> tuple[Corpus, list[Utterance], list[Utterance]]:
-    """The corpus (from disk or synthesized), its training utterances and held-out ones."""
+    """The corpus (from disk or synthesized), its training utterances and held-out ones.
+
+    Seeds every generator with ``--seed`` first: the model the benchmark builds next draws its
+    initial weights from torch's, and unseeded they differed from run to run.
+    """
     torch.set_num_threads(args.threads)
+    seed_everything(args.seed)
     if args.corpus is not None:
         corpus = load_corpus(args.corpus)
     else:
