@@ -85,6 +85,8 @@ def main() -> None:
         "corpus": corpus.name if args.corpus is not None else "synthetic",
         "lm_order": args.order,
         "lm_train_transcripts": len(train),
+        # How much of the held-out text the LM's text covers: a small grammar covers most.
+        "held_out_words_seen_in_training": _word_coverage(train, held_out),
         "beam": args.beam,
         "halves": [sorted({u.speaker for u in half}) for half in halves],
         "test_utterances": len(test),
@@ -128,6 +130,13 @@ def _cer_with_interval(
         "low": round(float(interval.low), 4),
         "high": round(float(interval.high), 4),
     }
+
+
+def _word_coverage(train: list[Utterance], held_out: list[Utterance]) -> float:
+    """Share of held-out word tokens that occur in some training transcript."""
+    seen = {w for u in train for w in normalize_transcript(u.transcript).split()}
+    words = [w for u in held_out for w in normalize_transcript(u.transcript).split()]
+    return round(sum(w in seen for w in words) / max(1, len(words)), 4)
 
 
 def _edits(reference: str, hypothesis: str) -> int:

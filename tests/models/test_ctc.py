@@ -103,14 +103,19 @@ def test_beam_finds_the_labelling_greedy_misses() -> None:
     assert ctc_prefix_beam_search(log_probs, beam=2) == [1]
 
 
-def _best_labelling(log_probs: np.ndarray) -> list[int]:
-    """Exhaustive: sum every path's probability into its labelling, take the largest."""
+def labelling_probabilities(log_probs: np.ndarray) -> dict[tuple[int, ...], float]:
+    """Exhaustive: every path's probability summed into the labelling it spells (blank 0)."""
     totals: dict[tuple[int, ...], float] = defaultdict(float)
     steps, vocab = log_probs.shape
     for path in itertools.product(range(vocab), repeat=steps):
         merged = [s for i, s in enumerate(path) if i == 0 or s != path[i - 1]]
         labelling = tuple(s for s in merged if s != 0)
         totals[labelling] += math.exp(sum(log_probs[t, s] for t, s in enumerate(path)))
+    return totals
+
+
+def _best_labelling(log_probs: np.ndarray) -> list[int]:
+    totals = labelling_probabilities(log_probs)
     return list(max(totals, key=totals.__getitem__))
 
 

@@ -2,15 +2,14 @@
 
 from __future__ import annotations
 
-import itertools
 import math
-from collections import defaultdict
 
 import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from tests.models.test_ctc import labelling_probabilities
 from voxaudit.models.ctc import CTCModel, ctc_prefix_beam_search
 from voxaudit.models.lm import CharNgramLM, LMFusion
 from voxaudit.models.recognizer import Recognizer
@@ -69,12 +68,7 @@ def test_bad_input_is_refused() -> None:
 def _best_fused(log_probs: np.ndarray, fusion: LMFusion) -> list[int]:
     """Exhaustive: every labelling's CTC probability (summed over its paths), plus the fused
     language-model score of its characters and end."""
-    totals: dict[tuple[int, ...], float] = defaultdict(float)
-    steps, vocab = log_probs.shape
-    for path in itertools.product(range(vocab), repeat=steps):
-        merged = [s for i, s in enumerate(path) if i == 0 or s != path[i - 1]]
-        labelling = tuple(s for s in merged if s != 0)
-        totals[labelling] += math.exp(sum(log_probs[t, s] for t, s in enumerate(path)))
+    totals = labelling_probabilities(log_probs)
 
     def fused(labelling: tuple[int, ...]) -> float:
         return (
