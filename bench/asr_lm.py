@@ -103,20 +103,22 @@ def main() -> None:
 
 def _cer_with_interval(
     utterances: list[Utterance], hypotheses: list[str], baseline: list[str] | None = None
-) -> dict[str, float]:
+) -> dict[str, float | None]:
     """Corpus CER (or its difference from ``baseline``'s on the same utterances) with a 95%
     percentile interval from resampling speakers, since one speaker's errors go together."""
     speakers = sorted({u.speaker for u in utterances})
-    rows = {s: np.zeros(3) for s in speakers}  # edits, baseline edits, reference characters
-    for u, hypothesis, other in zip(utterances, hypotheses, baseline or hypotheses, strict=True):
-        rows[u.speaker] += [_edits(u.transcript, hypothesis), _edits(u.transcript, other), 0]
-        rows[u.speaker][2] += len(normalize_transcript(u.transcript))
-    edits, baseline_edits, chars = np.array(list(rows.values())).T
+    row = {s: i for i, s in enumerate(speakers)}
+    # Per speaker: reference characters, edits, and the baseline's edits (none without one).
+    chars, edits, baseline_edits = np.zeros((3, len(speakers)))
+    for i, u in enumerate(utterances):
+        chars[row[u.speaker]] += len(normalize_transcript(u.transcript))
+        edits[row[u.speaker]] += _edits(u.transcript, hypotheses[i])
+        if baseline is not None:
+            baseline_edits[row[u.speaker]] += _edits(u.transcript, baseline[i])
 
     def statistic(index: np.ndarray) -> float:
         index = index.astype(int)
-        rate = edits[index].sum() / chars[index].sum()
-        return rate - baseline_edits[index].sum() / chars[index].sum() if baseline else rate
+        return (edits[index].sum() - baseline_edits[index].sum()) / chars[index].sum()
 
     value = statistic(np.arange(len(speakers)))
     if len(speakers) < 2:
@@ -154,14 +156,14 @@ def _halves(held_out: list[Utterance]) -> tuple[list[Utterance], list[Utterance]
     if len(speakers) == 1:
         middle = len(held_out) // 2
         return held_out[:middle], held_out[middle:]
-    dev_speakers = set(speakers[: len(speakers) // 2])
+    first = set(speakers[: len(speakers) // 2])
     return (
-        [u for u in held_out if u.speaker in dev_speakers],
-        [u for u in held_out if u.speaker not in dev_speakers],
+        [u for u in held_out if u.speaker in first],
+        [u for u in held_out if u.speaker not in first],
     )
 
 
-def _frames(model: CTCModel, utterances: list[Utterance]) -> list:
+def _frames(model: CTCModel, utterances: list[Utterance]) -> list[np.ndarray]:
     """Frame log-probabilities ``[T', V]`` of each utterance, computed once for every decode."""
     recognizer = Recognizer(model, batch_size=32)
     return recognizer.log_probs([u.load(model.sample_rate) for u in utterances])
