@@ -582,7 +582,10 @@ def mia_table_markdown(
     report: Annotated[Path, typer.Argument(help="A report folder (or its report.json).")],
     metric: Annotated[
         list[str] | None,
-        typer.Option(help="A column, e.g. auroc or tpr_at_1%_fpr; repeat (default: the report's)."),
+        typer.Option(
+            help="A column, e.g. precision or tpr_at_1%_fpr; repeat (default: accuracy, auroc, "
+            "tpr_at_0.1%_fpr, tpr_at_1%_fpr)."
+        ),
     ] = None,
 ) -> None:
     """Print a written report's results as a Markdown table, each metric with its interval."""
