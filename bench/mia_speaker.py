@@ -56,6 +56,8 @@ def main() -> None:
     parser.add_argument("--unseen-fraction", type=float, default=0.3)
     parser.add_argument("--epochs", type=int, default=64)
     parser.add_argument("--lr", type=float, default=2e-3)
+    parser.add_argument("--ge2e-hidden", type=int, default=MODELS["ge2e"]["hidden"])
+    parser.add_argument("--ge2e-layers", type=int, default=MODELS["ge2e"]["layers"])
     parser.add_argument(
         "--cosine", action="store_true", help="cosine learning-rate decay to 0 by --epochs"
     )
@@ -94,6 +96,10 @@ def main() -> None:
             )
         return
     torch.set_num_threads(args.threads)
+    models = {
+        **MODELS,
+        "ge2e": {**MODELS["ge2e"], "hidden": args.ge2e_hidden, "layers": args.ge2e_layers},
+    }
 
     corpus_dir = args.work / "corpus"
     synthesize_corpus(corpus_dir, args.speakers, args.per_speaker, seed=args.seed, workers=2)
@@ -113,7 +119,7 @@ def main() -> None:
         runs = {role: args.work / family / role for role in ROLES}
         for role in args.roles:
             config = {
-                "model": MODELS[family],
+                "model": models[family],
                 "train": {
                     "epochs": args.epochs,
                     "lr": args.lr,

@@ -124,12 +124,12 @@ class GE2EEncoder(nn.Module):
     def forward_features(self, features: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
         """Unit-norm embeddings ``[B, D]`` of padded log-mels ``[B, T, n_mels]``."""
         normalized = _mean_normalize(features, lengths)
-        # Packing makes the final state the one at each utterance's true last frame.
-        packed = nn.utils.rnn.pack_padded_sequence(
-            normalized, lengths.clamp_min(1).cpu(), batch_first=True, enforce_sorted=False
-        )
-        _, (hidden, _) = self.rnn(packed)
-        return F.normalize(self.projection(hidden[-1]), dim=-1)
+        # A forward-only LSTM's output at an utterance's last real frame is its final state, as
+        # packing would give it; on padded input the CPU LSTM trains ~10x faster than on packed.
+        outputs, _ = self.rnn(normalized)
+        last = (lengths.clamp(1, outputs.shape[1]) - 1).to(outputs.device)
+        final = outputs[torch.arange(len(outputs), device=outputs.device), last]
+        return F.normalize(self.projection(final), dim=-1)
 
     def training_loss(self, batch: Batch) -> torch.Tensor:
         """GE2E loss of a batch of N speakers x M utterances (speaker-major order)."""
