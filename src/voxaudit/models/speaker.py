@@ -125,7 +125,8 @@ class GE2EEncoder(nn.Module):
         """Unit-norm embeddings ``[B, D]`` of padded log-mels ``[B, T, n_mels]``."""
         normalized = _mean_normalize(features, lengths)
         # A forward-only LSTM's output at an utterance's last real frame is its final state, as
-        # packing would give it; on padded input the CPU LSTM trains ~10x faster than on packed.
+        # packing would give it. On padded input the CPU LSTM trains far faster (10x for a batch
+        # of 40 x 400 frames, one thread, forward and backward).
         outputs, _ = self.rnn(normalized)
         last = (lengths.clamp(1, outputs.shape[1]) - 1).to(outputs.device)
         final = outputs[torch.arange(len(outputs), device=outputs.device), last]
