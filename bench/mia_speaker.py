@@ -1,7 +1,7 @@
 """End-to-end speaker-level membership audit (SLMIA-SR and its baselines) of speaker encoders.
 
 Usage: python bench/mia_speaker.py [--family ge2e xvector] [--speakers 460 --per-speaker 14]
-       [--epochs N [--cosine]] [--seeds 10] [--always-chunk]
+       [--epochs N [--cosine]] [--seeds 10] [--always-chunk] [--select-features]
        [--train-only [--roles target|shadow-0]] [--work voxaudit-out/mia-speaker]
 
 Every step resumes: the corpus and split are reused, training continues from checkpoints and the
@@ -71,6 +71,12 @@ def main() -> None:
         help="paper 001's setting: chunk splitting even where it loses on shadow CV "
         "(report folder WORK/FAMILY/report-always-chunk)",
     )
+    parser.add_argument(
+        "--select-features",
+        action="store_true",
+        help="choose SLMIA-SR's feature set (intra + inter, intra, inter) on shadow CV "
+        "(report folder WORK/FAMILY/report-select-features)",
+    )
     parser.add_argument("--train-only", action="store_true")
     parser.add_argument(
         "--roles",
@@ -89,7 +95,11 @@ def main() -> None:
     args = parser.parse_args()
     if set(args.roles) != set(ROLES) and not args.train_only:
         parser.error("--roles needs --train-only: the audit needs both models")
-    report_name = "report-always-chunk" if args.always_chunk else "report"
+    report_name = "-".join(
+        ["report"]
+        + ["always-chunk"] * args.always_chunk
+        + ["select-features"] * args.select_features
+    )
     if args.markdown:
         for family in args.family:
             print(
@@ -154,6 +164,7 @@ def main() -> None:
             args.work / family / report_name,
             config=SpeakerAuditConfig(
                 select_chunking=not args.always_chunk,
+                select_features=args.select_features,
                 attack_seeds=args.seeds,
                 n_bootstrap=args.bootstrap,
                 seed=args.seed,

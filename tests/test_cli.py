@@ -297,11 +297,13 @@ def test_mia_speaker_audits_and_scores_trained_encoders(tmp_path):
     score = ["mia", "speaker-score", "--model", str(tmp_path / "target"), "--recordings"]
     score += [str(recordings), "--corpus", str(corpus_dir), "--split", str(split_file)]
     score += ["--shadow", str(tmp_path / "shadow-0"), "--out", str(tmp_path / "scores")]
-    scored = runner.invoke(app, [*score, "--voices", "2"])
+    scored = runner.invoke(app, [*score, "--voices", "2", "--select-features"])
     assert scored.exit_code == 0, scored.output
     assert "scores, not verdicts" in scored.output
     report = json.loads((tmp_path / "scores" / "report.json").read_text())
     assert report["kind"] == "scores" and len(report["scores"]) == 2
+    tried = {row["features"] for row in report["selection"]["cv_results"]}
+    assert tried == {"intra + inter", "intra", "inter"}
     sample_split = tmp_path / "sample.json"
     runner.invoke(app, ["split", str(corpus_dir), "--out", str(sample_split)])
     refused = runner.invoke(app, [*audit[:5], str(sample_split), *audit[6:]])

@@ -430,6 +430,14 @@ SelectChunkingOpt = Annotated[
         "or always use it, as paper 001.",
     ),
 ]
+SelectFeaturesOpt = Annotated[
+    bool,
+    typer.Option(
+        "--select-features/--all-features",
+        help="Choose SLMIA-SR's feature set (intra + inter, intra, inter) on shadow "
+        "cross-validation, or always use both families (the default, as paper 001).",
+    ),
+]
 
 
 @mia_app.command("speaker")
@@ -454,6 +462,7 @@ def mia_speaker(
     ] = 0.0,
     chunk_seconds: ChunksOpt = 1.6,
     select_chunking: SelectChunkingOpt = True,
+    select_features: SelectFeaturesOpt = False,
     seeds: Annotated[int, typer.Option(min=1, help="Attack-classifier seeds averaged.")] = 10,
     bootstrap: Annotated[int, typer.Option(min=100, help="Bootstrap resamples.")] = 1000,
     decision: DecisionOpt = "accuracy",
@@ -470,6 +479,7 @@ def mia_speaker(
         mixing_ratio=mixing_ratio,
         chunk_seconds=chunk_seconds or None,
         select_chunking=select_chunking,
+        select_features=select_features,
         attack_seeds=seeds,
         decision=decision,
         n_bootstrap=bootstrap,
@@ -499,6 +509,7 @@ def mia_speaker_score(
     voices: VoicesOpt = 10,
     chunk_seconds: ChunksOpt = 1.6,
     select_chunking: SelectChunkingOpt = True,
+    select_features: SelectFeaturesOpt = False,
     device: str = "auto",
     seed: int = 0,
     layout: LayoutOpt = None,
@@ -526,6 +537,7 @@ def mia_speaker_score(
             voices=voices,
             chunk_seconds=chunk_seconds or None,
             select_chunking=select_chunking,
+            select_features=select_features,
             seed=seed,
         ),
     )

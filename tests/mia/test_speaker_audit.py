@@ -13,7 +13,9 @@ from voxaudit.data.corpus import Corpus
 from voxaudit.data.splits import make_split
 from voxaudit.data.synth import synthesize_corpus_in_memory
 from voxaudit.errors import VoxauditError
+from voxaudit.mia.slmia import slmia_columns
 from voxaudit.mia.speaker_audit import (
+    FEATURE_SETS,
     AuditEncoder,
     SpeakerAuditConfig,
     _draws,
@@ -58,13 +60,18 @@ def _model(role: str, seed: int) -> AuditEncoder:
     return AuditEncoder(role, f"tiny-{role}", Encoder(model.eval(), batch_size=16))
 
 
+def _audit(corpus, split, out, config=FAST, target_seed=0) -> dict:
+    """The audit of a tiny target against one tiny shadow."""
+    return audit_speaker(
+        corpus, split, _model("target", target_seed), [_model("shadow-0", 1)], out,
+        config=config, progress=False,
+    )  # fmt: skip
+
+
 def test_audit_writes_a_report_with_slmia_baselines_curves_and_a_null_row_each(
     corpus, split, tmp_path
 ):
-    report = audit_speaker(
-        corpus, split, _model("target", 0), [_model("shadow-0", 1)], tmp_path, config=FAST,
-        progress=False,
-    )  # fmt: skip
+    report = _audit(corpus, split, tmp_path)
     assert read_report(tmp_path) == json.loads((tmp_path / "report.json").read_text())
     results = report["results"]
     targets = [(r["name"], r["features"]) for r in results if r["model"] == "target"]
@@ -87,18 +94,12 @@ def test_audit_writes_a_report_with_slmia_baselines_curves_and_a_null_row_each(
     queries = report["setup"]["queries"]
     assert queries["target"] > 3 * 2 * evaluated["member_speakers"]
     assert queries["null"] == queries["target"]  # the null control hears the target's voices
-    again = audit_speaker(
-        corpus, split, _model("target", 0), [_model("shadow-0", 1)], tmp_path, config=FAST,
-        progress=False,
-    )  # fmt: skip
+    again = _audit(corpus, split, tmp_path)
     assert again["setup"]["queries"] == queries
     assert [r["metrics"] for r in again["results"]] == [r["metrics"] for r in results]
     # A retrained target under the same name is queried afresh, never served stale embeddings.
     cached = {p.name for p in (tmp_path / "embeddings").glob("target-*.npz")}
-    audit_speaker(
-        corpus, split, _model("target", 7), [_model("shadow-0", 1)], tmp_path, config=FAST,
-        progress=False,
-    )  # fmt: skip
+    _audit(corpus, split, tmp_path, target_seed=7)
     assert len(cached) == 1
     assert {p.name for p in (tmp_path / "embeddings").glob("target-*.npz")} > cached
 
@@ -107,10 +108,7 @@ def test_chunk_splitting_is_kept_only_where_it_wins_on_shadow_cross_validation(
     corpus, split, tmp_path
 ):
     config = replace(FAST, select_chunking=True, voice_counts=(3,), attack_seeds=1)
-    report = audit_speaker(
-        corpus, split, _model("target", 0), [_model("shadow-0", 1)], tmp_path, config=config,
-        progress=False,
-    )  # fmt: skip
+    report = _audit(corpus, split, tmp_path, config=config)
     choice = report["selection"]["chunk splitting"]
     shadow_auroc = choice["shadow_cv_auroc"]
     assert choice["chosen"] == (shadow_auroc["with"] >= shadow_auroc["without"])
@@ -121,6 +119,30 @@ def test_chunk_splitting_is_kept_only_where_it_wins_on_shadow_cross_validation(
     # The option not taken is still reported, as an ablation.
     other = "without chunk splitting" if kept else "with chunk splitting"
     assert any(r["features"] == other for r in report["results"])
+
+
+def test_the_feature_set_is_chosen_with_the_classifier_on_shadow_cross_validation(
+    corpus, split, tmp_path
+):
+    config = replace(FAST, select_features=True, voice_counts=(3,), attack_seeds=1)
+    report = _audit(corpus, split, tmp_path, config=config)
+    main = next(r for r in report["results"] if r["name"] == "SLMIA-SR")
+    assert main["features"].startswith("feature set chosen on shadows, ")
+    chosen = report["selection"][f"SLMIA-SR ({main['features']})"]
+    cv = chosen["cv_results"]
+    assert sorted(row["features"] for row in cv) == sorted(FEATURE_SETS)
+    best = max(cv, key=lambda row: row["auroc_mean"])
+    assert chosen["selected"] == [[best["classifier"], best["features"]]]
+    # Scoring mode fits the same choice, and says which families its columns come from.
+    recordings = synthesize_corpus_in_memory(n_speakers=2, per_speaker=3, seed=11)
+    scored = score_speaker(
+        recordings, _model("target", 0), corpus, split, [_model("shadow-0", 1)],
+        tmp_path / "scores", config=config, progress=False,
+    )  # fmt: skip
+    reference = scored["setup"]["reference_attack"]
+    columns, families = slmia_columns(config.measures)
+    expected = [c for c, f in zip(columns, families, strict=True) if f in reference["features"]]
+    assert sorted(reference["columns"]) == sorted(expected)
 
 
 def test_embeddings_are_cached_by_weights_ids_and_audio(corpus, tmp_path):

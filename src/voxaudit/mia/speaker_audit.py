@@ -79,6 +79,9 @@ class SpeakerAuditConfig:
     # Keep chunk splitting only where it wins on shadow cross-validation (never on the target):
     # it adds noise for encoders that trained on whole utterances.
     select_chunking: bool = True
+    # Choose SLMIA-SR's feature set (intra + inter, intra, inter) with the classifier on shadow
+    # cross-validation: where one family carries the leak, the other can only add noise.
+    select_features: bool = False
     chunk_overlap: float = 0.5
     measures: tuple[str, ...] = MEASURES
     views: int = 4  # EncoderMI: augmented views per voice
@@ -286,7 +289,7 @@ def score_speaker(
         "target": target.source,
         "recordings": {"name": recordings.name, "speakers": len(users), "voices_each": k},
         "reference_attack": {
-            "features": ["intra", "inter"],
+            "features": list(FEATURE_SETS.get(attack.selected_[1], ("intra", "inter"))),
             "columns": list(attack.columns_),
             "classifier": attack.selected_[0],
             "shadows": [s.source for s in shadows],
@@ -576,6 +579,10 @@ def _unpack(data: Any) -> _Embeddings:
 # --- attacks --------------------------------------------------------------------------------
 
 
+#: The feature sets ``select_features`` chooses among, by table family.
+FEATURE_SETS = {"intra + inter": ("intra", "inter"), "intra": ("intra",), "inter": ("inter",)}
+
+
 class _Seeded:
     """A shadow attack refitted with several classifier seeds; its score is their mean.
 
@@ -725,11 +732,13 @@ class _Audit:
         groups: np.ndarray,
         classifiers: Sequence[str],
         seeds: int,
+        feature_sets: Mapping[str, Sequence[str]] | None = None,
     ) -> _Seeded:
         attack = _Seeded(
             seeds,
             self.config.seed,
             classifiers=tuple(classifiers),
+            feature_sets=feature_sets,
             cv=grouped_folds(self.config.cv, labels["shadow"], groups),
             decision=self.config.decision,
         ).fit(tables["shadow"], labels["shadow"], groups)
@@ -758,9 +767,14 @@ class _Audit:
         """One SLMIA-SR attack, chosen and fitted on the shadow rows by grouped CV."""
         return ShadowAttack(
             classifiers=self.config.classifiers,
+            feature_sets=self._feature_sets(),
             cv=grouped_folds(self.config.cv, labels["shadow"], groups),
             random_state=self.config.seed,
         ).fit(tables["shadow"], labels["shadow"], groups=groups)
+
+    def _feature_sets(self) -> Mapping[str, Sequence[str]] | None:
+        """SLMIA-SR's candidate feature sets: all columns, or (``select_features``) a choice."""
+        return FEATURE_SETS if self.config.select_features else None
 
     def _slmia_tables(self, k: int, slmia: SlmiaFeatures) -> dict[bool, tuple]:
         """SLMIA-SR tables at ``k`` voices, with and (if configured) without chunk splitting."""
@@ -803,12 +817,14 @@ class _Audit:
             or "no enhancement"
         )
         main = by_chunking[chunks]
+        feature_set = "feature set chosen on shadows" if c.select_features else "intra + inter"
         self._shadow_attack(
             "SLMIA-SR",
-            f"intra + inter, {voices}, {enhancements}",
+            f"{feature_set}, {voices}, {enhancements}",
             *main,
             c.classifiers,
             c.attack_seeds,
+            self._feature_sets(),
         )
         for label, families in (("intra only", ("intra",)), ("inter only", ("inter",))):
             tables, labels, groups = main
