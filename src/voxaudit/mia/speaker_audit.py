@@ -80,7 +80,8 @@ class SpeakerAuditConfig:
     # it adds noise for encoders that trained on whole utterances.
     select_chunking: bool = True
     # Choose SLMIA-SR's feature set (intra + inter, intra, inter) with the classifier on shadow
-    # cross-validation: where one family carries the leak, the other can only add noise.
+    # cross-validation, for targets where one family carries the leak. Off, as in paper 001:
+    # on the GE2E targets of docs/results-speaker.md it gave no reliable gain.
     select_features: bool = False
     chunk_overlap: float = 0.5
     measures: tuple[str, ...] = MEASURES
