@@ -125,7 +125,7 @@ def main() -> None:
     split = AuditSplit.load(split_path)
     for family in args.family:
         runs = {role: args.work / family / role for role in ROLES}
-        epochs = args.epochs or EPOCHS[family]
+        epochs = EPOCHS[family] if args.epochs is None else args.epochs
         for role in args.roles:
             config = {
                 "model": MODELS[family],

@@ -290,7 +290,7 @@ def score_speaker(
         "target": target.source,
         "recordings": {"name": recordings.name, "speakers": len(users), "voices_each": k},
         "reference_attack": {
-            "features": list(FEATURE_SETS.get(attack.selected_[1], ("intra", "inter"))),
+            "features": list(FEATURE_SETS[attack.selected_[1]]),
             "columns": list(attack.columns_),
             "classifier": attack.selected_[0],
             "shadows": [s.source for s in shadows],
@@ -773,9 +773,11 @@ class _Audit:
             random_state=self.config.seed,
         ).fit(tables["shadow"], labels["shadow"], groups=groups)
 
-    def _feature_sets(self) -> Mapping[str, Sequence[str]] | None:
-        """SLMIA-SR's candidate feature sets: all columns, or (``select_features``) a choice."""
-        return FEATURE_SETS if self.config.select_features else None
+    def _feature_sets(self) -> Mapping[str, Sequence[str]]:
+        """SLMIA-SR's candidate feature sets: both families, or (``select_features``) a choice."""
+        if self.config.select_features:
+            return FEATURE_SETS
+        return {"intra + inter": FEATURE_SETS["intra + inter"]}
 
     def _slmia_tables(self, k: int, slmia: SlmiaFeatures) -> dict[bool, tuple]:
         """SLMIA-SR tables at ``k`` voices, with and (if configured) without chunk splitting."""
