@@ -30,7 +30,7 @@ from voxaudit.models.ctc import CTCModel, ctc_greedy_decode, ctc_prefix_beam_sea
 from voxaudit.models.lm import CharNgramLM, LMFusion
 from voxaudit.models.recognizer import Recognizer, cer
 from voxaudit.progress import track
-from voxaudit.train.loop import load_model
+from voxaudit.models.checkpoints import load_model
 
 WEIGHTS = (0.3, 0.5, 0.8, 1.0, 1.5)
 BONUSES = (0.0, 1.0, 2.0, 3.0)

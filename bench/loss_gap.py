@@ -26,7 +26,7 @@ from voxaudit.data.splits import AuditSplit
 from voxaudit.mia.evaluation import evaluation_set
 from voxaudit.models.classifier import SpokenClassifier
 from voxaudit.models.recognizer import Recognizer
-from voxaudit.train.loop import load_model, read_checkpoint, resolve_device
+from voxaudit.models.checkpoints import load_model, read_checkpoint, resolve_device
 
 
 def main() -> None:

@@ -7,13 +7,17 @@ import json
 from collections.abc import Callable
 from enum import Enum
 from pathlib import Path
-from typing import Annotated, TypeVar
+from typing import TYPE_CHECKING, Annotated, TypeVar
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 
 from voxaudit.errors import VoxauditError
 from voxaudit.guard.cli import guard_app
+
+if TYPE_CHECKING:
+    from voxaudit.data.corpus import Corpus
 
 app = typer.Typer(
     help="Audit speech models for training-data leakage and guard speech APIs.",
@@ -41,8 +45,10 @@ def _friendly_errors(command: F) -> F:
         try:
             return command(*args, **kwargs)
         except (VoxauditError, FileNotFoundError) as exc:
-            # soft_wrap: a long path stays whole on one line, for a reader and for grep.
-            err_console.print(f"[bold red]error:[/] {exc}", highlight=False, soft_wrap=True)
+            # soft_wrap: a long path stays whole on one line, for a reader and for grep;
+            # escape: "[audit]" in a message is a section name, not rich markup to swallow.
+            message = escape(str(exc))
+            err_console.print(f"[bold red]error:[/] {message}", highlight=False, soft_wrap=True)
             raise typer.Exit(2) from None
 
     return wrapper  # type: ignore[return-value]
@@ -144,7 +150,7 @@ def data_inspect(
 ) -> None:
     """Detect a corpus layout and report speakers, utterances, hours, rates and problems."""
     from voxaudit.data.loaders import load_corpus
-    from voxaudit.report.console import corpus_table, problems_table
+    from voxaudit.report.console import corpus_table
 
     corpus = load_corpus(path, layout, pattern=pattern, strict=strict, progress=not as_json)
     summary = corpus.summary()
@@ -152,8 +158,15 @@ def data_inspect(
         print(json.dumps(summary.as_dict(), indent=2))
         return
     console.print(corpus_table(summary))
-    if summary.problems:
-        console.print(problems_table(summary.problems, root=path))
+    _print_problems(corpus, path)
+
+
+def _print_problems(corpus: Corpus, root: Path) -> None:
+    """List the files a corpus left out (missing or unreadable audio, bad rows), if any."""
+    from voxaudit.report.console import problems_table
+
+    if corpus.problems:
+        console.print(problems_table(corpus.problems, root=root))
 
 
 @data_app.command("synth")
@@ -216,13 +229,17 @@ def split(
     ] = False,
     layout: LayoutOpt = None,
     pattern: PatternOpt = None,
+    strict: Annotated[
+        bool, typer.Option(help="Fail if any file is bad, instead of leaving it out (listed).")
+    ] = False,
 ) -> None:
     """Partition a corpus into disjoint target/shadow member and non-member pools."""
     from voxaudit.data.loaders import load_corpus
     from voxaudit.data.splits import make_split
     from voxaudit.report.console import split_table
 
-    corpus = load_corpus(corpus_path, layout, pattern=pattern, progress=True)
+    corpus = load_corpus(corpus_path, layout, pattern=pattern, strict=strict, progress=True)
+    _print_problems(corpus, corpus_path)
     audit_split = make_split(
         corpus,
         level.value,

@@ -16,7 +16,8 @@ from voxaudit.models.classifier import (
     classifier_for,
 )
 from voxaudit.train.data import UtteranceDataset
-from voxaudit.train.loop import TrainConfig, Trainer, load_model
+from voxaudit.models.checkpoints import load_model
+from voxaudit.train.loop import TrainConfig, Trainer
 
 
 @pytest.fixture(scope="module")

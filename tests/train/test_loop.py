@@ -10,21 +10,18 @@ import torch.nn.functional as F
 from tests.audio_fixtures import tone
 from voxaudit.data.corpus import Utterance
 from voxaudit.data.features import Batch
+from voxaudit.defend.training import L2Penalty
 from voxaudit.errors import VoxauditError
-from voxaudit.models.classifier import UtteranceClassifierNet, classifier_for
-from voxaudit.train.data import UtteranceDataset
-from voxaudit.train.loop import (
+from voxaudit.models.checkpoints import (
     CHECKPOINT,
-    HISTORY,
-    History,
-    L2Penalty,
-    TrainConfig,
-    Trainer,
     import_model_class,
     load_model,
     read_checkpoint,
     resolve_device,
 )
+from voxaudit.models.classifier import UtteranceClassifierNet, classifier_for
+from voxaudit.train.data import UtteranceDataset
+from voxaudit.train.loop import HISTORY, History, TrainConfig, Trainer
 
 FAST = {"batch_size": 4, "lr": 1e-2, "device": "cpu"}
 

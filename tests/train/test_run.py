@@ -10,7 +10,8 @@ from voxaudit.data.synth import synthesize_corpus
 from voxaudit.errors import VoxauditError
 from voxaudit.models.classifier import SpokenClassifier, classifier_for
 from voxaudit.train.data import SpeakerBatchSampler
-from voxaudit.train.loop import CHECKPOINT, TrainConfig, load_model, read_checkpoint
+from voxaudit.models.checkpoints import CHECKPOINT, load_model, read_checkpoint
+from voxaudit.train.loop import TrainConfig
 from voxaudit.train.run import (
     MODEL_KINDS,
     ModelKind,

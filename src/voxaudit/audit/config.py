@@ -3,18 +3,21 @@
 A config is a TOML, YAML or JSON file; :data:`EXAMPLE` (written by ``voxaudit audit init``) is
 the commented reference, and the built-in default that ``voxaudit demo`` runs. Relative paths
 in a config are relative to the config file, so a config and its corpus can move together.
+Every key and its type are checked as the file is read (:mod:`voxaudit.config`), so a bad
+config fails before anything trains. TOML has no null: ``"none"`` stands for None, e.g.
+``[audit] chunk_seconds = "none"`` for a speaker audit without chunk splitting.
 """
 
 from __future__ import annotations
 
-import inspect
+import importlib
 import sys
-from dataclasses import dataclass, field, fields, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
+from voxaudit.config import checked, field_types, from_mapping, keyword_types, read_config_file
 from voxaudit.errors import VoxauditError
-from voxaudit.train.loop import read_config_file
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -40,6 +43,7 @@ path = "voxaudit-out/synthetic-32x16"
 # A corpus on disk in any layout `voxaudit data inspect` knows (layout/pattern as there), or,
 # when `path` does not exist yet, the built-in synthetic corpus made there:
 synthesize = { speakers = 32, per_speaker = 16 }
+# Bad files (missing or unreadable audio) are listed and left out; strict = true fails instead.
 
 [target]
 family = "classifier"      # asr (speech recognizer), classifier, speaker (speaker encoder)
@@ -89,6 +93,7 @@ class CorpusSpec:
     layout: str | None = None
     pattern: str | None = None
     synthesize: dict[str, int] | None = None  # {speakers, per_speaker} when path is missing
+    strict: bool = False  # fail on any bad file, as `voxaudit data inspect --strict`
 
 
 @dataclass(frozen=True)
@@ -121,6 +126,25 @@ class GuardEvaluation:
     gateway: bool = False  # also send the white-box attacks through the HTTP gateway
 
 
+#: The top level of a config file: its settings, and its sections (each checked on its own).
+TOP_LEVEL: dict[str, Any] = {
+    "seed": int,
+    "device": str,
+    "threat": str,
+    "levels": tuple[str, ...],
+    **dict.fromkeys(
+        ("corpus", "target", "shadows", "split", "audit", "defenses", "guard"), dict[str, Any]
+    ),
+}
+#: The dataclass each family's ``[audit]`` options build (``voxaudit.defend.sweep.FAMILIES``'
+#: ``audit_config``, which for the speaker family is a factory around it): module, name.
+AUDIT_CONFIGS = {
+    "asr": ("voxaudit.mia.asr", "AsrAuditConfig"),
+    "classifier": ("voxaudit.mia.classifier_audit", "ClassifierAuditConfig"),
+    "speaker": ("voxaudit.mia.speaker_audit", "SpeakerAuditConfig"),
+}
+
+
 @dataclass(frozen=True)
 class AuditConfig:
     corpus: CorpusSpec
@@ -139,7 +163,7 @@ class AuditConfig:
 
     @classmethod
     def load(cls, path: str | Path) -> AuditConfig:
-        """A config file; errors name the file and the field."""
+        """A config file; errors name the file, the section and the key."""
         path = Path(path)
         return cls.from_dict(read_config_file(path), root=path.parent, where=str(path))
 
@@ -150,97 +174,108 @@ class AuditConfig:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any], root: Path, where: str) -> AuditConfig:
-        top = {"seed", "device", "threat", "levels", "corpus", "target", "shadows", "split"}
-        _known(data, top | {"audit", "defenses", "guard"}, where)
+        """Every key and type checked here, so that a bad config fails before any work."""
+        data = checked(data, TOP_LEVEL, where)
         for name in ("corpus", "target"):
-            if not isinstance(data.get(name), dict):
+            if name not in data:
                 raise VoxauditError(f"{where}: missing table [{name}]")
-        corpus_data, target_data = data["corpus"], data["target"]
-        _known(corpus_data, {"path", "layout", "pattern", "synthesize"}, f"{where}: [corpus]")
-        if "path" not in corpus_data:
-            raise VoxauditError(f"{where}: [corpus] needs a path")
-        synthesize = corpus_data.get("synthesize")
-        if synthesize is not None:
-            _known(synthesize, {"speakers", "per_speaker"}, f"{where}: [corpus] synthesize")
-        corpus = CorpusSpec(
-            path=root / corpus_data["path"],
-            layout=corpus_data.get("layout"),
-            pattern=corpus_data.get("pattern"),
-            synthesize=synthesize,
-        )
-        run_sections = ("model", "train", "sampler", "augment")  # of `voxaudit train --config`
-        target_fields = {"family", *run_sections, "checkpoint", "split", "adapter", "recordings"}
-        _known(target_data, target_fields, f"{where}: [target]")
-        family = target_data.get("family")
-        if family not in FAMILIES:
-            raise VoxauditError(
-                f"{where}: [target] family must be one of {', '.join(FAMILIES)}, got {family!r}"
-            )
-        paths = {k: root / target_data[k] for k in ("checkpoint", "split", "recordings")
-                 if k in target_data}  # fmt: skip
-        target = TargetSpec(
-            family=family,
-            adapter=target_data.get("adapter"),
-            **{name: dict(target_data.get(name, {})) for name in run_sections},
-            **paths,
-        )
-        _check_target(target, where)
-        levels = tuple(data.get("levels", LEVELS[family][:1]))
-        if target.source == "checkpoint":
-            levels = ()  # the checkpoint's split decides; see run.levels_of
-        for level in levels:
-            if level not in LEVELS[family]:
-                raise VoxauditError(
-                    f"{where}: levels: a {family} model is audited at "
-                    f"{' or '.join(LEVELS[family])} level, not {level!r}"
-                )
-        if target.source == "train" and not levels:
-            raise VoxauditError(f"{where}: levels is empty; name at least one level")
+        target = _target(data["target"], root, where)
+        seed = data.get("seed", 0)
+        if seed < 0:
+            raise VoxauditError(f"{where}: seed must be an integer >= 0, got {seed}")
         threat = data.get("threat", "grey")
         if threat not in THREATS:
             raise VoxauditError(f"{where}: threat must be one of {', '.join(THREATS)}")
-        shadows = data.get("shadows", {})
-        _known(shadows, {"count", "mode"}, f"{where}: [shadows]")
-        count = shadows.get("count", 2)
-        if not isinstance(count, int) or count < 1:
-            raise VoxauditError(f"{where}: [shadows] count must be a whole number >= 1")
-        mode = shadows.get("mode", "halves")
-        if mode not in ("disjoint", "halves"):
-            raise VoxauditError(f"{where}: [shadows] mode must be disjoint or halves")
-        if mode == "halves" and count < 2:
-            raise VoxauditError(
-                f"{where}: [shadows] mode halves needs count >= 2 (each utterance is in half the "
-                'shadow models); use more shadows or mode = "disjoint"'
-            )
-        split = dict(data.get("split", {}))
-        _check_split_options(split, f"{where}: [split]")
-        defenses = data.get("defenses", {})
-        _known(defenses, {"sweep"}, f"{where}: [defenses]")
+        count, mode = _shadows(data.get("shadows", {}), f"{where}: [shadows]")
+        defenses = checked(data.get("defenses", {}), {"sweep": Path}, f"{where}: [defenses]")
         return cls(
-            corpus=corpus,
+            corpus=_corpus(data["corpus"], root, where),
             target=target,
-            levels=levels,
+            levels=_levels(data, target, where),
             threat=threat,
-            seed=int(data.get("seed", 0)),
-            device=str(data.get("device", "auto")),
+            seed=seed,
+            device=data.get("device", "auto"),
             shadows=count,
             shadow_mode=mode,
-            split=split,
-            audit=dict(data.get("audit", {})),
+            split=_split_options(data.get("split", {}), f"{where}: [split]"),
+            audit=audit_options(target.family, data.get("audit", {}), f"{where}: [audit]"),
             defense_sweep=root / defenses["sweep"] if "sweep" in defenses else None,
             guard=_guard(data.get("guard"), target, where),
             origin=where,
         )
 
 
-def _known(data: Any, known: set[str], where: str) -> None:
-    if not isinstance(data, dict):
-        raise VoxauditError(f"{where}: expected a table")
-    unknown = sorted(set(data) - known)
-    if unknown:
+def audit_options(family: str, options: Any, where: str) -> dict[str, Any]:
+    """``[audit]`` options checked against the fields of the ``family``'s audit config.
+
+    Checked as they are read, not when the audit config is built, because the families'
+    audits take wrong types until they use them, after the target and shadows have trained.
+    ``threat`` is no option: it is the config's own top-level key.
+    """
+    module, name = AUDIT_CONFIGS[family]
+    audit_config = getattr(importlib.import_module(module), name)
+    types = {key: kind for key, kind in field_types(audit_config).items() if key != "threat"}
+    return checked(options, types, where)
+
+
+def _corpus(data: dict[str, Any], root: Path, where: str) -> CorpusSpec:
+    corpus = from_mapping(CorpusSpec, data, f"{where}: [corpus]")
+    if corpus.synthesize is not None:
+        sizes = {"speakers": int, "per_speaker": int}
+        checked(corpus.synthesize, sizes, f"{where}: [corpus.synthesize]")
+    return replace(corpus, path=root / corpus.path)
+
+
+def _target(data: dict[str, Any], root: Path, where: str) -> TargetSpec:
+    """The [target] section, its run config (the sections of `voxaudit train --config`)
+    checked against the family's model as `voxaudit train` would check it."""
+    from voxaudit.train.run import CONFIG_SECTIONS, read_run_config
+
+    family = data.get("family")
+    if family not in FAMILIES:
         raise VoxauditError(
-            f"{where}: unknown field(s) {', '.join(unknown)}; known: {', '.join(sorted(known))}"
+            f"{where}: [target] family must be one of {', '.join(FAMILIES)}, got {family!r}"
         )
+    target = from_mapping(TargetSpec, data, f"{where}: [target]")
+    run_config = {name: data[name] for name in CONFIG_SECTIONS if name in data}
+    read_run_config(run_config, family, where=where, table="target.")
+    paths = {key: root / path for key in ("checkpoint", "split", "recordings")
+             if (path := getattr(target, key)) is not None}  # fmt: skip
+    target = replace(target, **paths)
+    _check_target(target, where)
+    return target
+
+
+def _levels(data: dict[str, Any], target: TargetSpec, where: str) -> tuple[str, ...]:
+    family = target.family
+    if target.source == "checkpoint":
+        return ()  # the checkpoint's split decides; see run.levels_of
+    levels = data.get("levels", LEVELS[family][:1])
+    for level in levels:
+        if level not in LEVELS[family]:
+            raise VoxauditError(
+                f"{where}: levels: a {family} model is audited at "
+                f"{' or '.join(LEVELS[family])} level, not {level!r}"
+            )
+    if target.source == "train" and not levels:
+        raise VoxauditError(f"{where}: levels is empty; name at least one level")
+    return tuple(levels)
+
+
+def _shadows(data: dict[str, Any], where: str) -> tuple[int, str]:
+    """The [shadows] count and mode."""
+    shadows = checked(data, {"count": int, "mode": str}, where)
+    count, mode = shadows.get("count", 2), shadows.get("mode", "halves")
+    if count < 1:
+        raise VoxauditError(f"{where} count must be a whole number >= 1")
+    if mode not in ("disjoint", "halves"):
+        raise VoxauditError(f"{where} mode must be disjoint or halves")
+    if mode == "halves" and count < 2:
+        raise VoxauditError(
+            f"{where} mode halves needs count >= 2 (each utterance is in half the shadow "
+            'models); use more shadows or mode = "disjoint"'
+        )
+    return count, mode
 
 
 def _check_target(target: TargetSpec, where: str) -> None:
@@ -261,7 +296,7 @@ def _guard(data: Any, target: TargetSpec, where: str) -> GuardEvaluation | None:
     if data is None:
         return None
     at = f"{where}: [guard]"
-    _known(data, {f.name for f in fields(GuardEvaluation)}, at)
+    guard = from_mapping(GuardEvaluation, data, at)
     if target.family != "asr":
         raise VoxauditError(
             f"{at}: the guard's attacks make a speech recognizer transcribe a chosen command, "
@@ -274,15 +309,12 @@ def _guard(data: Any, target: TargetSpec, where: str) -> GuardEvaluation | None:
         )
     from voxaudit.guard.evaluation import check_attacks, check_benign
 
-    guard = replace(GuardEvaluation(), **data)
-    if not isinstance(guard.carriers, int) or guard.carriers < 1:
+    if guard.carriers < 1:
         raise VoxauditError(f"{at} carriers must be a whole number >= 1")
-    if not isinstance(guard.target, str) or not guard.target.strip():
+    if not guard.target.strip():
         raise VoxauditError(f"{at} target must be a command (a non-empty string)")
-    if not isinstance(guard.fpr, (int, float)) or not 0 < guard.fpr < 1:
+    if not 0 < guard.fpr < 1:
         raise VoxauditError(f"{at} fpr must be a number between 0 and 1")
-    if not isinstance(guard.gateway, bool):
-        raise VoxauditError(f"{at} gateway must be true or false")
     return replace(
         guard,
         benign=check_benign(guard.benign, f"{at} benign"),
@@ -291,10 +323,10 @@ def _guard(data: Any, target: TargetSpec, where: str) -> GuardEvaluation | None:
     )
 
 
-def _check_split_options(options: dict[str, Any], where: str) -> None:
+def _split_options(options: dict[str, Any], where: str) -> dict[str, Any]:
+    """The [split] options: keywords of `make_split` but those the config sets itself."""
     from voxaudit.data.splits import make_split
 
-    allowed = set(inspect.signature(make_split).parameters) - {
-        "corpus", "level", "seed", "n_shadow", "shadow_mode",
-    }  # fmt: skip
-    _known(options, allowed, where)
+    own = {"corpus", "level", "seed", "n_shadow", "shadow_mode"}
+    types = {key: kind for key, kind in keyword_types(make_split).items() if key not in own}
+    return checked(options, types, where)

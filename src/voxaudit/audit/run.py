@@ -67,7 +67,7 @@ def run_audit(
     started = time.time()
 
     with _stage("corpus", durations, console):
-        corpus = _corpus(config, progress)
+        corpus = _corpus(config, progress, console)
 
     levels = []
     for level in _levels(config):
@@ -112,7 +112,9 @@ def _stage(name: str, durations: dict[str, float], console: Console) -> Iterator
     durations[name] = round(time.time() - began, 1)
 
 
-def _corpus(config: AuditConfig, progress: bool) -> Corpus:
+def _corpus(config: AuditConfig, progress: bool, console: Console) -> Corpus:
+    """The corpus, its bad files listed (as `voxaudit data inspect` lists them) and left out,
+    or, with ``[corpus] strict``, an error listing them."""
     spec = config.corpus
     if not spec.path.exists():
         if spec.synthesize is None:
@@ -126,9 +128,13 @@ def _corpus(config: AuditConfig, progress: bool) -> Corpus:
         )  # fmt: skip
     elif spec.synthesize is not None and not (spec.path / "manifest.csv").exists():
         raise VoxauditError(f"{spec.path}: exists but holds no synthesized corpus (manifest.csv)")
-    corpus = load_corpus(spec.path, spec.layout, pattern=spec.pattern, progress=progress)
-    if len(corpus) == 0:
-        raise VoxauditError(f"{spec.path}: no usable utterances")
+    corpus = load_corpus(
+        spec.path, spec.layout, pattern=spec.pattern, strict=spec.strict, progress=progress
+    )
+    if corpus.problems:
+        from voxaudit.report.console import problems_table
+
+        console.print(problems_table(corpus.problems, root=spec.path))
     return corpus
 
 
@@ -257,7 +263,7 @@ def _audit_config(family: Any, config: AuditConfig) -> Any:
     options.setdefault("seed", config.seed)
     try:
         return family.audit_config(threat=config.threat, **options)
-    except TypeError as exc:  # an unknown option, named in the message
+    except (TypeError, VoxauditError) as exc:  # an unknown option, or a value it refuses
         raise VoxauditError(f"{config.origin}: [audit]: {exc}") from None
 
 
@@ -305,6 +311,8 @@ def _as_record(config: AuditConfig) -> dict[str, Any]:
     """The config as plain JSON data (paths as strings), without where it was read from."""
     record = json.loads(json.dumps(dataclasses.asdict(config), default=str))
     record.pop("origin")
+    if not record["corpus"]["strict"]:  # recorded only when set, so earlier folders still match
+        del record["corpus"]["strict"]
     return record
 
 

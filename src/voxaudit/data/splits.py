@@ -12,7 +12,7 @@ import itertools
 import json
 import math
 from collections import Counter
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -79,6 +79,8 @@ class AuditSplit:
     shadow_unseen: tuple[Ids, ...]
     params: dict[str, Any] = field(default_factory=dict)
     version: int = ALGORITHM_VERSION
+    #: The file it was loaded from, for error messages; not part of the split.
+    origin: str | None = field(default=None, compare=False, repr=False)
 
     @property
     def n_shadow(self) -> int:
@@ -105,7 +107,7 @@ class AuditSplit:
     def _pick(self, role: str, target_pool: str, per_model: tuple[Ids, ...]) -> Ids:
         if role not in self.roles:
             raise VoxauditError(
-                f"unknown model role {role!r}; valid roles: {', '.join(self.roles)}"
+                f"{self._at}unknown model role {role!r}; valid roles: {', '.join(self.roles)}"
             )
         if role == "target":
             return self.pools.get(target_pool, ())
@@ -134,11 +136,16 @@ class AuditSplit:
         found = corpus.fingerprint()
         if found != self.corpus_fingerprint:
             raise SplitMismatchError(
-                f"this split was made for corpus {self.corpus_name!r} (fingerprint "
+                f"{self._at}this split was made for corpus {self.corpus_name!r} (fingerprint "
                 f"{self.corpus_fingerprint[:16]}) but corpus {corpus.name!r} has fingerprint "
                 f"{found[:16]}: its utterances, speakers or audio changed since; "
                 "re-run `voxaudit split` to make a split for it"
             )
+
+    @property
+    def _at(self) -> str:
+        """The prefix naming the split's file in errors (none for a split made in memory)."""
+        return f"{self.origin}: " if self.origin else ""
 
     def summary(self) -> dict[str, Any]:
         """Pool sizes, speaker-set sizes and per-shadow-model sizes, for reports."""
@@ -188,6 +195,99 @@ class AuditSplit:
             raise SplitFormatError(f"{path}: not a split file (invalid JSON: {exc})") from exc
         return _from_dict(data, path)
 
+    @classmethod
+    def from_membership(
+        cls,
+        corpus: Corpus,
+        members: Iterable[str],
+        nonmembers: Iterable[str],
+        *,
+        level: str = "sample",
+        shadows: Sequence[tuple[Iterable[str], Iterable[str]]] = (),
+        reference: Iterable[str] = (),
+        unseen: Iterable[str] = (),
+    ) -> AuditSplit:
+        """The split of a model trained elsewhere, from what it is known to have trained on.
+
+        Parameters
+        ----------
+        corpus : the corpus every id belongs to.
+        members : utterance ids the target trained on.
+        nonmembers : utterance ids it never saw (at speaker level: of speakers it never saw).
+        level : ``"sample"`` (was this recording used?) or ``"speaker"`` (this voice?).
+        shadows : for each shadow or reference model, its (members, non-members).
+        reference : speaker level: imposter utterances no model trained on.
+        unseen : speaker level: voices of member speakers the target did not train on.
+
+        An id outside the corpus, a member that is also a non-member, or (at speaker level) a
+        speaker on both sides is an error naming the first culprit.
+        """
+        if level not in LEVELS:
+            raise VoxauditError(f"unknown level {level!r}; use one of: {', '.join(LEVELS)}")
+        known = set(corpus.ids)
+        speaker_of = {u.id: u.speaker for u in corpus}
+
+        def ids(values: Iterable[str], what: str) -> tuple[str, ...]:
+            chosen = tuple(sorted(dict.fromkeys(str(v) for v in values)))
+            missing = [i for i in chosen if i not in known]
+            if missing:
+                raise VoxauditError(
+                    f"{what}: {len(missing)} id(s) not in corpus {corpus.name!r} "
+                    f"(first: {missing[0]!r})"
+                )
+            return chosen
+
+        def disjoint(inside: tuple[str, ...], outside: tuple[str, ...], what: str) -> None:
+            both = sorted(set(inside) & set(outside))
+            if both:
+                raise VoxauditError(f"{what}: {both[0]!r} is both a member and a non-member")
+            if level == "speaker":
+                voices = {speaker_of[i] for i in inside} & {speaker_of[i] for i in outside}
+                if voices:
+                    raise VoxauditError(
+                        f"{what}: speaker {sorted(voices)[0]!r} has members and non-members; "
+                        "at speaker level a voice is on one side"
+                    )
+
+        target = (ids(members, "members"), ids(nonmembers, "non-members"))
+        if not target[0] or not target[1]:
+            raise VoxauditError("an audit needs at least one member and one non-member")
+        disjoint(*target, "target")
+        models = []
+        for k, (inside, outside) in enumerate(shadows):
+            pair = (ids(inside, f"shadow {k} members"), ids(outside, f"shadow {k} non-members"))
+            disjoint(*pair, f"shadow {k}")
+            models.append(pair)
+        shadow_sides = [
+            tuple(sorted({i for m in models for i in m[side]} - set(target[0]) - set(target[1])))
+            for side in (0, 1)
+        ]
+        found = {
+            "target_train": target[0],
+            "target_holdout": target[1],
+            "target_member_unseen": ids(unseen, "unseen"),
+            "shadow_train": shadow_sides[0],
+            "shadow_member_unseen": (),
+            "shadow_holdout": shadow_sides[1],
+            "reference": ids(reference, "reference"),
+        }
+        required = SAMPLE_POOLS if level == "sample" else SPEAKER_POOLS
+        pools = {name: found[name] for name in required}
+        return cls(
+            level=level,
+            seed=0,
+            corpus_fingerprint=corpus.fingerprint(),
+            corpus_name=corpus.name,
+            pools=pools,
+            speakers={
+                name: tuple(sorted({speaker_of[i] for i in pool})) for name, pool in pools.items()
+            },
+            shadow_train=tuple(m[0] for m in models),
+            shadow_holdout=tuple(m[1] for m in models),
+            shadow_unseen=tuple(() for _ in models),
+            params={"from": "membership lists"},
+        )
+
 
 def _from_dict(data: Any, path: Path) -> AuditSplit:
     """Validate a parsed split document field by field."""
@@ -231,6 +331,7 @@ def _from_dict(data: Any, path: Path) -> AuditSplit:
         shadow_unseen=tuple(tuple(ids) for ids in per_model["shadow_unseen"]),
         params=get("params", lambda v: isinstance(v, dict), "an object"),
         version=get("version", lambda v: isinstance(v, int), "an integer"),
+        origin=str(path),
     )
 
 

@@ -65,8 +65,9 @@ from voxaudit.errors import VoxauditError
 from voxaudit.files import claim_folder, json_key, write_json
 from voxaudit.mia.evaluation import evaluation_set
 from voxaudit.progress import track
-from voxaudit.train.loop import CHECKPOINT, read_checkpoint, read_config_file
-from voxaudit.train.run import carve_validation, train_model
+from voxaudit.config import checked, from_mapping, keyword_types, read_config_file
+from voxaudit.train.loop import CHECKPOINT, read_checkpoint
+from voxaudit.train.run import carve_validation, read_run_config, train_model
 
 SERVE_DEFENSES: dict[str, Callable[..., Any]] = {
     "top_k": serving.TopK,
@@ -75,8 +76,16 @@ SERVE_DEFENSES: dict[str, Callable[..., Any]] = {
     "posterior_noise": serving.PosteriorNoise,
     "memguard": serving.MemGuard,
 }
-HOOKS = ("dpsgd", "distillation", "adversarial_training", "adversarial_regularization", "l2")
-_SETTING_KEYS = {"name", "model", "train", "hooks", "serve", "threat"}
+#: Each hook's class, and how many leading arguments the sweep gives it itself (the teacher;
+#: the defender's reference utterances): a setting's options are the others.
+_HOOK_CLASSES: dict[str, tuple[Callable[..., Any], int]] = {
+    "dpsgd": (training.DPSGD, 0),
+    "distillation": (training.Distillation, 1),
+    "adversarial_training": (training.AdversarialTraining, 0),
+    "adversarial_regularization": (training.AdversarialRegularization, 1),
+    "l2": (training.L2Penalty, 0),
+}
+HOOKS = tuple(_HOOK_CLASSES)
 
 
 @dataclass(frozen=True)
@@ -109,53 +118,50 @@ class SweepConfig:
 
     @classmethod
     def load(cls, path: str | Path) -> SweepConfig:
-        """A sweep config file; errors name the file and the field."""
-        data = read_config_file(path)
+        """A sweep config file; every key and type is checked now, not when a setting runs,
+        and errors name the file, the setting and the key."""
+        from voxaudit.audit.config import audit_options
+
         where = str(path)
         root = Path(path).parent
-        unknown = sorted(set(data) - {f for f in cls.__dataclass_fields__})
-        if unknown:
-            raise VoxauditError(f"{where}: unknown field(s) {', '.join(unknown)}")
-        for name in ("family", "corpus", "split", "settings"):
-            if name not in data:
-                raise VoxauditError(f"{where}: missing field {name!r}")
-        if data["family"] not in FAMILIES:
+        config = from_mapping(cls, read_config_file(path), where)
+        if config.family not in FAMILIES:
             raise VoxauditError(
-                f"{where}: family {data['family']!r} is not swept yet; use one of "
+                f"{where}: family {config.family!r} is not swept yet; use one of "
                 + ", ".join(FAMILIES)
             )
-        settings = []
-        for k, item in enumerate(data["settings"]):
-            at = f"{where}: settings[{k}]"
-            if not isinstance(item, dict) or "name" not in item:
-                raise VoxauditError(f"{at}: a table with a name is needed")
-            extra = sorted(set(item) - _SETTING_KEYS)
-            if extra:
-                raise VoxauditError(f"{at} ({item['name']}): unknown field(s) {', '.join(extra)}")
-            for hook in item.get("hooks", {}):
-                if hook not in HOOKS:
-                    raise VoxauditError(f"{at}: unknown hook {hook!r}; known: {', '.join(HOOKS)}")
-            for defense in item.get("serve", {}):
-                if defense not in SERVE_DEFENSES:
-                    raise VoxauditError(
-                        f"{at}: unknown serve defense {defense!r}; known: "
-                        + ", ".join(SERVE_DEFENSES)
-                    )
-            settings.append(Setting(**item))
-        slugs = [s.slug for s in settings]
+        kind = FAMILIES[config.family]().kind
+        read_run_config(config.base, kind, where=where, table="base.")
+        for k, setting in enumerate(config.settings):
+            _check_setting(setting, config, kind, f"{where}: settings[{k}]")
+        slugs = [s.slug for s in config.settings]
         if len(set(slugs)) != len(slugs):
             raise VoxauditError(f"{where}: setting names must differ (as folder names)")
-        return cls(
-            family=data["family"],
-            corpus=root / data["corpus"],
-            split=root / data["split"],
-            settings=tuple(settings),
-            base=data.get("base", {}),
-            audit=data.get("audit", {}),
-            shadows=int(data.get("shadows", 2)),
-            threat=data.get("threat", "grey"),
-            device=data.get("device", "auto"),
+        return replace(
+            config,
+            corpus=root / config.corpus,
+            split=root / config.split,
+            audit=audit_options(config.family, config.audit, f"{where}: [audit]"),
         )
+
+
+def _check_setting(setting: Setting, config: SweepConfig, kind: str, at: str) -> None:
+    """A setting's hooks, serve-time defense and run config (the base with its overrides)."""
+    for hook, options in setting.hooks.items():
+        if hook not in _HOOK_CLASSES:
+            raise VoxauditError(f"{at}: unknown hook {hook!r}; known: {', '.join(HOOKS)}")
+        hook_class, given = _HOOK_CLASSES[hook]
+        types = dict(list(keyword_types(hook_class).items())[given:])
+        checked(options, types, f"{at}: hooks.{hook}")
+    for defense, options in setting.serve.items():
+        if defense not in SERVE_DEFENSES:
+            raise VoxauditError(
+                f"{at}: unknown serve defense {defense!r}; known: " + ", ".join(SERVE_DEFENSES)
+            )
+        checked(options, keyword_types(SERVE_DEFENSES[defense]), f"{at}: serve.{defense}")
+    if len(setting.serve) > 1:
+        raise VoxauditError(f"{at}: serve through one defense at most, not {len(setting.serve)}")
+    read_run_config(_run_config(config.base, setting, config.device), kind, where=at)
 
 
 # --- families ---------------------------------------------------------------------------------
@@ -281,7 +287,8 @@ def _recipe_dir(
 def _train_hooks(
     setting: Setting, corpus: Corpus, reference: Sequence[str], teacher: Path | None
 ) -> list[Any]:
-    from voxaudit.train.loop import L2Penalty, load_model
+    from voxaudit.defend.training import L2Penalty
+    from voxaudit.models.checkpoints import load_model
 
     hooks: list[Any] = []
     for name, options in setting.hooks.items():

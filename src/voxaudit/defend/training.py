@@ -1,9 +1,11 @@
 """Train-time defenses as training-loop hooks (``voxaudit.train.loop``), no model code changed.
 
-Settings of the loop itself need no hook: L2 (``weight_decay``, or ``L2Penalty``), label
+Settings of the loop itself need no hook: L2 (``weight_decay``), label
 smoothing (``label_smoothing``), early stopping (``early_stopping_patience``); dropout is a model
 setting (``dropout``). The hooks here:
 
+* ``L2Penalty`` (loss term): ``weight`` times the squared L2 norm, on the loss itself (unlike
+  ``weight_decay``, which Adam scales per parameter).
 * ``DPSGD`` (engine): Opacus DP-SGD, per-sample clipping and Gaussian noise, with the epsilon
   its accountant spends; recurrent models need Opacus' layers (classifier ``cell="dpgru"``).
 * ``Distillation`` (loss term): defensive distillation from a teacher at temperature T.
@@ -19,6 +21,7 @@ from __future__ import annotations
 
 import itertools
 from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -39,6 +42,16 @@ def _class_logits(outputs: Any, hook: str) -> torch.Tensor:
             f"{type(outputs).__name__} {tuple(getattr(outputs, 'shape', ()))}"
         )
     return outputs
+
+
+@dataclass(frozen=True)
+class L2Penalty:
+    """``weight`` times the squared L2 norm of all trainable parameters."""
+
+    weight: float
+
+    def term(self, model: nn.Module, batch: Batch, outputs: Any) -> torch.Tensor:
+        return self.weight * sum(p.square().sum() for p in model.parameters() if p.requires_grad)
 
 
 class DPSGD:

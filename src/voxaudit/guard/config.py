@@ -6,7 +6,9 @@ in the environment it is ``key1=account1,key2=account2``. ``detectors`` is a lis
 and ``index,memory`` in the environment. Thresholds come from ``voxaudit guard calibrate``.
 ``fingerprint_noise_db`` (``[25, 75]`` in the file, ``25,75`` in the environment) turns on
 paper 003's robust variant: noise at an SNR drawn from that range is added to each query
-before it is fingerprinted; calibrate with the same setting.
+before it is fingerprinted; calibrate with the same setting. File values must have the field's
+type (``k = 75``, not ``k = "75"``; ``"none"`` for an unset threshold) and the error names the
+file and the key; environment values are text, read as the field's type.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ from typing import Any
 
 import tomli_w
 
+from voxaudit.config import checked, field_types, read_config_file
 from voxaudit.errors import VoxauditError
 from voxaudit.files import write_atomically
 
@@ -68,22 +71,15 @@ def load_config(
     path: str | Path | None = None, environ: Mapping[str, str] | None = None
 ) -> GuardConfig:
     """Defaults, overridden by the file at ``path`` (if any), overridden by the environment."""
-    from voxaudit.train.loop import read_config_file
-
     values: dict[str, Any] = {}
     if path is not None:
-        values.update(read_config_file(path))
+        values.update(checked(read_config_file(path), field_types(GuardConfig), str(path)))
     environ = os.environ if environ is None else environ
-    known = {f.name: f for f in fields(GuardConfig)}
-    unknown = set(values) - set(known)
-    if unknown:
-        raise VoxauditError(f"{path}: unknown setting(s) {', '.join(sorted(unknown))}")
-    for name in known:
-        raw = environ.get(ENV_PREFIX + name.upper())
+    for known in fields(GuardConfig):
+        raw = environ.get(ENV_PREFIX + known.name.upper())
         if raw is not None:
-            values[name] = _from_env(name, raw)
-    typed = {name: _typed(name, value, known[name].type) for name, value in values.items()}
-    return GuardConfig(**typed)
+            values[known.name] = _typed(known.name, _from_env(known.name, raw), known.type)
+    return GuardConfig(**values)
 
 
 def save_thresholds(
@@ -91,8 +87,6 @@ def save_thresholds(
 ) -> None:
     """Write ``{detector}_threshold`` settings, and any other ``settings`` they were calibrated
     with, into the TOML file at ``path``, keeping the rest."""
-    from voxaudit.train.loop import read_config_file
-
     path = Path(path)
     if path.suffix != ".toml":
         raise VoxauditError(f"{path}: calibrate writes a .toml config file")
@@ -116,15 +110,14 @@ def _from_env(name: str, raw: str) -> Any:
 
 
 def _typed(name: str, value: Any, annotation: Any) -> Any:
-    """``value`` converted to the field's type, or an error naming the field."""
+    """``value`` (from the environment: text, or as ``_from_env`` split it) converted to the
+    field's type, or an error naming the field."""
     kind = str(annotation)
     try:
         if kind == "bool":
-            if isinstance(value, str):
-                if value.lower() not in ("1", "0", "true", "false", "yes", "no"):
-                    raise ValueError(value)
-                return value.lower() in ("1", "true", "yes")
-            return bool(value)
+            if value.lower() not in ("1", "0", "true", "false", "yes", "no"):
+                raise ValueError(value)
+            return value.lower() in ("1", "true", "yes")
         if kind == "int":
             return int(value)
         if kind == "float":

@@ -1,14 +1,26 @@
 """Membership inference attacks over feature tables: a one-feature threshold and shadow classifiers.
 
-Both are fitted on shadow data (rows whose membership is known, from models the auditor trained)
+They are fitted on shadow data (rows whose membership is known, from models the auditor trained)
 and then score the target's rows. Scores are always oriented so that higher = more likely member.
+
+Every attack here and in :mod:`voxaudit.mia.calibrated` is a scikit-learn estimator with one
+protocol: ``fit(X, y=None, **kw)`` returns the attack, ``score(X)`` gives one membership score
+per row (higher = more likely member), ``predict(X)`` one bool per row, and ``X`` is an
+:class:`~voxaudit.mia.attack_data.AttackData` or a bare
+:class:`~voxaudit.mia.table.FeatureTable`. ``__init__`` only stores parameters, so
+:func:`sklearn.base.clone`, ``get_params`` and ``set_params`` work, and scoring before fitting
+raises :class:`sklearn.exceptions.NotFittedError`. A fitted attack's ``shadow_auroc_`` says how
+well it separates members on the data it was fitted on (shadow data, never the target's), so
+that an audit can choose its headline attack before it looks at the target.
+
+:func:`register_attack` makes an attack of one's own available to audits at a threat model.
 """
 
 from __future__ import annotations
 
 import warnings
-from collections.abc import Mapping, Sequence
-from typing import Literal
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any, Literal
 
 import numpy as np
 from sklearn.base import BaseEstimator, clone
@@ -21,9 +33,12 @@ from sklearn.model_selection import StratifiedGroupKFold, StratifiedKFold
 from sklearn.neural_network import MLPClassifier
 from sklearn.pipeline import Pipeline, make_pipeline
 from sklearn.preprocessing import StandardScaler
+from sklearn.utils.validation import check_is_fitted
 
 from voxaudit.errors import VoxauditError
-from voxaudit.mia.table import FeatureTable
+from voxaudit.mia.attack_data import AttackData, as_attack_data
+from voxaudit.mia.metrics import tpr_at_fpr
+from voxaudit.mia.table import THREATS, FeatureTable
 
 CLASSIFIERS = ("logistic", "random_forest", "gradient_boosting", "mlp")
 
@@ -121,13 +136,35 @@ def decision_threshold(labels: np.ndarray, scores: np.ndarray, decision: str = "
     return float((thresholds[best] + thresholds[best + 1]) / 2)
 
 
-class ThresholdAttack:
+def fitted_data(attack: BaseEstimator, X: AttackData | FeatureTable) -> AttackData:
+    """``X`` as attack data, once ``attack`` is known to be fitted (else ``NotFittedError``)."""
+    check_is_fitted(attack)
+    return as_attack_data(X)
+
+
+class ThresholdAttack(BaseEstimator):
     """The one-feature baseline: a member if ``column`` is on the member side of a threshold.
 
-    ``member_if`` says which side: ``"low"`` (e.g. loss, WER), ``"high"``, or ``"auto"``, which
-    takes the direction with the higher AUROC on the data given to :meth:`fit` (``"high"`` on a
-    tie). The threshold is the one ``decision`` asks of that data (see
-    :func:`decision_threshold`): by default the most accurate.
+    Parameters
+    ----------
+    column : str
+        The feature table column to threshold.
+    member_if : {"low", "high", "auto"}, default="auto"
+        Which side of the threshold members are on: ``"low"`` (e.g. loss, WER), ``"high"``, or
+        ``"auto"``, which takes the direction with the higher AUROC on the data given to
+        :meth:`fit` (``"high"`` on a tie).
+    decision : str, default="accuracy"
+        How to place the threshold on the fitting data (see :func:`decision_threshold`): by
+        default the most accurate cut.
+
+    Attributes
+    ----------
+    member_if_ : {"low", "high"}
+        The side chosen.
+    threshold_ : float
+        The cut, in column units.
+    shadow_auroc_ : float
+        The signed column's AUROC on the fitting rows.
     """
 
     def __init__(
@@ -140,15 +177,17 @@ class ThresholdAttack:
         self.member_if = member_if
         self.decision = decision
 
-    def fit(self, table: FeatureTable, is_member: Sequence[bool] | np.ndarray) -> ThresholdAttack:
-        """Learn ``member_if_`` (low/high), ``threshold_`` (in column units) and ``auroc_``."""
+    def fit(self, X: AttackData | FeatureTable, y: Sequence[bool] | np.ndarray) -> ThresholdAttack:
+        """Learn ``member_if_``, ``threshold_`` and ``shadow_auroc_`` from rows of known
+        membership ``y``."""
         if self.member_if not in ("low", "high", "auto"):
             raise VoxauditError(
                 f"member_if must be 'low', 'high' or 'auto', not {self.member_if!r}"
             )
         parse_decision(self.decision)
-        labels = member_labels(is_member, len(table))
-        values = _matrix(table, [self.column])[:, 0]
+        data = as_attack_data(X)
+        labels = member_labels(y, len(data))
+        values = _matrix(data.table, [self.column])[:, 0]
         direction = self.member_if
         if direction == "auto":
             direction = "high" if roc_auc_score(labels, values) >= 0.5 else "low"
@@ -156,40 +195,68 @@ class ThresholdAttack:
         self.threshold_ = self._sign * decision_threshold(
             labels, self._sign * values, self.decision
         )
-        self.auroc_ = float(roc_auc_score(labels, self._sign * values))
+        self.shadow_auroc_ = float(roc_auc_score(labels, self._sign * values))
         return self
+
+    @property
+    def auroc_(self) -> float:
+        """The same as ``shadow_auroc_``, under the name earlier callers read."""
+        return self.shadow_auroc_
 
     @property
     def _sign(self) -> float:
         return 1.0 if self.member_if_ == "high" else -1.0
 
-    def score(self, table: FeatureTable) -> np.ndarray:
+    def score(self, X: AttackData | FeatureTable) -> np.ndarray:
         """The column, signed so that higher = more likely member."""
-        return self._sign * _matrix(table, [self.column])[:, 0]
+        data = fitted_data(self, X)
+        return self._sign * _matrix(data.table, [self.column])[:, 0]
 
-    def predict(self, table: FeatureTable) -> np.ndarray:
+    def predict(self, X: AttackData | FeatureTable) -> np.ndarray:
         """True for the rows on the member side of ``threshold_``."""
-        return self.score(table) >= self._sign * self.threshold_
+        return self.score(X) >= self._sign * self.threshold_
 
 
-class ShadowAttack:
+class ShadowAttack(BaseEstimator):
     """Shadow-model attack: a classifier from features to membership, chosen by cross-validation.
 
     Every (classifier, feature set) pair is cross-validated with AUROC on the shadow data given
     to :meth:`fit`, the pair with the best mean is refitted on all of it, and the refitted model's
     member probability is the score.
 
-    ``classifiers`` are names from ``CLASSIFIERS`` or a mapping of names to scikit-learn
-    classifiers (e.g. a smaller forest); each is preceded by a ``StandardScaler``. One classifier
-    and several feature sets make a feature ablation. ``feature_sets`` maps a name to feature
-    table families (or one family), e.g. ``{"wer": "transcript", "loss": ["loss", "confidence"]}``;
-    ``None`` is one set, ``"all"``, with every column.
+    Parameters
+    ----------
+    classifiers : sequence of str or mapping of str to estimator, default=CLASSIFIERS
+        Names from ``CLASSIFIERS`` or a mapping of names to scikit-learn classifiers (e.g. a
+        smaller forest); each is preceded by a ``StandardScaler``. One classifier and several
+        feature sets make a feature ablation.
+    feature_sets : mapping of str to families, default=None
+        A name for each set of feature table families (or one family), e.g.
+        ``{"wer": "transcript", "loss": ["loss", "confidence"]}``; ``None`` is one set,
+        ``"all"``, with every column.
+    cv : int, default=5
+        Cross-validation folds.
+    random_state : int, default=0
+        Seeds the folds and the default classifiers.
+    decision : str, default="accuracy"
+        How to place ``threshold_`` (see :func:`decision_threshold`).
 
-    Fitted attributes: ``selected_`` (classifier, feature set), ``cv_results_`` (one dict per
-    pair: classifier, features, auroc_mean, auroc_std), ``columns_``, ``model_`` and
-    ``threshold_``, the cut on the member probability that ``decision`` asks of the
-    out-of-fold probabilities of the selected pair (see :func:`decision_threshold`; by default
-    the most accurate, not 0.5: shadow data need not be balanced).
+    Attributes
+    ----------
+    selected_ : tuple of (str, str)
+        The (classifier, feature set) chosen.
+    cv_results_ : list of dict
+        One dict per pair: classifier, features, auroc_mean, auroc_std.
+    columns_ : tuple of str
+        The selected feature set's columns.
+    model_ : Pipeline
+        The selected pair refitted on every row.
+    threshold_ : float
+        The cut on the member probability that ``decision`` asks of the out-of-fold
+        probabilities of the selected pair (by default the most accurate, not 0.5: shadow data
+        need not be balanced).
+    shadow_auroc_ : float
+        The selected pair's mean cross-validated AUROC.
     """
 
     def __init__(
@@ -208,21 +275,23 @@ class ShadowAttack:
 
     def fit(
         self,
-        table: FeatureTable,
-        is_member: Sequence[bool] | np.ndarray,
+        X: AttackData | FeatureTable,
+        y: Sequence[bool] | np.ndarray,
         groups: Sequence[object] | np.ndarray | None = None,
     ) -> ShadowAttack:
         """Cross-validate every pair, keep the best, refit it on all rows.
 
-        Folds are stratified by membership. ``groups`` (e.g. the shadow model or the speaker of
-        each row) keeps each group within one fold (``StratifiedGroupKFold``), so that a speaker
-        never sits on both sides of a split.
+        Folds are stratified by membership ``y``. ``groups`` (by default ``X.groups``; e.g. the
+        shadow model or the speaker of each row) keeps each group within one fold
+        (``StratifiedGroupKFold``), so that a speaker never sits on both sides of a split.
         """
+        data = as_attack_data(X)
+        groups = data.groups if groups is None else groups
         # Candidates are ranked by cross-validated AUROC, so an MLP stopped at max_iter is judged
         # by its results; a ConvergenceWarning per fold would only bury the audit's output.
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", ConvergenceWarning)
-            return self._fit(table, is_member, groups)
+            return self._fit(data.table, y, groups)
 
     def _fit(
         self,
@@ -268,6 +337,7 @@ class ShadowAttack:
         self.columns_ = sets[best["features"]]
         self.model_ = clone(pipelines[best["classifier"]]).fit(matrices[best["features"]], labels)
         self.threshold_ = decision_threshold(labels, out_of_fold[self.selected_], self.decision)
+        self.shadow_auroc_ = best["auroc_mean"]
         return self
 
     def _pipelines(self, n_rows: int) -> dict[str, Pipeline]:
@@ -330,22 +400,27 @@ class ShadowAttack:
                 )
         return folds
 
-    def score(self, table: FeatureTable) -> np.ndarray:
+    def score(self, X: AttackData | FeatureTable) -> np.ndarray:
         """The selected model's member probability for each row."""
-        return self.model_.predict_proba(_matrix(table, self.columns_))[:, 1]
+        data = fitted_data(self, X)
+        return self.model_.predict_proba(_matrix(data.table, self.columns_))[:, 1]
 
-    def predict(self, table: FeatureTable) -> np.ndarray:
+    def predict(self, X: AttackData | FeatureTable) -> np.ndarray:
         """True for the rows whose member probability reaches ``threshold_``."""
-        return self.score(table) >= self.threshold_
+        return self.score(X) >= self.threshold_
 
     def feature_importances(
-        self, table: FeatureTable, is_member: Sequence[bool] | np.ndarray, n_repeats: int = 5
+        self,
+        X: AttackData | FeatureTable,
+        y: Sequence[bool] | np.ndarray,
+        n_repeats: int = 5,
     ) -> dict[str, float]:
         """Mean AUROC drop when each selected column is shuffled, on these rows."""
+        table = fitted_data(self, X).table
         result = permutation_importance(
             self.model_,
             _matrix(table, self.columns_),
-            member_labels(is_member, len(table)),
+            member_labels(y, len(table)),
             scoring="roc_auc",
             n_repeats=n_repeats,
             random_state=self.random_state,
@@ -353,22 +428,37 @@ class ShadowAttack:
         return dict(zip(self.columns_, map(float, result.importances_mean), strict=True))
 
 
-class PerClassAttack:
+class PerClassAttack(BaseEstimator):
     """Shokri et al.'s per-class attack: one :class:`ShadowAttack` per true class of the rows.
 
     A member's output vector looks different for each class (how sure a model is of one speaker
     is not how sure it is of another), so each class gets its own attack model, fitted on the
     shadow rows of that class. A class with fewer than ``min_per_side`` member or non-member
     rows, or one never seen in fitting, is scored by a global attack over all rows instead.
+    The classes are ``X.classes`` in :meth:`fit`, :meth:`score` and :meth:`predict` alike.
 
-    The global attack chooses the classifier and feature set by cross-validation (grouped by
-    ``groups``, as :meth:`ShadowAttack.fit`); the per-class models reuse that choice and pick
-    their own thresholds by stratified cross-validation within the class (no groups: for a
-    speaker-ID model a class is one speaker). Per-class member probabilities are then pooled
-    into one ROC: each model's probability estimates P(member | output), a common scale, and
-    a row's hard decision uses its own class model's threshold.
+    The global attack chooses the classifier and feature set by cross-validation (grouped as
+    :meth:`ShadowAttack.fit` groups); the per-class models reuse that choice and pick their own
+    thresholds by stratified cross-validation within the class (no groups: for a speaker-ID
+    model a class is one speaker). Per-class member probabilities are then pooled into one
+    ROC: each model's probability estimates P(member | output), a common scale, and a row's hard
+    decision uses its own class model's threshold.
 
-    Fitted attributes: ``global_`` (a ShadowAttack), ``per_class_`` (class -> ShadowAttack).
+    Parameters
+    ----------
+    classifiers, feature_sets, cv, random_state, decision
+        As for :class:`ShadowAttack`; the per-class models use at most ``cv`` folds.
+    min_per_side : int, default=4
+        The fewest member and the fewest non-member rows a class needs for a model of its own.
+
+    Attributes
+    ----------
+    global_ : ShadowAttack
+        The attack over all rows.
+    per_class_ : dict
+        Each class with a model of its own, and that model.
+    shadow_auroc_ : float
+        The global attack's.
     """
 
     def __init__(
@@ -389,19 +479,20 @@ class PerClassAttack:
 
     def fit(
         self,
-        table: FeatureTable,
-        is_member: Sequence[bool] | np.ndarray,
-        classes: Sequence[object] | np.ndarray,
+        X: AttackData,
+        y: Sequence[bool] | np.ndarray,
         groups: Sequence[object] | np.ndarray | None = None,
     ) -> PerClassAttack:
-        """Fit the global attack on all rows and one attack per class with enough rows."""
+        """Fit the global attack on all rows (grouped by ``groups``, by default ``X.groups``)
+        and one attack per class with enough rows."""
         if self.min_per_side < 2:
             raise VoxauditError(f"min_per_side must be at least 2, not {self.min_per_side}")
-        labels = member_labels(is_member, len(table))
-        classes = _row_classes(classes, len(table))
+        data = as_attack_data(X)
+        classes = _classes(data)
+        labels = member_labels(y, len(data))
         self.global_ = ShadowAttack(
             self.classifiers, self.feature_sets, self.cv, self.random_state, self.decision
-        ).fit(table, labels, groups)
+        ).fit(data, labels, data.groups if groups is None else groups)
         classifier, features = self.global_.selected_
         # The global choice, by name, so that each class builds it for its own row count.
         if isinstance(self.classifiers, Mapping):
@@ -424,35 +515,179 @@ class PerClassAttack:
                 random_state=self.random_state,
                 decision=self.decision,
             )
-            self.per_class_[value] = attack.fit(_subset(table, rows), labels[rows])
+            self.per_class_[value] = attack.fit(_subset(data.table, rows), labels[rows])
+        self.shadow_auroc_ = self.global_.shadow_auroc_
         return self
 
-    def score(self, table: FeatureTable, classes: Sequence[object] | np.ndarray) -> np.ndarray:
+    def score(self, X: AttackData) -> np.ndarray:
         """Each row's member probability from its class's model (or the global one)."""
-        return self._apply(table, classes, lambda attack, part: attack.score(part))
+        return self._apply(X, lambda attack, part: attack.score(part))
 
-    def predict(self, table: FeatureTable, classes: Sequence[object] | np.ndarray) -> np.ndarray:
+    def predict(self, X: AttackData) -> np.ndarray:
         """Each row's decision by its class's model and that model's threshold."""
-        return self._apply(table, classes, lambda attack, part: attack.predict(part)).astype(bool)
+        return self._apply(X, lambda attack, part: attack.predict(part)).astype(bool)
 
     def _apply(
-        self, table: FeatureTable, classes: Sequence[object] | np.ndarray, how
+        self, X: AttackData, how: Callable[[ShadowAttack, FeatureTable], np.ndarray]
     ) -> np.ndarray:
-        classes = _row_classes(classes, len(table))
-        out = np.asarray(how(self.global_, table), dtype=np.float64)
+        data = fitted_data(self, X)
+        classes = _classes(data)
+        out = np.asarray(how(self.global_, data.table), dtype=np.float64)
         for value, attack in self.per_class_.items():
             rows = np.flatnonzero(classes == value)
             if len(rows):
-                out[rows] = how(attack, _subset(table, rows))
+                out[rows] = how(attack, _subset(data.table, rows))
         return out
 
 
-def _row_classes(classes: Sequence[object] | np.ndarray, n_rows: int) -> np.ndarray:
-    classes = np.asarray(classes)
-    if classes.shape != (n_rows,):
-        raise VoxauditError(f"classes has shape {classes.shape}; expected ({n_rows},)")
-    return classes
+def _classes(data: AttackData) -> np.ndarray:
+    if data.classes is None:
+        raise VoxauditError(
+            "PerClassAttack needs the true class of each row: pass AttackData(table, classes=...)"
+        )
+    return data.classes
 
 
 def _subset(table: FeatureTable, rows: np.ndarray) -> FeatureTable:
     return table.rows([table.ids[i] for i in rows])
+
+
+class SeedAveraged(BaseEstimator):
+    """An attack refitted with several seeds: its score is their mean score.
+
+    A shadow classifier's seed moves its AUROC on a few hundred rows by more than the
+    difference between two feature sets; averaging seeds reports the attack, not one draw.
+
+    Parameters
+    ----------
+    attack : estimator
+        The attack to refit; it needs an integer ``random_state`` parameter.
+    n_seeds : int, default=10
+        Clones fitted, with ``random_state`` = the attack's ``random_state`` + 0, 1, ...
+
+    Attributes
+    ----------
+    estimators_ : list of estimator
+        Each seed's fitted clone.
+    shadow_auroc_ : float or None
+        The mean of the clones' (``None`` if any clone has none).
+    """
+
+    def __init__(self, attack: BaseEstimator, n_seeds: int = 10) -> None:
+        self.attack = attack
+        self.n_seeds = n_seeds
+
+    def fit(
+        self, X: AttackData | FeatureTable, y: Sequence[bool] | np.ndarray | None = None, **kw: Any
+    ) -> SeedAveraged:
+        """Fit each seed's clone on the same data (``kw`` goes to each clone's ``fit``)."""
+        if not isinstance(self.n_seeds, int | np.integer) or self.n_seeds < 1:
+            raise VoxauditError(
+                f"SeedAveraged n_seeds must be a positive integer, not {self.n_seeds}"
+            )
+        first = self.attack.get_params(deep=False).get("random_state")
+        if not isinstance(first, int | np.integer):
+            raise VoxauditError(
+                f"SeedAveraged needs an attack with an integer random_state; "
+                f"{type(self.attack).__name__} has {first!r}"
+            )
+        self.estimators_ = [
+            clone(self.attack).set_params(random_state=int(first) + s).fit(X, y, **kw)
+            for s in range(self.n_seeds)
+        ]
+        aurocs = [getattr(a, "shadow_auroc_", None) for a in self.estimators_]
+        self.shadow_auroc_ = None if None in aurocs else float(np.mean(aurocs))
+        return self
+
+    def score(self, X: AttackData | FeatureTable) -> np.ndarray:
+        """The seeds' mean score of each row."""
+        check_is_fitted(self)
+        return np.mean([a.score(X) for a in self.estimators_], axis=0)
+
+    def predict(self, X: AttackData | FeatureTable) -> np.ndarray:
+        """The seeds' majority vote (a tie is a member)."""
+        check_is_fitted(self)
+        return np.mean([a.predict(X) for a in self.estimators_], axis=0) >= 0.5
+
+    def notes(self, X: AttackData | FeatureTable, y: Sequence[bool] | np.ndarray) -> str | None:
+        """Each seed's own AUROC and TPR at 1% FPR on these rows, as mean and std over the
+        seeds; ``None`` for one seed."""
+        check_is_fitted(self)
+        if self.n_seeds == 1:
+            return None
+        labels = np.asarray(y, dtype=bool)
+        aurocs = [roc_auc_score(labels, a.score(X)) for a in self.estimators_]
+        text = (
+            f"score averaged over {self.n_seeds} attack-classifier seed(s); per seed AUROC "
+            f"{np.mean(aurocs):.3f} +- {np.std(aurocs):.3f}"
+        )
+        if (~labels).sum() >= 100:
+            tprs = [tpr_at_fpr(a.score(X), labels, 0.01) for a in self.estimators_]
+            text += f", TPR at 1% FPR {np.mean(tprs):.3f} +- {np.std(tprs):.3f}"
+        return text
+
+    def selection(self) -> dict[str, Any]:
+        """What cross-validation chose for each seed, and the first seed's results (for
+        attacks with ``selected_`` and ``cv_results_``, as :class:`ShadowAttack`)."""
+        check_is_fitted(self)
+        return {
+            "selected": [list(a.selected_) for a in self.estimators_],
+            "cv_results": self.estimators_[0].cv_results_,
+        }
+
+
+# --- registry -------------------------------------------------------------------------------
+
+_ATTACKS: dict[str, tuple[BaseEstimator, str]] = {}
+
+
+def register_attack(name: str, attack: BaseEstimator, threat: str = "black") -> None:
+    """Make an unfitted attack available to audits at ``threat`` and above.
+
+    Parameters
+    ----------
+    name : str
+        The attack's name in results and reports; a name is registered once
+        (:func:`unregister_attack` frees it).
+    attack : estimator
+        An unfitted estimator with ``fit``, ``score`` and ``predict`` that
+        :func:`sklearn.base.clone` can copy; the registry keeps a clone, so later changes to
+        ``attack`` do not reach it.
+    threat : {"black", "grey", "white"}, default="black"
+        The least threat model whose access the attack's features need.
+    """
+    if threat not in THREATS:
+        raise VoxauditError(
+            f"attack {name!r}: threat must be one of {', '.join(THREATS)}, not {threat!r}"
+        )
+    if name in _ATTACKS:
+        raise VoxauditError(f"an attack named {name!r} is already registered")
+    missing = [m for m in ("fit", "score", "predict") if not callable(getattr(attack, m, None))]
+    if missing:
+        raise VoxauditError(
+            f"attack {name!r}: {type(attack).__name__} has no {', '.join(missing)}; "
+            "an attack needs fit, score and predict"
+        )
+    try:
+        copy = clone(attack)
+    except Exception as error:  # clone raises TypeError or RuntimeError; __init__ may raise any
+        raise VoxauditError(
+            f"attack {name!r}: sklearn.base.clone cannot copy {type(attack).__name__} "
+            "(subclass BaseEstimator and let __init__ only store its parameters)"
+        ) from error
+    _ATTACKS[name] = (copy, threat)
+
+
+def unregister_attack(name: str) -> None:
+    """Forget a registered attack."""
+    if _ATTACKS.pop(name, None) is None:
+        raise VoxauditError(f"no attack named {name!r} is registered")
+
+
+def registered_attacks(threat: str) -> dict[str, BaseEstimator]:
+    """Fresh, unfitted clones of the registered attacks that ``threat`` allows (black < grey <
+    white), by name, in registration order."""
+    if threat not in THREATS:
+        raise VoxauditError(f"threat must be one of {', '.join(THREATS)}, not {threat!r}")
+    allowed = THREATS[: THREATS.index(threat) + 1]
+    return {name: clone(attack) for name, (attack, least) in _ATTACKS.items() if least in allowed}

@@ -9,7 +9,7 @@ null control and running the calibrated LiRA/RMIA on a per-utterance loss are th
 
 from __future__ import annotations
 
-from collections.abc import Collection, Sequence
+from collections.abc import Callable, Collection, Sequence
 from dataclasses import replace
 from pathlib import Path
 from typing import Any, Protocol, TypeVar
@@ -19,6 +19,7 @@ import numpy as np
 from voxaudit.data.corpus import Corpus
 from voxaudit.data.splits import AuditSplit
 from voxaudit.errors import VoxauditError
+from voxaudit.mia.attack_data import AttackData
 from voxaudit.mia.attacks import ShadowAttack
 from voxaudit.mia.calibrated import RMIA, LiRA, logit_confidence
 from voxaudit.mia.evaluation import EvalSet, evaluation_set
@@ -204,25 +205,48 @@ def calibrated_results(
     on the likelihood ``exp(-loss)``.
     """
     n = len(target_set)
+    ids = (*target_set.ids, *(f"population/{j}" for j in range(reference.shape[1] - n)))
+
+    def data(
+        role: str, column: str, statistic: Callable[[np.ndarray], np.ndarray], columns: slice
+    ) -> AttackData:
+        """One model's statistic on the columns, beside the references' (the same for all)."""
+        rows = ids[columns]
+        # The attacks read no speakers, and the population's are not passed here: ids stand in.
+        table = FeatureTable(rows, rows, (column,), ("loss",), statistic(observed[role][columns]))
+        return AttackData(
+            table,
+            reference=statistic(reference[:, columns]),
+            reference_in=reference_in[:, columns],
+            population=np.arange(len(rows)) >= n if len(rows) > n else None,
+        )
+
     results: list[dict[str, Any]] = []
     variants, left_out = lira_variants(reference_in[:, :n])
+    lira_data = {
+        role: data(role, "logit_confidence", logit_confidence, slice(n))
+        for role in ("target", "null")
+    }
     for name, lira in variants:
-        lira.fit(logit_confidence(reference[:, :n]), reference_in[:, :n])
+        lira.fit(lira_data["target"])
         results += [
             result_entry(
                 name, features, role,
-                lira.score(logit_confidence(observed[role][:n])), target_set.is_member,
+                lira.score(lira_data[role]), target_set.is_member,
                 n_bootstrap=config.n_bootstrap, seed=config.seed,
             )
             for role in ("target", "null")
         ]  # fmt: skip
     if reference.shape[1] > n:
-        rmia = RMIA().fit(np.exp(-reference), reference_in)
-        mask = np.arange(reference.shape[1]) >= n
+        rmia_data = {
+            role: data(role, "likelihood", lambda loss: np.exp(-loss), slice(None))
+            for role in ("target", "null")
+        }
+        rmia = RMIA().fit(rmia_data["target"])
         results += [
             result_entry(
                 "RMIA", features, role,
-                rmia.score(np.exp(-observed[role]), mask)[:n], target_set.is_member,
+                rmia.score(rmia_data[role])[:n], target_set.is_member,
                 n_bootstrap=config.n_bootstrap, seed=config.seed,
             )
             for role in ("target", "null")

@@ -43,6 +43,7 @@ import torch
 from voxaudit.data.corpus import Corpus
 from voxaudit.data.splits import AuditSplit
 from voxaudit.errors import VoxauditError
+from voxaudit.mia.attack_data import AttackData
 from voxaudit.mia.attacks import CLASSIFIERS, PerClassAttack, ThresholdAttack, parse_decision
 from voxaudit.mia.audit_common import (
     calibrated_results,
@@ -272,7 +273,7 @@ def _per_class(
         min_per_side=config.min_per_side,
         random_state=config.seed,
         decision=config.decision,
-    ).fit(shadow_table, labels, shadow_classes, groups)
+    ).fit(AttackData(shadow_table, classes=shadow_classes, groups=groups), labels)
     fitted = len(attack.per_class_)
     total = len(np.unique(shadow_classes))
     selection["per class"] = {**selected(attack.global_), "classes_with_own_model": fitted}
@@ -280,11 +281,12 @@ def _per_class(
         f"{fitted} of {total} classes have their own attack model (at least "
         f"{config.min_per_side} member and non-member shadow rows); the rest use the global one"
     )
+    data = {role: AttackData(tables[role], classes=classes[role]) for role in ("target", "null")}
     return [
         result_entry(
             "shadow attack, per class", "sorted probabilities", role,
-            attack.score(tables[role], classes[role]), sets[role].is_member,
-            predictions=attack.predict(tables[role], classes[role]),
+            attack.score(data[role]), sets[role].is_member,
+            predictions=attack.predict(data[role]),
             n_bootstrap=config.n_bootstrap, seed=config.seed, notes=notes,
         )
         for role in ("target", "null")

@@ -1,14 +1,18 @@
-"""Attack metrics with stratified bootstrap 95% intervals.
+"""Attack metrics with stratified bootstrap 95% intervals, and the tests a verdict rests on.
 
 A membership score is higher when the attack finds an example more likely to be a member.
 Hard predictions, when given, are the attack's own decisions: its threshold was chosen on shadow
-data, so accuracy, precision and recall are measured for those decisions and never re-tuned on
-the evaluated data.  ``advantage`` (the best TPR - FPR over all thresholds) is the one exception
-by definition, so it is an optimistic upper bound: it sits above zero even for an attack with no
-signal, and is not the statistic to check a null control with (use AUROC and :func:`is_chance`).
+data, so accuracy, precision, recall and ``advantage`` (TPR - FPR of those decisions) are
+measured for them and never re-tuned on the evaluated data.  Advantage is therefore negative as
+often as positive for an attack with no signal, and its interval contains 0 for a null control.
+(The best TPR - FPR over all thresholds, a common variant, is >= 0 by construction and so never
+reported.)  Without predictions there is no advantage.
 
 Intervals are percentile intervals over resamples drawn with replacement within members and
 within non-members separately, so every resample keeps the evaluated class balance.
+:func:`joint_bootstrap_auroc` draws one set of such resamples for several attacks scored on the
+same examples, for a statistic over attacks (the maximum).  :func:`auroc_p_value` tests an
+AUROC against chance and :func:`holm_adjust` corrects a family of such tests.
 """
 
 from __future__ import annotations
@@ -18,6 +22,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
+from scipy import stats
 from sklearn import metrics as skm
 
 from voxaudit.errors import VoxauditError
@@ -84,7 +89,21 @@ def attack_metrics(
     n_bootstrap: int = 1000,
     seed: int = 0,
 ) -> dict[str, Estimate]:
-    """AUROC, advantage and TPR at each FPR, plus accuracy, precision and recall of predictions.
+    """AUROC and TPR at each FPR; given predictions, also their accuracy, precision, recall and
+    advantage (TPR - FPR of the predictions).
+
+    Parameters
+    ----------
+    scores:
+        Membership scores, higher for a likelier member.
+    is_member:
+        The ground truth, one label per score.
+    predictions:
+        The attack's own member / non-member decisions (threshold fixed on shadow data).
+    fprs:
+        The false-positive rates to report the TPR at.
+    n_bootstrap, seed:
+        Stratified resamples for the intervals, and their random seed.
 
     A TPR at an FPR the non-members cannot resolve (``n_nonmembers * fpr < 1``) is NaN, and so
     is precision when the attack predicts no member (in the data or in some resample).
@@ -157,19 +176,17 @@ def _point_statistics(
     fprs: Sequence[float],
 ) -> dict[str, float]:
     fpr, tpr, _ = skm.roc_curve(is_member, scores, drop_intermediate=False)
-    stats = {
-        "auroc": float(skm.roc_auc_score(is_member, scores)),
-        "advantage": float(np.max(tpr - fpr)),
-    }
+    point = {"auroc": float(skm.roc_auc_score(is_member, scores))}
     for limit in fprs:
-        stats[tpr_key(limit)] = float(tpr[fpr <= limit * (1 + 1e-9)].max())
+        point[tpr_key(limit)] = float(tpr[fpr <= limit * (1 + 1e-9)].max())
     if predictions is not None:
-        stats["accuracy"] = float(skm.accuracy_score(is_member, predictions))
-        stats["precision"] = float(
+        point["accuracy"] = float(skm.accuracy_score(is_member, predictions))
+        point["precision"] = float(
             skm.precision_score(is_member, predictions, zero_division=np.nan)
         )
-        stats["recall"] = float(skm.recall_score(is_member, predictions))
-    return stats
+        point["recall"] = float(skm.recall_score(is_member, predictions))
+        point["advantage"] = point["recall"] - float(predictions[~is_member].mean())
+    return point
 
 
 def _bootstrap_statistics(
@@ -190,28 +207,124 @@ def _bootstrap_statistics(
         size = min(chunk, n_bootstrap - start)
         parts.append(
             _weighted_statistics(
-                members, nonmembers, members.draw(rng, size), nonmembers.draw(rng, size), fprs
+                members,
+                nonmembers,
+                _draw(rng, size, len(members)),
+                _draw(rng, size, len(nonmembers)),
+                fprs,
             )
         )
     return {name: np.concatenate([part[name] for part in parts]) for name in parts[0]}
 
 
+def joint_bootstrap_auroc(
+    scores: Sequence[Sequence[float]] | np.ndarray,
+    is_member: Sequence[bool],
+    *,
+    n_bootstrap: int = 1000,
+    seed: int = 0,
+) -> np.ndarray:
+    """The AUROC of several attacks on the same stratified resamples: ``[b, k]`` is attack k's
+    AUROC on resample b.
+
+    Parameters
+    ----------
+    scores:
+        ``scores[k][i]``: attack k's score of example i (every attack scores the same examples,
+        in the same order).
+    is_member:
+        The ground truth of each example.
+    n_bootstrap, seed:
+        Resamples and their seed.
+    """
+    matrix = np.asarray(scores, dtype=np.float64)
+    if matrix.ndim != 2 or not len(matrix):
+        raise VoxauditError("joint bootstrap: need a (attacks x examples) matrix of scores")
+    if n_bootstrap < 1:
+        raise VoxauditError(f"joint bootstrap: n_bootstrap must be at least 1, got {n_bootstrap}")
+    labels = _checked(matrix[0], is_member)[1]
+    classes = []
+    for row in matrix:
+        row = _checked(row, labels)[0]
+        classes.append((_Class(row, labels, None), _Class(row, ~labels, None)))
+    n_members, n_nonmembers = len(classes[0][0]), len(classes[0][1])
+    rng = np.random.default_rng(seed)
+    chunk = max(1, _CHUNK_CELLS // len(labels))
+    out = np.empty((n_bootstrap, len(matrix)))
+    for start in range(0, n_bootstrap, chunk):
+        size = min(chunk, n_bootstrap - start)
+        # Counts per example in the data's order; each attack reads them in its own score order.
+        member_counts = _draw(rng, size, n_members)
+        nonmember_counts = _draw(rng, size, n_nonmembers)
+        for k, (members, nonmembers) in enumerate(classes):
+            out[start : start + size, k] = _weighted_auroc(
+                members,
+                nonmembers,
+                member_counts[:, members.order],
+                nonmember_counts[:, nonmembers.order],
+            )
+    return out
+
+
+def auroc_p_value(scores: Sequence[float], is_member: Sequence[bool]) -> float:
+    """The two-sided p-value that the AUROC differs from 0.5: the Mann-Whitney U test.
+
+    U / (members x non-members) is the AUROC, so the test asks exactly whether members and
+    non-members are told apart better (or worse) than by chance.  Scores all tied carry no
+    evidence either way: p = 1.
+
+    Parameters
+    ----------
+    scores:
+        Membership scores.
+    is_member:
+        The ground truth, one label per score.
+    """
+    scores, is_member, _ = _checked(scores, is_member)
+    p = stats.mannwhitneyu(scores[is_member], scores[~is_member], alternative="two-sided").pvalue
+    return 1.0 if math.isnan(p) else float(p)
+
+
+def holm_adjust(p_values: Sequence[float]) -> np.ndarray:
+    """Holm-Bonferroni adjusted p-values, in the order given.
+
+    Holm's step-down: the i-th smallest of m p-values is multiplied by m - i (i from 0), a
+    running maximum keeps the adjusted values in the order of the raw ones, and 1 caps them.
+    Rejecting where the adjusted p is below alpha keeps the family-wise error rate at alpha
+    whatever the dependence between the tests (the null rows share examples).
+
+    Parameters
+    ----------
+    p_values:
+        Raw p-values of the family.
+    """
+    p = np.asarray(p_values, dtype=np.float64)
+    if p.ndim != 1 or np.isnan(p).any() or ((p < 0) | (p > 1)).any():
+        raise VoxauditError("Holm adjustment: need a list of p-values in [0, 1]")
+    order = np.argsort(p, kind="stable")
+    stepped = np.maximum.accumulate((len(p) - np.arange(len(p))) * p[order])
+    adjusted = np.empty_like(p)
+    adjusted[order] = np.minimum(stepped, 1.0)
+    return adjusted
+
+
+def _draw(rng: np.random.Generator, size: int, n: int) -> np.ndarray:
+    """``size`` resamples of n examples with replacement, as counts: ``[b, i]`` draws of i."""
+    picks = rng.integers(0, n, size=(size, n)) + n * np.arange(size)[:, None]
+    return np.bincount(picks.ravel(), minlength=size * n).reshape(size, n)
+
+
 class _Class:
-    """The scores of one class in ascending order, with the predictions in the same order."""
+    """The scores of one class in ascending order (``order`` into the class's examples), with
+    the predictions in the same order."""
 
     def __init__(self, scores: np.ndarray, mask: np.ndarray, predictions: np.ndarray | None):
-        order = np.argsort(scores[mask], kind="stable")
-        self.scores = scores[mask][order]
-        self.predictions = None if predictions is None else predictions[mask][order]
+        self.order = np.argsort(scores[mask], kind="stable")
+        self.scores = scores[mask][self.order]
+        self.predictions = None if predictions is None else predictions[mask][self.order]
 
     def __len__(self) -> int:
         return len(self.scores)
-
-    def draw(self, rng: np.random.Generator, size: int) -> np.ndarray:
-        """``size`` resamples with replacement, as counts: ``[b, i]`` draws of example i."""
-        n = len(self)
-        picks = rng.integers(0, n, size=(size, n)) + n * np.arange(size)[:, None]
-        return np.bincount(picks.ravel(), minlength=size * n).reshape(size, n)
 
     def weight_below(self, weights: np.ndarray, thresholds: np.ndarray, side: str) -> np.ndarray:
         """``[b, k]``: the weight of examples below ``thresholds[k]`` (or at it, side "right")."""
@@ -239,27 +352,32 @@ def _weighted_statistics(
     member: both come from cumulative weights in score order, with no sort per resample.
     """
     n_members, n_nonmembers = len(members), len(nonmembers)
-    lower = nonmembers.weight_below(nonmember_weights, members.scores, "left")
-    tied = nonmembers.weight_below(nonmember_weights, members.scores, "right") - lower
-    pairs = (member_weights * (lower + 0.5 * tied)).sum(axis=1)
-    stats = {"auroc": pairs / (n_members * n_nonmembers)}
+    resampled = {"auroc": _weighted_auroc(members, nonmembers, member_weights, nonmember_weights)}
 
     thresholds = np.unique(np.concatenate([members.scores, nonmembers.scores]))
     true_positives = members.weight_at_least(member_weights, thresholds)
     false_positives = nonmembers.weight_at_least(nonmember_weights, thresholds)
-    # The threshold above every score (no positives) is an operating point too, hence the 0.
-    gain = true_positives / n_members - false_positives / n_nonmembers
-    stats["advantage"] = np.maximum(gain.max(axis=1), 0.0)
     for limit in fprs:
         allowed = false_positives <= limit * n_nonmembers * (1 + 1e-9)
-        stats[tpr_key(limit)] = np.where(allowed, true_positives, 0).max(axis=1) / n_members
+        resampled[tpr_key(limit)] = np.where(allowed, true_positives, 0).max(axis=1) / n_members
 
     if members.predictions is not None:
         hits = member_weights @ members.predictions
         false_alarms = nonmember_weights @ nonmembers.predictions
         predicted = hits + false_alarms
-        stats["accuracy"] = (hits + n_nonmembers - false_alarms) / (n_members + n_nonmembers)
+        resampled["accuracy"] = (hits + n_nonmembers - false_alarms) / (n_members + n_nonmembers)
         with np.errstate(invalid="ignore", divide="ignore"):
-            stats["precision"] = np.where(predicted > 0, hits / predicted, np.nan)
-        stats["recall"] = hits / n_members
-    return stats
+            resampled["precision"] = np.where(predicted > 0, hits / predicted, np.nan)
+        resampled["recall"] = hits / n_members
+        resampled["advantage"] = resampled["recall"] - false_alarms / n_nonmembers
+    return resampled
+
+
+def _weighted_auroc(
+    members: _Class, nonmembers: _Class, member_weights: np.ndarray, nonmember_weights: np.ndarray
+) -> np.ndarray:
+    """``[b]``: the AUROC under each row of example weights (each class in its score order)."""
+    lower = nonmembers.weight_below(nonmember_weights, members.scores, "left")
+    tied = nonmembers.weight_below(nonmember_weights, members.scores, "right") - lower
+    pairs = (member_weights * (lower + 0.5 * tied)).sum(axis=1)
+    return pairs / (len(members) * len(nonmembers))

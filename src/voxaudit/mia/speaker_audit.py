@@ -36,13 +36,19 @@ from typing import Any
 
 import numpy as np
 import torch
-from sklearn.metrics import roc_auc_score
 
 from voxaudit.data.corpus import Corpus
 from voxaudit.data.splits import AuditSplit
 from voxaudit.errors import VoxauditError
 from voxaudit.files import write_atomically
-from voxaudit.mia.attacks import CLASSIFIERS, ShadowAttack, ThresholdAttack, parse_decision
+from voxaudit.mia.attack_data import AttackData
+from voxaudit.mia.attacks import (
+    CLASSIFIERS,
+    SeedAveraged,
+    ShadowAttack,
+    ThresholdAttack,
+    parse_decision,
+)
 from voxaudit.mia.audit_common import (
     checkpoint_role,
     grouped_folds,
@@ -50,7 +56,6 @@ from voxaudit.mia.audit_common import (
     prefixed,
 )
 from voxaudit.mia.feature_cache import model_digest
-from voxaudit.mia.metrics import tpr_at_fpr
 from voxaudit.mia.slmia import MEASURES, SlmiaFeatures, voice_chunks
 from voxaudit.mia.speaker_baselines import (
     AugmentedViewSimilarity,
@@ -584,53 +589,6 @@ def _unpack(data: Any) -> _Embeddings:
 FEATURE_SETS = {"intra + inter": ("intra", "inter"), "intra": ("intra",), "inter": ("inter",)}
 
 
-class _Seeded:
-    """A shadow attack refitted with several classifier seeds; its score is their mean.
-
-    Predictions are the seeds' majority vote; ``per_seed_`` holds each seed's fitted attack.
-    """
-
-    def __init__(self, seeds: int, first_seed: int, **settings: Any) -> None:
-        self.seeds = seeds
-        self.first_seed = first_seed
-        self.settings = settings
-
-    def fit(self, table: FeatureTable, labels: np.ndarray, groups: np.ndarray) -> _Seeded:
-        self.per_seed_ = [
-            ShadowAttack(random_state=self.first_seed + s, **self.settings).fit(
-                table, labels, groups=groups
-            )
-            for s in range(self.seeds)
-        ]
-        return self
-
-    def score(self, table: FeatureTable) -> np.ndarray:
-        return np.mean([a.score(table) for a in self.per_seed_], axis=0)
-
-    def predict(self, table: FeatureTable) -> np.ndarray:
-        return np.mean([a.predict(table) for a in self.per_seed_], axis=0) >= 0.5
-
-    def notes(self, table: FeatureTable, labels: np.ndarray) -> str | None:
-        """Each seed's own AUROC and TPR at 1% FPR, as mean and std over the seeds (if several)."""
-        if self.seeds == 1:
-            return None
-        aurocs = [roc_auc_score(labels, a.score(table)) for a in self.per_seed_]
-        text = (
-            f"score averaged over {self.seeds} attack-classifier seed(s); per seed AUROC "
-            f"{np.mean(aurocs):.3f} +- {np.std(aurocs):.3f}"
-        )
-        if (~labels).sum() >= 100:
-            tprs = [tpr_at_fpr(a.score(table), labels, 0.01) for a in self.per_seed_]
-            text += f", TPR at 1% FPR {np.mean(tprs):.3f} +- {np.std(tprs):.3f}"
-        return text
-
-    def selection(self) -> dict[str, Any]:
-        return {
-            "selected": [list(a.selected_) for a in self.per_seed_],
-            "cv_results": self.per_seed_[0].cv_results_,
-        }
-
-
 class _Audit:
     """Feature tables of every model at a query budget, and the attacks fitted on them."""
 
@@ -734,15 +692,17 @@ class _Audit:
         classifiers: Sequence[str],
         seeds: int,
         feature_sets: Mapping[str, Sequence[str]] | None = None,
-    ) -> _Seeded:
-        attack = _Seeded(
-            seeds,
-            self.config.seed,
-            classifiers=tuple(classifiers),
-            feature_sets=feature_sets,
-            cv=grouped_folds(self.config.cv, labels["shadow"], groups),
-            decision=self.config.decision,
-        ).fit(tables["shadow"], labels["shadow"], groups)
+    ) -> SeedAveraged:
+        attack = SeedAveraged(
+            ShadowAttack(
+                classifiers=tuple(classifiers),
+                feature_sets=feature_sets,
+                cv=grouped_folds(self.config.cv, labels["shadow"], groups),
+                random_state=self.config.seed,
+                decision=self.config.decision,
+            ),
+            n_seeds=seeds,
+        ).fit(AttackData(tables["shadow"], groups=groups), labels["shadow"])
         self._evaluate(name, features, attack, tables, labels, notes=True)
         self.selection[f"{name} ({features})"] = attack.selection()
         return attack

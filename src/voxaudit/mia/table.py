@@ -24,6 +24,12 @@ probability      grey box     classifier: the sorted (top-k) probability vector
 
 \\* only with ``Access(..., scores=True)`` at black box.  \\*\\* its transcript columns
 (WER/CER change) need only a black box.
+
+The families are an open registry: :func:`register_family` adds one (a column of a family
+nobody registered is an error, so a typo in a family name cannot pass silently), and
+:func:`known_families` lists them, the built-ins above first, in this order. A family is
+registered with the least threat model under which some of its columns can be had: black box
+for ``score``, ``noise`` and ``aggregate`` too.
 """
 
 from __future__ import annotations
@@ -39,11 +45,94 @@ import numpy as np
 from voxaudit.errors import VoxauditError
 from voxaudit.files import write_atomically
 
+#: Threat models, from the least access to the most.
+THREATS = ("black", "grey", "white")
+FORMAT = "voxaudit.features/1"
+
+
+@dataclass(frozen=True)
+class Family:
+    """A registered feature family: what its columns measure and the least threat model under
+    which some of them can be extracted."""
+
+    description: str
+    threat: str
+
+
+#: The built-in families, in table order (feature extractors sort their columns by it).
 FAMILIES = (
     "transcript", "score", "loss", "confidence", "noise", "adversarial", "aggregate", "intra",
     "inter", "prediction", "probability",
 )  # fmt: skip
-FORMAT = "voxaudit.features/1"
+_FAMILIES: dict[str, Family] = dict(
+    zip(
+        FAMILIES,
+        (
+            Family("WER, CER, hypothesis/reference length ratio", "black"),
+            Family("decoder scores, when the API exposes them", "black"),
+            Family("per-utterance loss, raw and length-normalized", "grey"),
+            Family("posterior confidence and entropy statistics", "grey"),
+            Family("loss/WER/CER/KL under Gaussian noise at several SNRs", "black"),
+            Family("loss increase, KL and WER change under FGSM / PGD", "white"),
+            Family("per-speaker statistics of utterance features and attack scores", "black"),
+            Family("SLMIA-SR: a speaker's embeddings' similarity to each other", "grey"),
+            Family("SLMIA-SR: a speaker's embeddings' dissimilarity to imposters'", "grey"),
+            Family("classifier: whether the predicted label is the true one", "black"),
+            Family("classifier: the sorted (top-k) probability vector", "grey"),
+        ),
+        strict=True,
+    )
+)
+
+
+def register_family(name: str, description: str, threat: str = "grey") -> None:
+    """Make ``name`` a feature family that table columns may belong to.
+
+    Parameters
+    ----------
+    name : str
+        The family's name, as columns give it in :attr:`FeatureTable.families`.
+    description : str
+        What its columns measure, for people reading a table or a report.
+    threat : {"black", "grey", "white"}, default="grey"
+        The least threat model under which some of its columns can be extracted.
+
+    Registering the same definition again does nothing; the same name with another
+    description or threat is an error.
+    """
+    if not isinstance(name, str) or not name:
+        raise VoxauditError(f"a feature family needs a non-empty name, not {name!r}")
+    if threat not in THREATS:
+        raise VoxauditError(
+            f"feature family {name!r}: threat must be one of {', '.join(THREATS)}, not {threat!r}"
+        )
+    family = Family(description, threat)
+    known = _FAMILIES.setdefault(name, family)
+    if known != family:
+        raise VoxauditError(
+            f"feature family {name!r} is already registered as {known.description!r} "
+            f"({known.threat} box); choose another name"
+        )
+
+
+def known_families() -> tuple[str, ...]:
+    """Every registered family, in registration order (the built-ins first)."""
+    return tuple(_FAMILIES)
+
+
+def family_info(name: str) -> Family:
+    """The registered description and least threat of one family."""
+    try:
+        return _FAMILIES[name]
+    except KeyError:
+        raise VoxauditError(_unknown_families([name])) from None
+
+
+def _unknown_families(names: Iterable[str]) -> str:
+    return (
+        f"unknown feature famil(ies) {', '.join(names)}; known: {', '.join(_FAMILIES)} "
+        "(add one with voxaudit.mia.table.register_family)"
+    )
 
 
 @dataclass(frozen=True)
@@ -79,12 +168,9 @@ class FeatureTable:
             raise VoxauditError(
                 f"feature table: {len(self.families)} families for {len(self.columns)} columns"
             )
-        unknown = sorted(set(self.families) - set(FAMILIES))
+        unknown = sorted(set(self.families) - set(_FAMILIES))
         if unknown:
-            raise VoxauditError(
-                f"feature table: unknown famil(ies) {', '.join(unknown)}; "
-                f"known: {', '.join(FAMILIES)}"
-            )
+            raise VoxauditError(f"feature table: {_unknown_families(unknown)}")
         for name, items in (("row id", self.ids), ("column", self.columns)):
             duplicates = [item for item, count in Counter(items).items() if count > 1]
             if duplicates:
@@ -108,7 +194,7 @@ class FeatureTable:
         self, families: Iterable[str] | None = None, columns: Iterable[str] = ()
     ) -> FeatureTable:
         """The columns of these families, plus these named columns, in table order."""
-        families = set(FAMILIES if families is None else families)
+        families = set(self.families if families is None else families)
         wanted = set(columns)
         missing = sorted(wanted - set(self.columns))
         if missing:

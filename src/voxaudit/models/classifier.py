@@ -20,7 +20,7 @@ from voxaudit.data.features import Batch, LogMel
 from voxaudit.errors import VoxauditError
 from voxaudit.models.base import Waveforms
 from voxaudit.models.encoders import recurrent_layer
-from voxaudit.train.loop import load_model
+from voxaudit.models.checkpoints import load_model
 
 LABELS: dict[str, Callable[[Utterance], str]] = {
     "speaker": lambda u: u.speaker,

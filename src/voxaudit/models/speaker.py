@@ -24,7 +24,7 @@ from voxaudit.errors import VoxauditError
 from voxaudit.models.base import Waveforms
 from voxaudit.models.classifier import mean_std_pool
 from voxaudit.models.encoders import recurrent_layer
-from voxaudit.train.loop import load_model
+from voxaudit.models.checkpoints import load_model
 
 #: LSTM cells GE2E can use: Opacus' ``dplstm`` gives per-sample gradients for DP-SGD.
 GE2E_CELLS = ("lstm", "dplstm")

@@ -4,7 +4,8 @@ The HTML opens with what a product owner needs (the risk per level in words, whe
 is valid, what the model's accuracy is), then gives the specialist every attack with its
 intervals, the log-log ROC curves, feature importances, the null control, the defense sweep, the
 guard evaluation and the run's metadata. Each level's own membership report
-(``voxaudit.mia-report/1``) is embedded unchanged in the JSON.
+(``voxaudit.mia-report/2``) is embedded in the JSON without its per-example scores, which are in
+that level's ``examples.csv``.
 """
 
 from __future__ import annotations
@@ -21,18 +22,26 @@ from typing import Any
 from voxaudit import __version__
 from voxaudit.errors import VoxauditError
 from voxaudit.files import write_atomically
-from voxaudit.report.mia import (
-    STYLE,
+from voxaudit.mia.results import (
+    EXAMPLES_CSV,
     as_estimate,
     failed_null_controls,
     interval_text,
-    key_value_table,
-    result_sections,
     risk_level,
     risk_summary,
+    without_examples,
+)
+from voxaudit.report.mia import (
+    STYLE,
+    headline_words,
+    key_value_table,
+    null_control_invalid,
+    null_control_words,
+    result_sections,
     score_sections,
     score_summary,
-    strongest,
+    top_examples,
+    warning_list,
 )
 
 SCHEMA = "voxaudit.audit-report/1"
@@ -104,7 +113,8 @@ def build_report(
         "config": dict(config),
         "corpus": {k: v for k, v in corpus.items() if k != "problems"}
         | {"problems": len(corpus.get("problems", []))},
-        "levels": [dict(level) for level in levels],
+        # The per-example scores stay in each level's examples.csv, not in the audit's JSON.
+        "levels": [dict(level) | {"mia": without_examples(level["mia"])} for level in levels],
         "defenses": None if sweep is None else dict(sweep),
         "guard": None if guard is None else dict(guard),
         "run": dict(run),
@@ -112,7 +122,16 @@ def build_report(
 
 
 def level_summary(level: Mapping[str, Any], threat: str) -> dict[str, Any]:
-    """One level's headline: risk, strongest attack, its AUROC and TPR at 1% FPR, validity."""
+    """One level's headline: risk, the headline attack (how it was chosen), its AUROC and TPR
+    at 1% FPR, validity under the null control, and the warnings.
+
+    Parameters
+    ----------
+    level:
+        One audited level, its membership report under ``mia``.
+    threat:
+        The threat model: black, grey or white.
+    """
     report = level["mia"]
     base = {"level": level["level"], "question": QUESTIONS[level["level"]], "threat": threat}
     if report["kind"] == "scores":
@@ -121,17 +140,21 @@ def level_summary(level: Mapping[str, Any], threat: str) -> dict[str, Any]:
             "sentence": "The target has no membership ground truth (an adapter), so the audit "
             "ranks recordings by membership score and gives no verdict.",
             "valid": True,
+            "warnings": report["warnings"],
         }
-    best = strongest(report["results"])
-    failed = failed_null_controls(report["results"])
+    best = report["headline"]
+    failed = failed_null_controls(report)
     return base | {
         "risk": risk_level(best),
         "sentence": risk_summary(best),
         "attack": f"{best['name']} ({best['features']})",
+        "chosen_by": best["chosen_by"],
         "auroc": best["metrics"]["auroc"],
         TPR_KEY: best["metrics"].get(TPR_KEY),
-        "valid": not failed,
+        "valid": report["null_control"]["valid"],
+        "null_control": report["null_control"]["method"],
         "failed_null_controls": [f"{r['name']} ({r['features']})" for r in failed],
+        "warnings": report["warnings"],
         "utility": level.get("utility"),
     }
 
@@ -210,12 +233,14 @@ def _cards(summary: Sequence[Mapping[str, Any]]) -> str:
             if not item["valid"]:
                 body.append(
                     '<p class="invalid">Not valid: the null control of '
-                    f"{_e(', '.join(item['failed_null_controls']))} is not at chance, so these "
-                    "figures measure a difference between the member and non-member sets, not "
-                    "leakage. Check the split before acting on them.</p>"
+                    f"{_e(', '.join(item['failed_null_controls']))} is not at chance (adjusted "
+                    f"p below 0.05; {_e(item['null_control'])}), so these figures measure a "
+                    "difference between the member and non-member sets, not leakage. Check the "
+                    "split before acting on them.</p>"
                 )
             if item.get("utility"):
                 body.append(_utility_words(item["utility"]))
+        body += warning_list(item.get("warnings", []))
         body.append(f'<p class="meta">{_e(item["sentence"])}</p>')
         cards.append(f'<div class="card">{"".join(body)}</div>')
     return f'<div class="cards">{"".join(cards)}</div>'
@@ -235,7 +260,10 @@ def _in_words(item: Mapping[str, Any]) -> str:
             f"alarms (95% CI {_pct(tpr.get('low'))} to {_pct(tpr.get('high'))}). {who} "
             f"reaches AUROC {auroc}, where 0.5 is guessing."
         )
-    return f"<p>{found}</p><p>Strongest attack: {_e(item['attack'])}.</p>"
+    return (
+        f"<p>{found}</p><p>Headline attack: {_e(item['attack'])}, chosen by "
+        f"{_e(item['chosen_by'])}.</p>"
+    )
 
 
 def _utility_words(utility: Mapping[str, Any]) -> str:
@@ -252,7 +280,8 @@ def _reading_guide(summary: Sequence[Mapping[str, Any]]) -> str:
     valid = all(item["valid"] for item in summary)
     check = (
         "Every null control (the same attacks against a model that never saw the evaluated "
-        "data) sits at chance, so the figures above measure leakage."
+        "data) sits at chance, each null row tested against AUROC 0.5 with a Holm–Bonferroni "
+        "correction over its level's null rows, so the figures above measure leakage."
         if valid
         else "At least one null control is not at chance; see the warning above."
     )
@@ -267,16 +296,22 @@ def _level_section(level: Mapping[str, Any]) -> list[str]:
     report = level["mia"]
     name = level["level"]
     parts = [f'<section id="level-{_e(name)}"><h2>{_e(name.title())} level: details</h2>']
+    files = {"this level's report": level["report_dir"]}
     if report["kind"] == "verdicts":
+        parts.append(headline_words(report["headline"]))
+        null = report["null_control"]
+        parts.append(null_control_invalid(report) or (null["rows"] and null_control_words(null)))
+        parts += top_examples(report["headline"], report["setup"].get("level"), 3, None)
         parts.append('<div class="wide">')
         parts += result_sections(report["results"], depth=3, top_features=15, roc_attacks=6)
         parts.append("</div>")
+        files["per-example scores"] = str(Path(level["report_dir"]) / EXAMPLES_CSV)
     else:
         parts += score_summary() + score_sections(report["scores"])
     parts += ["<h3>Setup</h3>", key_value_table(report["setup"])]
     if "selection" in report:
         parts += ["<h3>Selection on shadow data</h3>", key_value_table(report["selection"])]
-    files = {"this level's report": level["report_dir"], "split": level["split"]} | {
+    files |= {"split": level["split"]} | {
         f"model: {role}": path for role, path in level["models"].items()
     }
     parts += ["<h3>Files</h3>", key_value_table(files), "</section>"]
@@ -286,7 +321,7 @@ def _level_section(level: Mapping[str, Any]) -> list[str]:
 def _defense_section(sweep: Mapping[str, Any]) -> list[str]:
     metric = sweep["utility_metric"]
     header = (
-        f"<tr><th>setting</th><th>{_e(metric)}</th><th>strongest attack</th>"
+        f"<tr><th>setting</th><th>{_e(metric)}</th><th>headline attack</th>"
         "<th>AUROC</th><th>TPR at 1% FPR</th><th>null AUROC</th><th>Pareto</th></tr>"
     )
     rows = []
@@ -305,7 +340,7 @@ def _defense_section(sweep: Mapping[str, Any]) -> list[str]:
     parts = [
         '<section id="defenses"><h2>Defenses: privacy against utility</h2>',
         "<p>Each setting retrains the target and the attacker's shadow models under the "
-        "defense (an adaptive attacker), and reports the strongest attack.</p>",
+        "defense (an adaptive attacker), and reports its headline attack.</p>",
         f"<table>{header}{''.join(rows)}</table>",
     ]
     plot = Path(sweep.get("plot", ""))

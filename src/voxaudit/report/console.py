@@ -9,11 +9,12 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from rich.markup import escape
 from rich.table import Table
 
 from voxaudit.data.corpus import CorpusSummary, Problem
 from voxaudit.data.splits import AuditSplit
-from voxaudit.report.mia import MIA_METRICS
+from voxaudit.mia.results import MIA_METRICS, failed_null_controls
 
 
 def corpus_table(summary: CorpusSummary) -> Table:
@@ -85,7 +86,9 @@ def split_table(split: AuditSplit) -> Table:
 
 
 def mia_table(report: dict[str, Any], metrics: Sequence[str] = MIA_METRICS) -> Table:
-    """A membership audit's results, each target row followed by its null-control row."""
+    """A membership audit's results, each target row followed by its null-control row; the
+    caption gives the verdict's footing: the headline and how it was chosen, the null control
+    and any warning."""
     setup = report["setup"]
     table = Table(title=f"Membership inference: {setup['level']} level, {setup['threat']} box")
     for name in ("attack", "features", "model", *metrics):
@@ -97,7 +100,33 @@ def mia_table(report: dict[str, Any], metrics: Sequence[str] = MIA_METRICS) -> T
             cells.append("-" if metric is None else _interval(metric))
         style = "dim" if result["model"] == "null" else None
         table.add_row(result["name"], result["features"], result["model"], *cells, style=style)
+    headline = report["headline"]
+    lines = [
+        escape(
+            f"headline: {headline['name']} ({headline['features']}), AUROC "
+            f"{_interval(headline['metrics']['auroc'])}, chosen by {headline['chosen_by']}"
+        ),
+        _null_line(report),
+        *(f"[yellow]warning:[/] {escape(w)}" for w in report["warnings"]),
+    ]
+    table.caption = "\n".join(line for line in lines if line)
     return table
+
+
+def _null_line(report: dict[str, Any]) -> str:
+    """The null control's verdict in one line (empty when no null control was run: the report
+    warns of that)."""
+    null = report["null_control"]
+    if not null["rows"]:
+        return ""
+    failed = failed_null_controls(report)
+    if failed:
+        names = escape(", ".join(f"{r['name']} ({r['features']})" for r in failed))
+        return (
+            f"[red]NOT VALID: the null control of {names} is not at chance[/] "
+            f"({escape(null['method'])})"
+        )
+    return escape(f"null control at chance ({null['method']})")
 
 
 def scores_table(report: dict[str, Any], limit: int = 20) -> Table:
@@ -119,9 +148,9 @@ def scores_table(report: dict[str, Any], limit: int = 20) -> Table:
 
 
 def sweep_table(summary: dict[str, Any]) -> Table:
-    """A defense sweep: each setting's utility and strongest attack, Pareto points starred."""
+    """A defense sweep: each setting's utility and headline attack, Pareto points starred."""
     table = Table(title=f"Defense sweep: {summary['family']}, {summary['threat']} box")
-    for name in ("setting", summary["utility_metric"], "strongest attack", "AUROC", "null AUROC"):
+    for name in ("setting", summary["utility_metric"], "headline attack", "AUROC", "null AUROC"):
         table.add_column(name)
     for result in summary["settings"]:
         leak = result["leakage"]
@@ -144,11 +173,13 @@ def _interval(metric: dict[str, float]) -> str:
 
 
 def audit_table(report: dict[str, Any]) -> Table:
-    """An audit's first screen: the risk per level and the strongest attack."""
+    """An audit's first screen: the risk per level and its headline attack; the caption says
+    how each headline was chosen, how the null control was checked, and every warning."""
     table = Table(title="Privacy audit")
-    for name in ("question", "risk", "strongest attack", "AUROC", "TPR at 1% FPR", "valid"):
+    for name in ("question", "risk", "headline attack", "AUROC", "TPR at 1% FPR", "valid"):
         table.add_column(name)
     colours = {"high": "red", "moderate": "yellow", "low": "yellow", "none": "green"}
+    lines = []
     for item in report["summary"]:
         risk = item["risk"]
         tpr = item.get("tpr_at_1%_fpr")
@@ -160,4 +191,11 @@ def audit_table(report: dict[str, Any]) -> Table:
             _interval(tpr) if tpr else "-",
             "yes" if item["valid"] else "[red]NO: null control not at chance[/]",
         )
+        level = item["level"]
+        if "chosen_by" in item:
+            lines.append(escape(f"{level}: headline chosen by {item['chosen_by']}"))
+        if item.get("null_control"):
+            lines.append(escape(f"{level}: null control checked by {item['null_control']}"))
+        lines += [f"{level}: [yellow]warning:[/] {escape(w)}" for w in item.get("warnings", [])]
+    table.caption = "\n".join(lines) or None
     return table

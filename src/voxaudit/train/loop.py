@@ -13,11 +13,9 @@ Defenses plug in as hooks rather than model code. A hook is any object with one 
 from __future__ import annotations
 
 import contextlib
-import importlib
 import json
 import math
 import random
-import sys
 import time
 from collections.abc import Iterator, Sequence
 from dataclasses import asdict, dataclass, field, fields
@@ -26,54 +24,30 @@ from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
 import torch
-import yaml
 from rich.progress import Progress
 from torch import nn
 from torch.utils.data import DataLoader, Dataset, Sampler
 
+from voxaudit.config import read_config_file
 from voxaudit.data.features import Batch
 from voxaudit.errors import VoxauditError
 from voxaudit.files import json_key, write_atomically
 from voxaudit.models.base import Trainable
+from voxaudit.models.checkpoints import (
+    CHECKPOINT,
+    FORMAT,
+    class_path,
+    read_checkpoint,
+    resolve_device,
+)
 from voxaudit.progress import make_progress
 from voxaudit.train.data import make_loader
 
-if sys.version_info >= (3, 11):
-    import tomllib
-else:
-    import tomli as tomllib
-
-CHECKPOINT = "checkpoint.pt"
 HISTORY = "history.json"
-FORMAT = "voxaudit.checkpoint/1"
 OPTIMIZERS = ("adam", "adamw", "sgd")
 DEVICES = ("auto", "cpu", "cuda")
 #: Settings a resumed run may change: train longer, or carry on on another machine.
 RESUMABLE_CHANGES = ("epochs", "device")
-
-
-def read_config_file(path: str | Path) -> dict[str, Any]:
-    """The table in a TOML, YAML (.yaml, .yml) or JSON config file; errors name the file."""
-    path = Path(path)
-    try:
-        text = path.read_text(encoding="utf-8")
-    except OSError as exc:
-        raise VoxauditError(f"{path}: cannot read the config file ({exc.strerror})") from exc
-    kind = {".toml": "TOML", ".json": "JSON", ".yaml": "YAML", ".yml": "YAML"}.get(path.suffix)
-    if kind is None:
-        raise VoxauditError(f"{path}: config files end in .toml, .yaml, .yml or .json")
-    try:
-        if kind == "TOML":
-            data: Any = tomllib.loads(text)
-        elif kind == "JSON":
-            data = json.loads(text)
-        else:
-            data = yaml.safe_load(text)
-    except (tomllib.TOMLDecodeError, json.JSONDecodeError, yaml.YAMLError) as exc:
-        raise VoxauditError(f"{path}: invalid {kind}: {exc}") from exc
-    if not isinstance(data, dict):
-        raise VoxauditError(f"{path}: expected a table of settings at the top level")
-    return data
 
 
 def _is_int(value: Any) -> bool:
@@ -294,26 +268,7 @@ class SmoothsLabels(Protocol):
     label_smoothing: float
 
 
-@dataclass(frozen=True)
-class L2Penalty:
-    """``weight`` times the squared L2 norm of all trainable parameters."""
-
-    weight: float
-
-    def term(self, model: nn.Module, batch: Batch, outputs: Any) -> torch.Tensor:
-        return self.weight * sum(p.square().sum() for p in model.parameters() if p.requires_grad)
-
-
 # -- devices, seeds, files -------------------------------------------------------------------
-
-
-def resolve_device(name: str) -> torch.device:
-    """``"auto"`` is the GPU when there is one; asking for CUDA without one is an error."""
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name.startswith("cuda") and not torch.cuda.is_available():
-        raise VoxauditError(f"device {name!r} was asked for but no CUDA GPU is available")
-    return torch.device(name)
 
 
 def seed_everything(seed: int) -> None:
@@ -360,63 +315,6 @@ def _set_rng_state(state: dict[str, Any], generator: torch.Generator) -> None:
     if state["cuda"] and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(state["cuda"])
     generator.set_state(state["generator"])
-
-
-def class_path(obj: object) -> str:
-    """Dotted import path of the object's class."""
-    return f"{type(obj).__module__}.{type(obj).__qualname__}"
-
-
-def read_checkpoint(path: str | Path) -> dict[str, Any]:
-    """A checkpoint's contents (tensors on the CPU); ``path`` may be its run directory."""
-    path = Path(path)
-    if path.is_dir():
-        path = path / CHECKPOINT
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except FileNotFoundError as exc:
-        raise VoxauditError(f"{path}: no such checkpoint") from exc
-    except Exception as exc:
-        raise VoxauditError(f"{path}: not a readable checkpoint ({exc})") from exc
-    if not isinstance(state, dict) or state.get("format") != FORMAT:
-        raise VoxauditError(f"{path}: not a voxaudit checkpoint (expected format {FORMAT})")
-    return state
-
-
-def import_model_class(dotted: str) -> type[nn.Module]:
-    """The model class at ``dotted``; only ``voxaudit.`` modules are imported."""
-    module_name, _, name = dotted.rpartition(".")
-    if not module_name.startswith("voxaudit."):
-        raise VoxauditError(f"refusing to import model class {dotted!r}: not a voxaudit model")
-    try:
-        found = getattr(importlib.import_module(module_name), name)
-    except (ImportError, AttributeError) as exc:
-        raise VoxauditError(f"model class {dotted!r} not found ({exc})") from exc
-    if not (isinstance(found, type) and issubclass(found, nn.Module)):
-        raise VoxauditError(f"{dotted!r} is not a torch module class")
-    return found
-
-
-def load_model(
-    path: str | Path,
-    device: str | torch.device = "cpu",
-    expected: type | tuple[type, ...] = nn.Module,
-) -> nn.Module:
-    """Rebuild a trained model from its checkpoint (file or run directory), in eval mode.
-
-    ``expected`` names the model class(es) the caller can use; another is a clear error.
-    """
-    state = read_checkpoint(path)
-    model_class = import_model_class(state["model_class"])
-    if not issubclass(model_class, expected):
-        wanted = expected if isinstance(expected, tuple) else (expected,)
-        raise VoxauditError(
-            f"{path}: holds a {model_class.__name__}, not a "
-            + " or ".join(cls.__name__ for cls in wanted)
-        )
-    model = model_class(**state["model_config"])
-    model.load_state_dict(state["model_state"])
-    return model.to(device).eval()
 
 
 def make_optimizer(model: nn.Module, config: TrainConfig) -> torch.optim.Optimizer:

@@ -1,28 +1,37 @@
 """Train a model on one role's training pool of an audit split: the API behind ``voxaudit train``.
 
-Each model family registers a :class:`ModelKind` in ``MODEL_KINDS``; a config file (TOML or
-JSON) holds ``[model]`` (constructor keywords), ``[train]`` (:class:`TrainConfig`) and, for
-kinds with a batch sampler, ``[sampler]`` (its keywords, e.g. ``speakers_per_batch``).
+Each model family registers a :class:`ModelKind` in ``MODEL_KINDS``; a config file (TOML,
+YAML or JSON) holds ``[model]`` (constructor keywords), ``[train]`` (:class:`TrainConfig`),
+``[augment]`` (:class:`SpecAugment`) and, for kinds with a batch sampler, ``[sampler]`` (its
+keywords, e.g. ``speakers_per_batch``). Every key is checked when the config is read, before
+the corpus is loaded, so a typo fails in a second rather than after the data is read.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+import inspect
+from collections.abc import Callable, Collection, Mapping, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 from torch import nn
 from torch.utils.data import Sampler
 
+from voxaudit.config import checked, field_types, from_mapping, keyword_types, read_config_file
 from voxaudit.data.features import LogMel
 from voxaudit.data.loaders import load_corpus
 from voxaudit.data.splits import AuditSplit
 from voxaudit.errors import VoxauditError
-from voxaudit.models.classifier import classifier_for
-from voxaudit.models.recognizer import asr_model_for, transcript_targets
-from voxaudit.models.speaker import speaker_encoder_for, speaker_targets
+from voxaudit.models.classifier import UtteranceClassifierNet, classifier_for
+from voxaudit.models.recognizer import ASR_FAMILIES, asr_model_for, transcript_targets
+from voxaudit.models.speaker import (
+    GE2EEncoder,
+    XVectorEncoder,
+    speaker_encoder_for,
+    speaker_targets,
+)
 from voxaudit.train.augment import SpecAugment
 from voxaudit.train.data import SpeakerBatchSampler, TargetFn, UtteranceDataset
 from voxaudit.train.loop import (
@@ -30,7 +39,6 @@ from voxaudit.train.loop import (
     Hook,
     TrainConfig,
     Trainer,
-    read_config_file,
     seed_everything,
 )
 
@@ -45,12 +53,16 @@ class ModelKind:
     ``[model]`` keywords; the model must carry its feature extractor as ``front_end`` (a LogMel).
     ``target`` gives the model's target function; ``batch_sampler``, when set, is called as
     ``batch_sampler(targets, seed=..., **sampler_settings)`` to make the training batches
-    (e.g. ``SpeakerBatchSampler`` for GE2E's N speakers x M utterances).
+    (e.g. ``SpeakerBatchSampler`` for GE2E's N speakers x M utterances). ``model_keywords``,
+    when set, gives the ``[model]`` keys the kind takes and their types, given the settings
+    (whose ``family`` may pick the class): they are then checked when the config is read;
+    otherwise only when the model is built.
     """
 
     build: Callable[..., nn.Module]
     target: Callable[[Any], TargetFn]
     batch_sampler: Callable[..., Sampler[list[int]]] | None = None
+    model_keywords: Callable[[Mapping[str, Any]], dict[str, Any]] | None = None
 
 
 @dataclass(frozen=True)
@@ -61,6 +73,7 @@ class RunConfig:
     train: TrainConfig
     sampler: dict[str, Any]
     augment: dict[str, Any]  # SpecAugment keywords; empty: no augmentation
+    origin: str = field(default="config", compare=False)  # the file, for error messages
 
 
 def speaker_batches(
@@ -77,11 +90,56 @@ def speaker_batches(
     )
 
 
+def _passed_on(
+    build: Callable[..., Any], model_class: Callable[..., Any], filled: Collection[str] = ()
+) -> dict[str, Any]:
+    """The keywords of ``build`` after the training pool, and those it passes on to
+    ``model_class``, but for the ones ``build`` fills in from the pool (``filled``)."""
+    own = dict(list(keyword_types(build).items())[1:])
+    return own | {k: v for k, v in keyword_types(model_class).items() if k not in filled}
+
+
+def _family_keywords(
+    settings: Mapping[str, Any],
+    build: Callable[..., Any],
+    families: Mapping[str, Callable[..., Any]],
+    filled: Collection[str] = (),
+) -> dict[str, Any]:
+    """The [model] keys of a ``build`` whose ``family`` keyword picks the model class."""
+    family = settings.get("family", inspect.signature(build).parameters["family"].default)
+    known = {"family": Literal[tuple(families)]}
+    model_class = families.get(family) if isinstance(family, str) else None
+    if model_class is None:  # the other keys depend on it: report the family alone
+        return known
+    types = _passed_on(build, model_class, filled) | known
+    if "preset" in types:
+        types["preset"] = Literal[tuple(model_class.PRESETS)]  # type: ignore[attr-defined]
+    return types
+
+
+def _classifier_keywords(settings: Mapping[str, Any]) -> dict[str, Any]:
+    return _passed_on(classifier_for, UtteranceClassifierNet, filled=("n_classes", "classes"))
+
+
+def _asr_keywords(settings: Mapping[str, Any]) -> dict[str, Any]:
+    return _family_keywords(settings, asr_model_for, ASR_FAMILIES)
+
+
+def _speaker_keywords(settings: Mapping[str, Any]) -> dict[str, Any]:
+    encoders = {"ge2e": GE2EEncoder, "xvector": XVectorEncoder}
+    return _family_keywords(settings, speaker_encoder_for, encoders, filled=("n_speakers",))
+
+
 MODEL_KINDS: dict[str, ModelKind] = {
-    "classifier": ModelKind(build=classifier_for, target=lambda model: model.target),
-    "asr": ModelKind(build=asr_model_for, target=transcript_targets),
+    "classifier": ModelKind(
+        build=classifier_for, target=lambda model: model.target, model_keywords=_classifier_keywords
+    ),
+    "asr": ModelKind(build=asr_model_for, target=transcript_targets, model_keywords=_asr_keywords),
     "speaker": ModelKind(
-        build=speaker_encoder_for, target=speaker_targets, batch_sampler=speaker_batches
+        build=speaker_encoder_for,
+        target=speaker_targets,
+        batch_sampler=speaker_batches,
+        model_keywords=_speaker_keywords,
     ),
 }
 
@@ -94,26 +152,64 @@ def model_kind(kind: str) -> ModelKind:
     raise VoxauditError(f"unknown model kind {kind!r}; available: {available}")
 
 
-def read_run_config(config: str | Path | Mapping[str, Any]) -> RunConfig:
-    """The sections of a config file or mapping, each optional."""
+def read_run_config(
+    config: str | Path | Mapping[str, Any],
+    kind: str | None = None,
+    *,
+    where: str | None = None,
+    table: str = "",
+) -> RunConfig:
+    """The sections of a config file or mapping, each optional, every key checked.
+
+    ``[train]`` is checked against :class:`TrainConfig` and ``[augment]`` against
+    :class:`SpecAugment`; given the model ``kind``, ``[model]`` and ``[sampler]`` are checked
+    against what the kind builds. Errors name ``where`` (by default the file) and the section
+    as ``[{table}{name}]``, ``table`` naming an enclosing table: ``"base."`` gives a sweep's
+    ``[base.train]``.
+    """
     data = dict(config) if isinstance(config, Mapping) else read_config_file(config)
-    where = "config" if isinstance(config, Mapping) else str(config)
+    where = where or ("config" if isinstance(config, Mapping) else str(config))
     unknown = sorted(set(data) - set(CONFIG_SECTIONS))
     if unknown:
         raise VoxauditError(
             f"{where}: unknown section(s) {', '.join(unknown)}; "
-            f"use {', '.join(f'[{name}]' for name in CONFIG_SECTIONS)}"
+            f"use {', '.join(f'[{table}{name}]' for name in CONFIG_SECTIONS)}"
         )
+    at = {name: f"{where}: [{table}{name}]" for name in CONFIG_SECTIONS}
     sections = {name: data.get(name, {}) for name in CONFIG_SECTIONS}
     for name, section in sections.items():
         if not isinstance(section, Mapping):
-            raise VoxauditError(f"{where}: [{name}] must be a table of settings")
+            raise VoxauditError(f"{at[name]} must be a table of settings")
+    model, sampler = dict(sections["model"]), dict(sections["sampler"])
+    if kind is not None:
+        model, sampler = _checked_kind_sections(model_kind(kind), kind, model, sampler, at)
     return RunConfig(
-        model=dict(sections["model"]),
-        train=TrainConfig.from_dict(dict(sections["train"])),
-        sampler=dict(sections["sampler"]),
-        augment=dict(sections["augment"]),
+        model=model,
+        train=from_mapping(TrainConfig, sections["train"], at["train"]),
+        sampler=sampler,
+        augment=checked(sections["augment"], field_types(SpecAugment), at["augment"]),
+        origin=where,
     )
+
+
+def _checked_kind_sections(
+    family: ModelKind,
+    kind: str,
+    model: dict[str, Any],
+    sampler: dict[str, Any],
+    at: Mapping[str, str],
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The [model] and [sampler] settings checked against what model ``kind`` builds."""
+    if family.model_keywords is not None:
+        model = checked(model, family.model_keywords(model), at["model"])
+    if sampler:
+        if family.batch_sampler is None:
+            raise VoxauditError(f"{at['sampler']}: model kind {kind!r} takes no [sampler] settings")
+        # The sampler's first argument is the targets and its seed is [train]'s.
+        types = dict(list(keyword_types(family.batch_sampler).items())[1:])
+        types.pop("seed", None)
+        sampler = checked(sampler, types, at["sampler"])
+    return model, sampler
 
 
 def carve_validation(ids: Sequence[str], fraction: float, seed: int) -> tuple[list[str], list[str]]:
@@ -156,10 +252,8 @@ def train_model(
     with the same arguments resumes an interrupted run.
     """
     family = model_kind(kind)
-    settings = read_run_config(config)
+    settings = read_run_config(config, kind)
     train_config = settings.train
-    if settings.sampler and family.batch_sampler is None:
-        raise VoxauditError(f"model kind {kind!r} takes no [sampler] settings")
     corpus = load_corpus(corpus_path, layout, pattern=pattern, progress=progress)
     split = AuditSplit.load(split_path)
     split.check(corpus)
@@ -177,7 +271,9 @@ def train_model(
         # The whole pool, so the validation share never changes a classifier's classes.
         model = family.build(train_utts + val_utts, **settings.model)
     except TypeError as exc:
-        raise VoxauditError(f"bad [model] settings for kind {kind!r}: {exc}") from exc
+        raise VoxauditError(
+            f"{settings.origin}: bad [model] settings for kind {kind!r}: {exc}"
+        ) from exc
     front_end = getattr(model, "front_end", None)
     if not isinstance(front_end, LogMel):
         raise VoxauditError(f"{type(model).__name__} has no LogMel front_end to make features")
@@ -191,7 +287,9 @@ def train_model(
                 train_set.targets(), seed=train_config.seed, **settings.sampler
             )
         except TypeError as exc:
-            raise VoxauditError(f"bad [sampler] settings for kind {kind!r}: {exc}") from exc
+            raise VoxauditError(
+                f"{settings.origin}: bad [sampler] settings for kind {kind!r}: {exc}"
+            ) from exc
     metadata = {
         "kind": kind,
         "role": role,
@@ -203,10 +301,7 @@ def train_model(
     }
     out_dir = Path(out_dir)
     if settings.augment:
-        try:
-            hooks = [*hooks, SpecAugment(**settings.augment)]
-        except TypeError as exc:
-            raise VoxauditError(f"bad [augment] settings: {exc}") from exc
+        hooks = [*hooks, SpecAugment(**settings.augment)]
     Trainer(train_config, hooks, progress=progress).fit(
         model, train_set, val_set, out_dir, batch_sampler=sampler, metadata=metadata
     )

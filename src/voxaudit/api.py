@@ -1,0 +1,262 @@
+"""The Python API: audit any speech model with known membership in one call.
+
+>>> result = voxaudit.audit(TorchClassifier(net, classes, 16000), corpus,
+...                         members=train_ids, nonmembers=test_ids)
+>>> print(result)            # the verdict, with 95% intervals
+>>> result.to_html("report.html")
+
+The CLI (``voxaudit mia ...``, ``voxaudit audit``) runs the same audit core
+(:func:`voxaudit.mia.core.run_audit`).
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import tempfile
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from voxaudit.data.corpus import Corpus
+from voxaudit.data.splits import AuditSplit
+from voxaudit.errors import VoxauditError
+from voxaudit.mia import families
+from voxaudit.mia.core import AuditedModel, run_audit
+from voxaudit.mia.results import (
+    EXAMPLE_COLUMNS,
+    interval_text,
+    risk_level,
+    risk_summary,
+    without_examples,
+)
+
+Ids = Iterable[str] | str | Path
+#: A shadow (reference) model with the ids it trained on and ids it never saw.
+Shadow = tuple[Any, Ids, Ids]
+
+
+@dataclass(frozen=True)
+class AuditResult:
+    """What :func:`audit` found: verdict, estimates with intervals, per-example scores.
+
+    ``report`` is the full report (``voxaudit.mia.results``); the properties read it.
+    """
+
+    report: dict[str, Any]
+
+    @property
+    def headline(self) -> dict[str, Any]:
+        """The target result row the verdict rests on (chosen on shadow data when possible)."""
+        chosen = self.report["headline"]
+        return next(
+            r
+            for r in self.report["results"]
+            if r["model"] == "target"
+            and (r["name"], r["features"]) == (chosen["name"], chosen["features"])
+        )
+
+    @property
+    def risk(self) -> str:
+        """``high``, ``moderate``, ``low``, ``none`` or ``unknown``."""
+        return risk_level(self.headline)
+
+    @property
+    def verdict(self) -> str:
+        """The plain-language reading of the headline attack."""
+        return risk_summary(self.headline)
+
+    @property
+    def valid(self) -> bool:
+        """Whether the null control sits at chance (multiple comparisons accounted for)."""
+        return bool(self.report["null_control"]["valid"])
+
+    @property
+    def warnings(self) -> list[str]:
+        """What the first screen warns of (too few units, unrecorded training ids, ...)."""
+        return list(self.report.get("warnings", []))
+
+    def estimates(self, model: str = "target") -> list[dict[str, Any]]:
+        """One dict per attack on ``model`` (``"target"`` or ``"null"``): name, features and
+        each metric as ``{"value", "low", "high"}``."""
+        return [
+            {"name": r["name"], "features": r["features"], **r["metrics"]}
+            for r in self.report["results"]
+            if r["model"] == model
+        ]
+
+    def examples(self) -> list[dict[str, Any]]:
+        """Per-example scores of every attack row, as the rows of ``examples.csv``."""
+        return list(csv.DictReader(io.StringIO(self._examples_csv())))
+
+    def _examples_csv(self) -> str:
+        buffer = io.StringIO()
+        writer = csv.writer(buffer, lineterminator="\n")
+        writer.writerow(EXAMPLE_COLUMNS)
+        for r in self.report["results"]:
+            e = r["examples"]
+            for i in range(len(e["id"])):
+                prediction = (e.get("prediction") or [None] * len(e["id"]))[i]
+                writer.writerow(
+                    (r["name"], r["features"], r["model"], e["id"][i],
+                     (e.get("speaker") or [""] * len(e["id"]))[i], repr(float(e["score"][i])),
+                     int(bool(e["is_member"][i])), "" if prediction is None else int(prediction))
+                )  # fmt: skip
+        return buffer.getvalue()
+
+    def to_json(self, path: str | Path | None = None) -> str:
+        """``report.json``'s text (per-example scores left to ``examples.csv``); written to
+        ``path`` when given."""
+        text = json.dumps(without_examples(self.report), indent=1, allow_nan=False) + "\n"
+        if path is not None:
+            Path(path).write_text(text, encoding="utf-8")
+        return text
+
+    def to_html(self, path: str | Path | None = None) -> str:
+        """The HTML report; written to ``path`` when given."""
+        from voxaudit.report.mia import render_html
+
+        page = render_html(self.report)
+        if path is not None:
+            Path(path).write_text(page, encoding="utf-8")
+        return page
+
+    def __str__(self) -> str:
+        auroc = interval_text(self.headline["metrics"]["auroc"])
+        lines = [self.verdict, f"headline: {self.headline['name']} "
+                 f"({self.headline['features']}), AUROC {auroc}"]  # fmt: skip
+        if not self.valid:
+            lines.append("NOT VALID: the null control is not at chance (see the report)")
+        lines += [f"warning: {w}" for w in self.warnings]
+        return "\n".join(lines)
+
+
+def audit(
+    model: Any,
+    corpus: Corpus | str | Path,
+    members: Ids,
+    nonmembers: Ids,
+    *,
+    family: str | None = None,
+    label: str = "speaker",
+    level: str = "sample",
+    shadows: Sequence[Shadow] = (),
+    null: Any = None,
+    threat: str = "grey",
+    out_dir: str | Path | None = None,
+    progress: bool = False,
+    **options: Any,
+) -> AuditResult:
+    """Audit ``model`` for membership leakage of ``members`` against ``nonmembers``.
+
+    Parameters
+    ----------
+    model : the audited model: any ``SpeechRecognizer``, ``UtteranceClassifier`` or
+        ``SpeakerEncoder`` (e.g. ``voxaudit.models.adapters.torch.TorchClassifier`` around a
+        torch module), or an :class:`~voxaudit.mia.core.AuditedModel`.
+    corpus : the recordings (a :class:`~voxaudit.data.corpus.Corpus`, or a folder any loader
+        reads).
+    members, nonmembers : utterance ids the model trained on and never saw (lists, or a text
+        file of one id or audio path per line).
+    family : ``"asr"``, ``"classifier"`` or ``"speaker"``; told from the model when None.
+    label : classifiers: what the classes are (``"speaker"`` or ``"transcript"``).
+    level : ``"sample"`` (was this recording used?) or ``"speaker"`` (this voice?).
+    shadows : optional ``(model, members, nonmembers)`` reference models trained like the
+        target; attacks are fitted on them. Without any, attacks are cross-fitted on halves of
+        the target's own known membership (no calibrated attacks then).
+    null : optional model that never saw the evaluated recordings (the null control); without
+        one, a shadow that did not, or the same attacks with permuted labels.
+    threat : ``"black"``, ``"grey"`` or ``"white"``: what the attacker sees.
+    out_dir : where ``report.json``, ``examples.csv``, ``report.html`` and the feature caches
+        go (a temporary folder, removed afterwards, when None).
+    progress : show progress bars.
+    **options : fields of the family's audit config (e.g. ``max_per_side``, ``draws``).
+
+    Returns
+    -------
+    AuditResult
+    """
+    if not isinstance(corpus, Corpus):
+        from voxaudit.data.loaders import load_corpus
+
+        corpus = load_corpus(Path(corpus), progress=progress)
+    chosen = families.get(family or infer_family(model))
+    config = chosen.config(threat=threat, **options)
+    shadow_models = [
+        AuditedModel(f"shadow-{k}", _source(m), _inner(m), frozenset(ids(i, corpus, "members")),
+                     label)  # fmt: skip
+        for k, (m, i, _) in enumerate(shadows)
+    ]
+    split = AuditSplit.from_membership(
+        corpus, ids(members, corpus, "members"), ids(nonmembers, corpus, "non-members"),
+        level=level,
+        shadows=[(ids(i, corpus, "members"), ids(o, corpus, "non-members")) for _, i, o in shadows],
+    )  # fmt: skip
+    target = model if isinstance(model, AuditedModel) else AuditedModel(
+        "target", _source(model), model, label=label)  # fmt: skip
+    null_model = None if null is None else AuditedModel("null", _source(null), _inner(null),
+                                                         label=label)  # fmt: skip
+    with tempfile.TemporaryDirectory(prefix="voxaudit-") as scratch:
+        folder = Path(out_dir) if out_dir is not None else Path(scratch)
+        report = run_audit(chosen, corpus, split, target, shadow_models, folder,
+                           null=null_model, config=config, progress=progress)  # fmt: skip
+        result = AuditResult(report)
+        if out_dir is not None:
+            from voxaudit.report.mia import write_report
+
+            write_report(folder, report)
+    return result
+
+
+def infer_family(model: Any) -> str:
+    """The audit family a model's methods say it belongs to."""
+    inner = _inner(model)
+    for method, name in (("predict_proba", "classifier"), ("embed", "speaker"),
+                         ("transcribe", "asr")):  # fmt: skip
+        if hasattr(inner, method):
+            return name
+    raise VoxauditError(
+        f"{type(inner).__name__} is no speech model voxaudit knows: give it predict_proba "
+        "(classifier), embed (speaker encoder) or transcribe (ASR), or wrap a torch module in "
+        "voxaudit.models.adapters.torch"
+    )
+
+
+def ids(values: Ids, corpus: Corpus, what: str) -> list[str]:
+    """Utterance ids from a list, or from a file of one id or audio path per line."""
+    if isinstance(values, str | Path):
+        path = Path(values)
+        if not path.is_file():
+            raise VoxauditError(f"{what}: {path} is not a file of ids")
+        lines = [line.strip() for line in path.read_text("utf-8").splitlines()]
+        by_path = {str(u.path.resolve()): u.id for u in corpus if u.path is not None}
+        out = []
+        for number, line in enumerate(lines, 1):
+            if not line or line.startswith("#"):
+                continue
+            if line in corpus:
+                out.append(line)
+                continue
+            resolved = str((path.parent / line).resolve())
+            if resolved not in by_path:
+                raise VoxauditError(
+                    f"{path}:{number}: {line!r} is neither an utterance id nor an audio file "
+                    f"of corpus {corpus.name!r}"
+                )
+            out.append(by_path[resolved])
+        return out
+    return [str(v) for v in values]
+
+
+def _inner(model: Any) -> Any:
+    return model.model if isinstance(model, AuditedModel) else model
+
+
+def _source(model: Any) -> str:
+    if isinstance(model, AuditedModel):
+        return model.source
+    inner = getattr(model, "model", None)
+    name = type(model).__name__
+    return f"{name}({type(inner).__name__})" if inner is not None else name

@@ -1,0 +1,569 @@
+"""One membership audit for every model family: the steps that do not depend on the family.
+
+A :class:`Family` (ASR, utterance classifier, speaker encoder; see ``voxaudit.mia.families``)
+says what differs: which labels a model is queried with, which features it extracts, which
+attacks apply at each threat and level, and how utility is measured. :func:`run_audit` does the
+rest for any family:
+
+1. refuses, before any query, what cannot make a valid audit: shadow roles that are not the
+   split's, a target whose recorded training ids reach into its own holdout, family checks
+   (split level, clip lengths);
+2. lets the family fit its attacks on shadow data only (or, with no shadow model, on half of
+   the target's known membership at a time: cross-fitting) and score the target beside its
+   null control (a model that never saw the evaluated data, or, failing one, the same
+   pipeline with permuted membership labels);
+3. assembles the result: per-example scores of every row, setup, warnings for the first screen,
+   and writes ``report.json`` with ``examples.csv`` beside it.
+"""
+
+from __future__ import annotations
+
+import os
+import platform
+import time
+from collections.abc import Callable, Collection, Mapping, Sequence
+from dataclasses import asdict, dataclass, replace
+from pathlib import Path
+from typing import Any, ClassVar
+
+import numpy as np
+import torch
+
+from voxaudit.data.corpus import Corpus
+from voxaudit.data.splits import AuditSplit
+from voxaudit.errors import VoxauditError
+from voxaudit.mia.attack_data import AttackData
+from voxaudit.mia.attacks import CLASSIFIERS, parse_decision
+from voxaudit.mia.evaluation import EvalSet, evaluation_set
+from voxaudit.mia.results import new_report, result_entry, save_results
+from voxaudit.models.access import AccessLevel
+
+Report = dict[str, Any]
+Entry = dict[str, Any]
+
+
+@dataclass(frozen=True)
+class AuditedModel:
+    """A model an audit queries: its role, where it came from, the model and what it trained on.
+
+    Parameters
+    ----------
+    role : ``"target"``, ``"shadow-K"`` (a role of the split) or ``"null"``.
+    source : where the model came from (a path, an adapter name), for the report.
+    model : the queried model: a ``SpeechRecognizer``, ``UtteranceClassifier`` or
+        ``SpeakerEncoder`` (``voxaudit.models.base``).
+    trained_ids : the utterances it really trained on, when known (a voxaudit checkpoint
+        records them). A validation share carved from its pool then counts as no member, and a
+        target whose trained ids reach into its holdout is refused.
+    label : classifiers only: what the classes are (``"speaker"`` or ``"transcript"``).
+    """
+
+    role: str
+    source: str
+    model: Any
+    trained_ids: frozenset[str] | None = None
+    label: str | None = None
+
+    def as_role(self, role: str, source: str | None = None) -> AuditedModel:
+        """The same model in another role (e.g. a shadow serving as the null control)."""
+        return replace(self, role=role, source=self.source if source is None else source)
+
+
+@dataclass(frozen=True)
+class AuditConfig:
+    """What every family's audit shares; each family's config adds its own fields.
+
+    Parameters
+    ----------
+    threat : what the attacker sees: ``"black"`` (outputs), ``"grey"`` (+ scores and losses) or
+        ``"white"`` (+ input gradients).
+    max_per_side : members (and as many non-members) evaluated per model: utterances at sample
+        level, speakers at speaker level; None for all.
+    classifiers : the shadow attacks' candidate classifiers, chosen by cross-validation on
+        shadow data.
+    cv : cross-validation folds on shadow data (fewer when there are fewer speakers).
+    decision : the attacks' operating point on shadow rows: ``accuracy``, ``recall=R`` or
+        ``fpr=F``.
+    batch_size : waveforms per model query.
+    n_bootstrap : bootstrap resamples behind every 95% interval.
+    seed : seeds every random choice of the audit.
+    """
+
+    threat: str = "grey"
+    max_per_side: int | None = 500
+    classifiers: tuple[str, ...] = CLASSIFIERS
+    cv: int = 5
+    decision: str = "accuracy"
+    batch_size: int = 32
+    n_bootstrap: int = 1000
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        if self.threat not in [level.value for level in AccessLevel]:
+            raise VoxauditError(f"unknown threat {self.threat!r}; use black, grey or white")
+        parse_decision(self.decision)
+        rules = [
+            (self.max_per_side is None or self.max_per_side >= 1, "max_per_side must be >= 1"),
+            (self.cv >= 2, "cv must be at least 2"),
+            (self.batch_size >= 1, "batch_size must be at least 1"),
+            (self.n_bootstrap >= 1, "n_bootstrap must be at least 1"),
+            (bool(self.classifiers), "classifiers needs at least one classifier"),
+        ]
+        for ok, message in rules:
+            if not ok:
+                raise VoxauditError(f"{type(self).__name__}: {message}")
+
+    def allows(self, threat: str) -> bool:
+        """Whether this audit's threat model includes what ``threat`` shows."""
+        return AccessLevel(self.threat).rank >= AccessLevel(threat).rank
+
+    def record(self) -> dict[str, Any]:
+        """The config as the report stores it."""
+        return asdict(self)
+
+
+@dataclass
+class AuditRun:
+    """Everything one audit works on, handed to the family's attack stage."""
+
+    corpus: Corpus
+    split: AuditSplit
+    target: AuditedModel
+    shadows: Sequence[AuditedModel]
+    null: AuditedModel | None
+    config: Any  # the family's AuditConfig subclass
+    out_dir: Path
+    progress: bool
+
+    @property
+    def shadow_roles(self) -> list[str]:
+        return [s.role for s in self.shadows]
+
+
+@dataclass
+class Outcome:
+    """What a family's attack stage gives back: result rows, choices made on shadow data, and
+    family-specific setup (evaluated counts, queries), plus the null control it used."""
+
+    results: list[Entry]
+    selection: dict[str, Any]
+    setup: dict[str, Any]
+    null: AuditedModel | None
+    warnings: list[str]
+
+
+class Family:
+    """What one kind of speech model needs of an audit; subclasses fill in the hooks.
+
+    ``name`` is the family's registry name, ``train_kind`` the ``voxaudit train`` kind that
+    makes its built-in models, ``levels`` the membership questions it answers and
+    ``config_type`` its :class:`AuditConfig` subclass.
+    """
+
+    name: ClassVar[str]
+    train_kind: ClassVar[str]
+    levels: ClassVar[tuple[str, ...]]
+    config_type: ClassVar[type[AuditConfig]]
+    #: Whether it can fit attacks on the target's own known membership when no shadow exists.
+    cross_fits: ClassVar[bool] = False
+
+    def config(self, **options: Any) -> AuditConfig:
+        """The family's audit config from keyword options."""
+        return self.config_type(**options)
+
+    def load(self, path: str | Path, role: str | None = None, device: str = "auto") -> AuditedModel:
+        """A built-in model from its ``voxaudit train`` run folder (or checkpoint file)."""
+        raise NotImplementedError
+
+    def check(self, run: AuditRun) -> None:
+        """Refuse, before any query, what the family cannot audit (split level, clip lengths)."""
+
+    def attack(self, run: AuditRun) -> Outcome:
+        """Fit the family's attacks and score the target and the null control."""
+        raise NotImplementedError
+
+    def utility(self, model: AuditedModel, corpus: Corpus, ids: Sequence[str]) -> tuple[str, float]:
+        """The model's utility on ``ids``: (metric name, value)."""
+        raise NotImplementedError
+
+    def describe(self, model: AuditedModel) -> dict[str, Any]:
+        """Family-specific facts about the target for the report."""
+        return {}
+
+
+def run_audit(
+    family: Family,
+    corpus: Corpus,
+    split: AuditSplit,
+    target: AuditedModel,
+    shadows: Sequence[AuditedModel],
+    out_dir: str | Path,
+    null: AuditedModel | None = None,
+    config: AuditConfig | None = None,
+    progress: bool = True,
+) -> Report:
+    """Audit ``target`` for membership leakage; write ``report.json`` and ``examples.csv``.
+
+    Parameters
+    ----------
+    family : the model family (``voxaudit.mia.families.get("asr")`` etc.).
+    corpus : every utterance the split names.
+    split : which utterances each model trained on and which it never saw.
+    target : the audited model, in role ``"target"``.
+    shadows : models of the split's shadow roles, trained like the target; the attacks are
+        fitted on them. Empty: the family fits its attacks on half of the target's known
+        membership at a time (cross-fitting), when it can.
+    out_dir : the report and the feature caches go there (a rerun resumes from the caches).
+    null : a model that never saw the evaluated data; by default a shadow that did not, or,
+        without shadows, the same pipeline with permuted membership labels.
+    config : the family's audit config (its defaults when None).
+    progress : show progress bars.
+
+    Returns
+    -------
+    The report (``voxaudit.mia.results``), with per-example scores under each result row.
+    """
+    config = config or family.config_type()
+    if not isinstance(config, family.config_type):
+        raise VoxauditError(
+            f"the {family.name} audit takes a {family.config_type.__name__}, "
+            f"not a {type(config).__name__}"
+        )
+    out_dir = Path(out_dir)
+    started = time.time()
+    split.check(corpus)
+    if target.role != "target":
+        raise VoxauditError(f"{target.source}: the audited model must have role 'target'")
+    check_shadow_roles(split, shadows)
+    if not shadows and not family.cross_fits:
+        raise VoxauditError(f"a {family.name} membership audit needs at least one shadow model")
+    warnings = check_trained_ids(split, target)
+    run = AuditRun(corpus, split, target, list(shadows), null, config, out_dir, progress)
+    family.check(run)
+    outcome = family.attack(run)
+    setup = {
+        "family": family.name,
+        "model_class": model_class(target.model),
+        **family.describe(target),
+        "target": target.source,
+        "target_trained_ids": "recorded" if target.trained_ids is not None else "unrecorded",
+        "shadows": [s.source for s in shadows],
+        "null_control": outcome.null.source if outcome.null else PERMUTATION_NULL,
+        "attacks_fitted_on": "shadow models" if shadows else CROSS_FIT,
+        "level": split.level,
+        "threat": config.threat,
+        "corpus": {"name": corpus.name, "fingerprint": split.corpus_fingerprint},
+        "split": split.summary(),
+        **outcome.setup,
+        "config": config.record(),
+        "seconds": round(time.time() - started, 1),
+        "machine": machine(target.model),
+    }
+    report = new_report(
+        setup,
+        results=outcome.results,
+        selection=outcome.selection,
+        warnings=warnings + outcome.warnings,
+    )
+    save_results(out_dir, report)
+    return report
+
+
+PERMUTATION_NULL = (
+    "label permutation (no null model): the same attacks fitted and scored with membership "
+    "labels shuffled; it checks the attack pipeline, not the member and non-member sets"
+)
+CROSS_FIT = (
+    "the target's own known membership, cross-fitted: each half of the evaluated speakers is "
+    "scored by attacks fitted on the other half"
+)
+
+
+# --- checks ---------------------------------------------------------------------------------
+
+
+def check_shadow_roles(split: AuditSplit, shadows: Sequence[AuditedModel]) -> None:
+    """Shadow models must hold distinct shadow roles of the split."""
+    roles = [s.role for s in shadows]
+    if len(set(roles)) != len(roles) or not set(roles) <= set(split.roles[1:]):
+        raise VoxauditError(
+            f"shadow roles {roles} must be distinct shadow roles of the split: "
+            + (", ".join(split.roles[1:]) or "(the split has none)")
+        )
+
+
+def check_trained_ids(split: AuditSplit, target: AuditedModel) -> list[str]:
+    """Refuse a target that trained on its own holdout; warn when nobody recorded what it
+    trained on (its holdout is then taken on trust)."""
+    if target.trained_ids is None:
+        return [
+            f"The target ({target.source}) records no training ids, so nothing checks that "
+            "its non-members were really left out of its training: the verdict assumes so."
+        ]
+    leaked = sorted(set(split.holdout_ids("target")) & target.trained_ids)
+    if leaked:
+        raise VoxauditError(
+            f"{target.source}: trained on {len(leaked)} utterance(s) of the split's target "
+            f"holdout (e.g. {leaked[0]!r}), so its 'non-members' are members: the split does "
+            "not belong to this model"
+        )
+    return []
+
+
+# --- evaluation sets and the null control ---------------------------------------------------
+
+
+def membership_ids(split: AuditSplit, role: str) -> set[str]:
+    """Every utterance the model in ``role`` trained on (or, at speaker level, whose voice)."""
+    return set(split.train_ids(role)) | set(split.unseen_ids(role))
+
+
+def membership(split: AuditSplit, role: str, ids: Sequence[str]) -> np.ndarray:
+    """Whether the model in ``role`` counts each of ``ids`` as a member."""
+    trained = membership_ids(split, role)
+    return np.array([i in trained for i in ids])
+
+
+def saw_evidence(
+    corpus: Corpus,
+    split: AuditSplit,
+    seen: Collection[str],
+    ids: Collection[str],
+    speakers: Collection[str],
+) -> bool:
+    """Whether a model that trained on ``seen`` saw any evaluated utterance (or voice)."""
+    overlap = bool(set(seen) & set(ids))
+    if split.level == "speaker":
+        # At speaker level, having trained on the voice is having seen the evidence.
+        overlap |= bool({corpus[i].speaker for i in seen if i in corpus} & set(speakers))
+    return overlap
+
+
+def null_control(
+    run: AuditRun, ids: Collection[str] = (), speakers: Collection[str] = ()
+) -> AuditedModel | None:
+    """The null control for the target's evaluated ``ids`` (and, at speaker level, voices).
+
+    The given null model, checked never to have seen them; else a shadow that never trained on
+    them; else (no shadow model) None: the caller permutes labels instead.
+    """
+    corpus, split = run.corpus, run.split
+    if run.null is not None:
+        seen = run.null.trained_ids
+        if seen is not None and saw_evidence(corpus, split, seen, ids, speakers):
+            raise VoxauditError(
+                f"null control {run.null.source} trained on some of the target's evaluated data "
+                "(utterances or, at speaker level, voices): it cannot show what chance looks like"
+            )
+        return run.null.as_role("null")
+    if not run.shadows:
+        return None
+    for shadow in run.shadows:
+        if not saw_evidence(corpus, split, membership_ids(split, shadow.role), ids, speakers):
+            return shadow.as_role("null", f"{shadow.source} (as null control)")
+    raise VoxauditError(
+        "every shadow model trained on some of the target's evaluated data (random halves "
+        "including the target?): pass a null-control model trained on other data"
+    )
+
+
+def evaluation_sets(
+    run: AuditRun, evidence: str = "unseen"
+) -> tuple[dict[str, EvalSet], AuditedModel | None]:
+    """Each model's balanced evaluation set by role, and the null control (None: permuted).
+
+    The null control answers for the target's evaluation set.
+    """
+    c = run.config
+    sets = {
+        m.role: evaluation_set(
+            run.split, run.corpus, m.role, max_per_side=c.max_per_side, evidence=evidence,
+            trained=m.trained_ids, seed=c.seed,
+        )
+        for m in (run.target, *run.shadows)
+    }  # fmt: skip
+    target_set = sets["target"]
+    null = null_control(run, target_set.ids, target_set.speakers)
+    sets["null"] = target_set
+    return sets, null
+
+
+# --- fitting and scoring --------------------------------------------------------------------
+
+
+def grouped_folds(cv: int, labels: np.ndarray, groups: np.ndarray) -> int:
+    """Cross-validation folds: ``cv``, but no more than groups on the smaller side (at least 2),
+    since a group never straddles folds."""
+    per_class = min(len(set(groups[labels])), len(set(groups[~labels])))
+    return max(2, min(cv, per_class))
+
+
+def permuted(labels: np.ndarray, groups: np.ndarray, seed: int) -> np.ndarray:
+    """Membership labels shuffled, the null control when there is no null model: what the
+    pipeline gives when membership is noise. Where every group (speaker) holds one label, whole
+    groups are shuffled, so that a speaker keeps one label for all its rows."""
+    rng = np.random.default_rng([seed, *b"permutation null"])
+    names = sorted(set(groups.tolist()))
+    pure = all(len(set(labels[groups == g].tolist())) == 1 for g in names)
+    if not pure:
+        return rng.permutation(labels)
+    first = [bool(labels[groups == g][0]) for g in names]
+    shuffled = dict(zip(names, rng.permutation(first).tolist(), strict=True))
+    return np.array([shuffled[g] for g in groups.tolist()], dtype=bool)
+
+
+def cross_fit_halves(groups: np.ndarray, labels: np.ndarray, seed: int) -> np.ndarray:
+    """Fold 0 or 1 for each row: two halves of the groups (speakers), so that no speaker is
+    on both sides, each half holding members and non-members."""
+    rng = np.random.default_rng([seed, *b"cross-fit"])
+    names = [str(g) for g in rng.permutation(sorted(set(groups.tolist())))]
+    # Member speakers first, then the rest, dealt alternately: both halves get both sides.
+    names.sort(key=lambda g: not labels[groups == g].all())
+    fold = np.zeros(len(groups), dtype=int)
+    for k, name in enumerate(names):
+        fold[groups == name] = k % 2
+    for half in (0, 1):
+        side = labels[fold == half]
+        if side.all() or not side.any():
+            raise VoxauditError(
+                "cross-fitting (no shadow models) needs members and non-members in both halves "
+                f"of the evaluated speakers; {len(names)} speaker(s) cannot give that: give "
+                "shadow models, or evaluate more speakers"
+            )
+    return fold
+
+
+@dataclass
+class Scored:
+    """One attack's scores and decisions on the rows of one model, and its AUROC on the data
+    it was fitted on (shadow rows, or the other half when cross-fitting; never these rows)."""
+
+    scores: np.ndarray
+    predictions: np.ndarray
+    shadow_auroc: float | None
+
+
+@dataclass
+class View:
+    """The rows one model is scored on, and their membership labels."""
+
+    data: AttackData
+    labels: np.ndarray
+
+
+def fit_and_score(
+    make: Callable[[View], Any],
+    shadow: View | None,
+    evaluated: Mapping[str, View],
+    groups: np.ndarray,
+    seed: int,
+) -> tuple[dict[str, Scored], Any]:
+    """Fit attacks from ``make`` (fresh estimators for the rows they will be fitted on) and
+    score each model's rows; the scores by role, and the attack fitted on shadow rows (None
+    when cross-fitting, where each role had two).
+
+    With ``shadow`` rows the attack is fitted once on them. Without (cross-fitting), every
+    model's rows are scored by two attacks, each fitted on the target's rows of the other half
+    of the speakers (``groups``) with that model's labels, so that the permuted-label null
+    control goes through exactly the pipeline of the target.
+    """
+    if shadow is not None:
+        attack = make(shadow).fit(shadow.data, shadow.labels)
+        return {role: _scored(attack, view.data) for role, view in evaluated.items()}, attack
+    target = evaluated["target"]
+    fold = cross_fit_halves(groups, target.labels, seed)
+    out = {}
+    for role, view in evaluated.items():
+        scores = np.empty(len(view.labels))
+        predictions = np.empty(len(view.labels), dtype=bool)
+        aurocs = []
+        for k in (0, 1):
+            fitted_on, scored = np.flatnonzero(fold != k), np.flatnonzero(fold == k)
+            fitting = View(take(target.data, fitted_on), view.labels[fitted_on])
+            attack = make(fitting).fit(fitting.data, fitting.labels)
+            part = _scored(attack, take(view.data, scored))
+            scores[scored], predictions[scored] = part.scores, part.predictions
+            if part.shadow_auroc is not None:
+                aurocs.append(part.shadow_auroc)
+        out[role] = Scored(scores, predictions, float(np.mean(aurocs)) if aurocs else None)
+    return out, None
+
+
+def _scored(attack: Any, data: AttackData) -> Scored:
+    return Scored(
+        np.asarray(attack.score(data), dtype=np.float64),
+        np.asarray(attack.predict(data), dtype=bool),
+        getattr(attack, "shadow_auroc_", None),
+    )
+
+
+def take(data: AttackData, rows: np.ndarray) -> AttackData:
+    """These rows of ``data`` (by position), with their per-row extras."""
+
+    def part(values: np.ndarray | None, axis: int = 0) -> np.ndarray | None:
+        return None if values is None else np.take(values, rows, axis=axis)
+
+    return AttackData(
+        data.table.rows([data.table.ids[i] for i in rows]),
+        classes=part(data.classes),
+        groups=part(data.groups),
+        reference=part(data.reference, axis=1),
+        reference_in=part(data.reference_in, axis=1),
+        population=part(data.population),
+    )
+
+
+def entries(
+    name: str,
+    features: str,
+    scored: Mapping[str, Scored],
+    labels: Mapping[str, np.ndarray],
+    ids: Mapping[str, Sequence[str]],
+    speakers: Mapping[str, Sequence[str]],
+    config: AuditConfig,
+    *,
+    importances: Mapping[str, float] | None = None,
+    notes: Mapping[str, str | None] | str | None = None,
+    headline_candidate: bool = True,
+) -> list[Entry]:
+    """Result rows of one attack: the target first, then the null control."""
+    rows = []
+    for role in ("target", "null"):
+        if role not in scored:
+            continue
+        note = notes.get(role) if isinstance(notes, Mapping) else notes
+        rows.append(
+            result_entry(
+                name, features, role, scored[role].scores, labels[role],
+                ids=list(ids[role]), speakers=list(speakers[role]),
+                predictions=scored[role].predictions,
+                feature_importances=importances if role == "target" else None,
+                n_bootstrap=config.n_bootstrap, seed=config.seed, notes=note,
+                shadow_auroc=scored[role].shadow_auroc, headline_candidate=headline_candidate,
+            )
+        )  # fmt: skip
+    return rows
+
+
+# --- setup ----------------------------------------------------------------------------------
+
+
+def model_class(model: Any) -> str:
+    """The class name of the network behind an adapter (its ``model``), or of the adapter."""
+    return type(getattr(model, "model", model)).__name__
+
+
+def machine(model: Any) -> dict[str, Any]:
+    """Where the audit ran, for the report."""
+    device = getattr(model, "device", None)
+    if device is None:
+        inner = getattr(model, "model", model)
+        parameters = getattr(inner, "parameters", None)
+        first = next(iter(parameters()), None) if callable(parameters) else None
+        device = first.device if first is not None else "cpu"
+    return {
+        "platform": platform.platform(),
+        "cpu_count": os.cpu_count(),
+        "torch": torch.__version__,
+        "device": str(device),
+    }

@@ -1,0 +1,129 @@
+"""The ASR family: was this recording (sample level) or this voice (speaker level) in the
+recognizer's training set?
+
+Features (``voxaudit.mia.asr_features``): WER/CER of the transcript (black box), decoder
+scores, loss and posterior confidence (grey box), their change under Gaussian noise, and the
+loss increase under FGSM/PGD (white box). Attacks, as in paper 000's table: a shadow attack per
+feature ablation (WER only; + loss; + noise; + adversarial), thresholds on WER and the
+length-normalized loss, and (grey box) LiRA and RMIA on the loss per character. At speaker
+level, features are aggregated per speaker as the utterances per speaker grow.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, ClassVar
+
+import jiwer
+import numpy as np
+
+from voxaudit.data.corpus import Corpus, Utterance
+from voxaudit.data.text import normalize_transcript
+from voxaudit.errors import VoxauditError
+from voxaudit.mia.asr_features import AsrFeatures
+from voxaudit.mia.core import AuditedModel, AuditRun
+from voxaudit.mia.evaluation import EVIDENCE
+from voxaudit.mia.families.tabular import TabularConfig, TabularFamily
+from voxaudit.models.access import Access
+
+
+@dataclass(frozen=True)
+class AsrAuditConfig(TabularConfig):
+    """What an ASR audit extracts and how it evaluates (and :class:`AuditConfig`'s fields).
+
+    Parameters
+    ----------
+    snrs_db : signal-to-noise ratios of the Gaussian-noise features.
+    draws : noisy copies per SNR.
+    adversarial_eps : FGSM/PGD step sizes, relative to the waveform's peak (white box).
+    pgd_steps : PGD iterations.
+    evidence : speaker level: which member-speaker utterances are queried, ``"unseen"`` (voices
+        the model never trained on: the question is the speaker) or ``"trained"``.
+    utterances_per_speaker : speaker level: the counts the curve is measured at.
+    """
+
+    snrs_db: tuple[float, ...] = (30.0, 20.0, 10.0)
+    draws: int = 8
+    adversarial_eps: tuple[float, ...] = (0.002, 0.01)
+    pgd_steps: int = 5
+    evidence: str = "unseen"
+    utterances_per_speaker: tuple[int, ...] = (1, 2, 5, 10, 20)
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if self.evidence not in EVIDENCE:
+            raise VoxauditError(f"unknown evidence {self.evidence!r}; use one of: unseen, trained")
+        if self.draws < 1:
+            raise VoxauditError("AsrAuditConfig: draws must be at least 1")
+
+
+class AsrFamily(TabularFamily):
+    """Speech recognizers (``voxaudit.models.base.SpeechRecognizer``)."""
+
+    name = "asr"
+    train_kind = "asr"
+    levels = ("sample", "speaker")
+    config_type = AsrAuditConfig
+    statistic_name = "loss_per_char"
+    thresholds: ClassVar[Mapping[str, str]] = {"wer": "black", "loss_per_char": "grey"}
+    feature_sets: ClassVar[Mapping[str, tuple[tuple[str, ...], str]]] = {
+        "WER only": (("transcript",), "black"),
+        "WER + noise": (("transcript", "noise"), "black"),
+        "loss": (("transcript", "score", "loss", "confidence"), "grey"),
+        "loss + noise": (("transcript", "score", "loss", "confidence", "noise"), "grey"),
+        "loss + noise + adversarial": (
+            ("transcript", "score", "loss", "confidence", "noise", "adversarial"),
+            "white",
+        ),
+    }
+
+    def feature_sets_for(self, config: Any, table: Any) -> dict[str, tuple[str, ...]]:
+        sets = super().feature_sets_for(config, table)
+        # "WER + noise" only adds over "WER only" when no loss is available.
+        if config.allows("grey"):
+            sets.pop("WER + noise", None)
+        return sets
+
+    def label_of(self, model: AuditedModel) -> Callable[[Utterance], str]:
+        return lambda u: u.transcript
+
+    def extractor(self, config: AsrAuditConfig) -> AsrFeatures:
+        return AsrFeatures(
+            snrs_db=config.snrs_db,
+            draws=config.draws,
+            adversarial_eps=config.adversarial_eps,
+            pgd_steps=config.pgd_steps,
+            batch_size=config.batch_size,
+            seed=config.seed,
+        )
+
+    def loss(self, access: Access, waves: list[np.ndarray], labels: list[str]) -> np.ndarray:
+        """The loss per character of the normalized transcript, as the loss_per_char feature:
+        only the protocol's ``utterance_loss``, so that any recognizer can be audited."""
+        total = np.asarray(access.utterance_loss(waves, labels), dtype=np.float64)
+        characters = np.array([max(1, len(normalize_transcript(t))) for t in labels])
+        return np.maximum(total / characters, 0.0)
+
+    def check(self, run: AuditRun) -> None:
+        for model in (run.target, *run.shadows):
+            if not hasattr(model.model, "transcribe"):
+                raise VoxauditError(
+                    f"{model.source}: {type(model.model).__name__} has no transcribe(); the "
+                    "ASR audit needs a speech recognizer (voxaudit.models.base.SpeechRecognizer)"
+                )
+
+    def load(self, path: str | Path, role: str | None = None, device: str = "auto") -> AuditedModel:
+        from voxaudit.models.checkpoints import checkpoint_role, load_model, resolve_device
+        from voxaudit.models.recognizer import ASRModel, Recognizer
+
+        role, train_ids = checkpoint_role(path, role)
+        model = load_model(path, resolve_device(device), expected=ASRModel.__args__)  # type: ignore[attr-defined]
+        return AuditedModel(role, str(path), Recognizer(model), train_ids)
+
+    def utility(self, model: AuditedModel, corpus: Corpus, ids: Sequence[str]) -> tuple[str, float]:
+        recognizer = model.model
+        utterances = [corpus[i] for i in ids]
+        hypotheses = recognizer.transcribe([u.load(recognizer.sample_rate) for u in utterances])
+        return "cer", float(jiwer.cer([u.transcript for u in utterances], hypotheses))
