@@ -26,11 +26,11 @@ from scipy.stats import bootstrap
 from heldout import add_options, report, split_speakers
 from voxaudit.data.corpus import Utterance
 from voxaudit.data.text import normalize_transcript
+from voxaudit.models.checkpoints import load_model
 from voxaudit.models.ctc import CTCModel, ctc_greedy_decode, ctc_prefix_beam_search
 from voxaudit.models.lm import CharNgramLM, LMFusion
 from voxaudit.models.recognizer import Recognizer, cer
 from voxaudit.progress import track
-from voxaudit.models.checkpoints import load_model
 
 WEIGHTS = (0.3, 0.5, 0.8, 1.0, 1.5)
 BONUSES = (0.0, 1.0, 2.0, 3.0)

@@ -36,9 +36,9 @@ def load_recognizer(model: str | None) -> tuple[object, str]:
     """The recognizer of a ``voxaudit train`` run folder (else an untrained tiny CTC), and
     where it came from."""
     if model and Path(model).exists():
-        from voxaudit.mia.asr import load_audit_model
+        from voxaudit.mia.families.asr import AsrFamily
 
-        return load_audit_model(model, "null", "cpu").recognizer, model
+        return AsrFamily().load(model, "null", "cpu").model, model
     from voxaudit.models.ctc import CTCModel
     from voxaudit.models.recognizer import Recognizer
 

@@ -24,9 +24,9 @@ from scipy.stats import bootstrap
 from voxaudit.data.loaders import load_corpus
 from voxaudit.data.splits import AuditSplit
 from voxaudit.mia.evaluation import evaluation_set
+from voxaudit.models.checkpoints import load_model, read_checkpoint, resolve_device
 from voxaudit.models.classifier import SpokenClassifier
 from voxaudit.models.recognizer import Recognizer
-from voxaudit.models.checkpoints import load_model, read_checkpoint, resolve_device
 
 
 def main() -> None:

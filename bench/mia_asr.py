@@ -35,9 +35,11 @@ from voxaudit.data.corpus import Corpus
 from voxaudit.data.loaders import load_corpus
 from voxaudit.data.splits import AuditSplit, make_split
 from voxaudit.data.synth import synthesize_corpus
-from voxaudit.mia.asr import AsrAuditConfig, audit_asr, load_audit_model
+from voxaudit.mia.core import run_audit
+from voxaudit.mia.families.asr import AsrAuditConfig, AsrFamily
+from voxaudit.mia.results import read_report
 from voxaudit.report.console import mia_table
-from voxaudit.report.mia import markdown_table, read_report
+from voxaudit.report.mia import markdown_table, write_report
 from voxaudit.train.run import train_model
 
 
@@ -136,12 +138,14 @@ def main() -> None:
             train_model("asr", corpus_dir, path, role, config, run_dir)
     if args.train_only:
         return
-    null = load_audit_model(runs.pop("null")[2], "null", args.device) if args.online else None
-    report = audit_asr(
+    family = AsrFamily()
+    null = family.load(runs.pop("null")[2], "null", args.device) if args.online else None
+    report = run_audit(
+        family,
         corpus,
         split,
-        load_audit_model(runs.pop("target")[2], "target", args.device),
-        [load_audit_model(run_dir, role, args.device) for _, role, run_dir in runs.values()],
+        family.load(runs.pop("target")[2], "target", args.device),
+        [family.load(run_dir, role, args.device) for _, role, run_dir in runs.values()],
         report_dir,
         null=null,
         config=AsrAuditConfig(
@@ -152,6 +156,7 @@ def main() -> None:
             seed=args.seed,
         ),
     )
+    write_report(report_dir, report)
     from rich.console import Console
 
     Console().print(mia_table(report))

@@ -33,13 +33,10 @@ import torch
 from voxaudit.data.loaders import load_corpus
 from voxaudit.data.splits import AuditSplit, make_split
 from voxaudit.data.synth import synthesize_corpus
-from voxaudit.mia.classifier_audit import (
-    ClassifierAuditConfig,
-    audit_classifier,
-    load_classifier_model,
-)
+from voxaudit.mia.core import run_audit
+from voxaudit.mia.families.classifier import ClassifierAuditConfig, ClassifierFamily
 from voxaudit.report.console import mia_table
-from voxaudit.report.mia import markdown_table
+from voxaudit.report.mia import markdown_table, write_report
 from voxaudit.train.run import train_model
 
 COLUMNS = ("precision", "recall", "accuracy", "auroc", "tpr_at_0.1%_fpr", "tpr_at_1%_fpr")
@@ -127,11 +124,13 @@ def _audit(args, corpus, corpus_dir, split, split_path, work: Path, label: str) 
         train_model("classifier", corpus_dir, split_path, role, config, runs[role])
     rule = "" if args.decision == "accuracy" else "-" + args.decision.replace("=", "")
     out_dir = work / f"report-{args.threat}{rule}"
-    report = audit_classifier(
+    family = ClassifierFamily()
+    report = run_audit(
+        family,
         corpus,
         split,
-        load_classifier_model(runs["target"], "target", args.device),
-        [load_classifier_model(runs[r], r, args.device) for r in split.roles[1:]],
+        family.load(runs["target"], "target", args.device),
+        [family.load(runs[r], r, args.device) for r in split.roles[1:]],
         out_dir,
         config=ClassifierAuditConfig(
             threat=args.threat,
@@ -142,6 +141,7 @@ def _audit(args, corpus, corpus_dir, split, split_path, work: Path, label: str) 
             seed=args.seed,
         ),
     )
+    write_report(out_dir, report)
     command = "python " + " ".join(sys.argv)
     (out_dir / "results.md").write_text(_markdown(report, command), encoding="utf-8")
     return report

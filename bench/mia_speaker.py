@@ -29,10 +29,12 @@ import torch
 from voxaudit.data.loaders import load_corpus
 from voxaudit.data.splits import AuditSplit, make_split
 from voxaudit.data.synth import synthesize_corpus
-from voxaudit.mia.speaker_audit import SpeakerAuditConfig, audit_speaker, load_speaker_model
+from voxaudit.mia.core import run_audit
+from voxaudit.mia.families.speaker import SpeakerAuditConfig, SpeakerFamily
+from voxaudit.mia.results import read_report
 from voxaudit.models.speaker import Encoder, equal_error_rate, verification_trials
 from voxaudit.report.console import mia_table
-from voxaudit.report.mia import markdown_table, read_report
+from voxaudit.report.mia import markdown_table, write_report
 from voxaudit.train.data import SpeakerBatchSampler
 from voxaudit.train.run import train_model
 
@@ -156,11 +158,13 @@ def main() -> None:
         eer = _held_out_eer(corpus, split, runs["target"], args.seed)
         (args.work / family / "eer.json").write_text(json.dumps(eer, indent=1) + "\n")
         print(json.dumps({"family": family, **eer}))
-        report = audit_speaker(
+        speaker_family = SpeakerFamily()
+        report = run_audit(
+            speaker_family,
             corpus,
             split,
-            load_speaker_model(runs["target"], "target", args.device),
-            [load_speaker_model(runs["shadow-0"], "shadow-0", args.device)],
+            speaker_family.load(runs["target"], "target", args.device),
+            [speaker_family.load(runs["shadow-0"], "shadow-0", args.device)],
             args.work / family / report_name,
             config=SpeakerAuditConfig(
                 select_chunking=not args.always_chunk,
@@ -170,6 +174,7 @@ def main() -> None:
                 seed=args.seed,
             ),
         )
+        write_report(args.work / family / report_name, report)
         from rich.console import Console
 
         Console(width=200).print(mia_table(report))

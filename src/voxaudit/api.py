@@ -185,8 +185,9 @@ def audit(
     chosen = families.get(family or infer_family(model))
     config = chosen.config(threat=threat, **options)
     shadow_models = [
-        AuditedModel(f"shadow-{k}", _source(m), _inner(m), frozenset(ids(i, corpus, "members")),
-                     label)  # fmt: skip
+        AuditedModel(
+            f"shadow-{k}", _source(m), _inner(m), frozenset(ids(i, corpus, "members")), label
+        )
         for k, (m, i, _) in enumerate(shadows)
     ]
     split = AuditSplit.from_membership(

@@ -355,7 +355,7 @@ def mia_asr(
 ) -> None:
     """Was this recording (or speaker) in the ASR model's training set? Writes a report."""
     from voxaudit.data.splits import AuditSplit
-    from voxaudit.mia.asr import AsrAuditConfig, audit_asr, load_audit_model
+    from voxaudit.mia.families.asr import AsrAuditConfig
 
     audit_split = AuditSplit.load(split_path)
     if level is not None and level.value != audit_split.level:
@@ -373,7 +373,7 @@ def mia_asr(
         seed=seed,
     )
     _membership_audit(
-        audit_asr, load_audit_model, config, corpus, layout, pattern, split_path, target,
+        "asr", config, corpus, layout, pattern, split_path, target,
         shadow, null, out, device,
     )  # fmt: skip
 
@@ -410,7 +410,7 @@ def mia_asr_score(
     """Membership scores (not verdicts) for recordings on a model with no ground truth."""
     from voxaudit.data.loaders import load_corpus
     from voxaudit.data.splits import AuditSplit
-    from voxaudit.mia.asr import AsrAuditConfig, load_audit_model, load_scored_model, score_asr
+    from voxaudit.mia.families.asr import AsrAuditConfig, load_scored_model
     from voxaudit.report.console import scores_table
 
     config = AsrAuditConfig(
@@ -420,15 +420,11 @@ def mia_asr_score(
         max_per_side=max_per_side,
         seed=seed,
     )
-    report = score_asr(
-        load_corpus(recordings, progress=True),
-        load_scored_model(model, device),
-        load_corpus(corpus, layout, pattern=pattern, progress=True),
-        AuditSplit.load(split_path),
-        [load_audit_model(path, None, device) for path in shadow],
-        out,
-        config=config,
-    )
+    report = _scoring(
+        "asr", load_corpus(recordings, progress=True), load_scored_model(model, device),
+        load_corpus(corpus, layout, pattern=pattern, progress=True), AuditSplit.load(split_path),
+        shadow, out, config, device,
+    )  # fmt: skip
     console.print(scores_table(report))
     console.print(f"Wrote {out / 'report.json'} and {out / 'report.html'}")
 
@@ -489,7 +485,7 @@ def mia_speaker(
     pattern: PatternOpt = None,
 ) -> None:
     """Was this person's voice used to train the speaker encoder? SLMIA-SR and baselines."""
-    from voxaudit.mia.speaker_audit import SpeakerAuditConfig, audit_speaker, load_speaker_model
+    from voxaudit.mia.families.speaker import SpeakerAuditConfig
 
     config = SpeakerAuditConfig(
         voices=voices,
@@ -503,7 +499,7 @@ def mia_speaker(
         seed=seed,
     )
     _membership_audit(
-        audit_speaker, load_speaker_model, config, corpus, layout, pattern, split_path, target,
+        "speaker", config, corpus, layout, pattern, split_path, target,
         shadow, null, out, device,
     )  # fmt: skip
 
@@ -535,29 +531,21 @@ def mia_speaker_score(
     """Speaker membership scores (not verdicts) on an encoder with no ground truth."""
     from voxaudit.data.loaders import load_corpus
     from voxaudit.data.splits import AuditSplit
-    from voxaudit.mia.speaker_audit import (
-        SpeakerAuditConfig,
-        load_scored_encoder,
-        load_speaker_model,
-        score_speaker,
-    )
+    from voxaudit.mia.families.speaker import SpeakerAuditConfig, load_scored_encoder
     from voxaudit.report.console import scores_table
 
-    report = score_speaker(
-        load_corpus(recordings, progress=True),
-        load_scored_encoder(model, device),
-        load_corpus(corpus, layout, pattern=pattern, progress=True),
-        AuditSplit.load(split_path),
-        [load_speaker_model(path, None, device) for path in shadow],
-        out,
-        config=SpeakerAuditConfig(
-            voices=voices,
-            chunk_seconds=chunk_seconds or None,
-            select_chunking=select_chunking,
-            select_features=select_features,
-            seed=seed,
-        ),
+    config = SpeakerAuditConfig(
+        voices=voices,
+        chunk_seconds=chunk_seconds or None,
+        select_chunking=select_chunking,
+        select_features=select_features,
+        seed=seed,
     )
+    report = _scoring(
+        "speaker", load_corpus(recordings, progress=True), load_scored_encoder(model, device),
+        load_corpus(corpus, layout, pattern=pattern, progress=True), AuditSplit.load(split_path),
+        shadow, out, config, device,
+    )  # fmt: skip
     console.print(scores_table(report))
     console.print(f"Wrote {out / 'report.json'} and {out / 'report.html'}")
 
@@ -588,18 +576,14 @@ def mia_classifier(
     pattern: PatternOpt = None,
 ) -> None:
     """Was this recording in the classifier's training set? Writes a report."""
-    from voxaudit.mia.classifier_audit import (
-        ClassifierAuditConfig,
-        audit_classifier,
-        load_classifier_model,
-    )
+    from voxaudit.mia.families.classifier import ClassifierAuditConfig
 
     config = ClassifierAuditConfig(
         threat=threat.value, draws=draws, max_per_side=max_per_side, decision=decision,
         n_bootstrap=bootstrap, seed=seed,
     )  # fmt: skip
     _membership_audit(
-        audit_classifier, load_classifier_model, config, corpus, layout, pattern, split_path,
+        "classifier", config, corpus, layout, pattern, split_path,
         target, shadow, null, out, device,
         metrics=("precision", "recall", "accuracy", "auroc", "tpr_at_0.1%_fpr", "tpr_at_1%_fpr"),
     )  # fmt: skip
@@ -618,7 +602,8 @@ def mia_table_markdown(
     ] = None,
 ) -> None:
     """Print a written report's results as a Markdown table, each metric with its interval."""
-    from voxaudit.report.mia import MIA_METRICS, markdown_table, read_report
+    from voxaudit.mia.results import MIA_METRICS, read_report
+    from voxaudit.report.mia import markdown_table
 
     written = read_report(report)
     metrics = metric or MIA_METRICS
@@ -632,26 +617,47 @@ def mia_table_markdown(
 
 
 def _membership_audit(
-    audit, load, config, corpus: Path, layout, pattern, split_path: Path, target: Path,
+    family: str, config, corpus: Path, layout, pattern, split_path: Path, target: Path,
     shadows: list[Path], null: Path | None, out: Path, device: str, metrics=None,
 ) -> None:  # fmt: skip
-    """Load the corpus, split and models, run one family's ``audit``, print its table."""
+    """Load the corpus, split and models, run one family's audit, print its table."""
     from voxaudit.data.loaders import load_corpus
     from voxaudit.data.splits import AuditSplit
+    from voxaudit.mia import families
+    from voxaudit.mia.core import run_audit
+    from voxaudit.mia.results import MIA_METRICS
     from voxaudit.report.console import mia_table
-    from voxaudit.report.mia import MIA_METRICS
+    from voxaudit.report.mia import write_report
 
-    report = audit(
+    chosen = families.get(family)
+    report = run_audit(
+        chosen,
         load_corpus(corpus, layout, pattern=pattern, progress=True),
         AuditSplit.load(split_path),
-        load(target, "target", device),
-        [load(path, None, device) for path in shadows],
+        chosen.load(target, "target", device),
+        [chosen.load(path, None, device) for path in shadows],
         out,
-        null=None if null is None else load(null, "null", device),
+        null=None if null is None else chosen.load(null, "null", device),
         config=config,
     )
+    write_report(out, report)
     console.print(mia_table(report, metrics or MIA_METRICS))
-    console.print(f"Wrote {out / 'report.json'} and {out / 'report.html'}")
+    console.print(f"Wrote {out / 'report.json'}, {out / 'examples.csv'} and {out / 'report.html'}")
+
+
+def _scoring(family: str, recordings, target, corpus, split, shadows: list[Path], out: Path,
+             config, device: str) -> dict:  # fmt: skip
+    """Scoring mode of one family: the report, written with its HTML."""
+    from voxaudit.mia import families
+    from voxaudit.mia.core import run_scoring
+    from voxaudit.report.mia import write_report
+
+    chosen = families.get(family)
+    report = run_scoring(chosen, recordings, target, corpus, split,
+                         [chosen.load(path, None, device) for path in shadows], out,
+                         config=config)  # fmt: skip
+    write_report(out, report)
+    return report
 
 
 defend_app = typer.Typer(help="Defenses and their privacy-utility trade-off.", no_args_is_help=True)

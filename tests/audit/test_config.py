@@ -29,6 +29,11 @@ def test_yaml_and_json_read_like_toml(tmp_path, suffix):
 def _guarded(data, family="asr", **options):
     """The example config with a [guard] section holding ``options``, on a ``family`` target."""
     data["target"]["family"] = family
+    if family == "speaker":  # the example's model and audit settings are a classifier's
+        data["target"]["model"] = {"family": "ge2e"}
+        data["audit"] = {"voices": 4}
+    elif family == "asr":
+        data["target"]["model"] = {"family": "ctc"}
     data["levels"] = ["speaker"] if family == "speaker" else ["sample"]
     data["guard"] = options
 
@@ -44,14 +49,14 @@ def _write(tmp_path, edit):
 @pytest.mark.parametrize(
     ("edit", "message"),
     [
-        (lambda d: d.update(colour="red"), "unknown field(s) colour"),
+        (lambda d: d.update(colour="red"), "unknown key(s) colour"),
         (lambda d: d["target"].pop("family"), "family must be one of"),
         (lambda d: d.update(levels=["speaker"]), "classifier model is audited at sample level"),
         (lambda d: d.update(threat="grey-ish"), "threat must be one of"),
         (lambda d: d["target"].update(checkpoint="runs/t"), "needs the split it was trained on"),
         (lambda d: d["target"].update(adapter="pocketsphinx"), "asr and speaker targets"),
         (lambda d: d["shadows"].update(count=0), "count must be a whole number >= 1"),
-        (lambda d: d["split"].update(bogus=1), "[split]: unknown field(s) bogus"),
+        (lambda d: d["split"].update(bogus=1), "[split]: unknown key(s) bogus"),
         (lambda d: d["shadows"].update(count=1), "mode halves needs count >= 2"),
         (lambda d: d["shadows"].update(mode="random"), "mode must be disjoint or halves"),
         (lambda d: d.pop("corpus"), "missing table [corpus]"),
@@ -59,13 +64,64 @@ def _write(tmp_path, edit):
             lambda d: _guarded(d, attacks=["fgsm"]),
             "[guard] attacks: unknown attack(s) 'fgsm'; known: ctc (white box), irta-like",
         ),
-        (lambda d: _guarded(d, attacks="nes (black box)"), "[guard] attacks: a non-empty list"),
+        (
+            lambda d: _guarded(d, attacks="nes (black box)"),
+            "[guard]: key 'attacks': expected a list, got 'nes (black box)'",
+        ),
         (lambda d: _guarded(d, benign=30), "[guard] benign: a whole number >= 150"),
         (lambda d: _guarded(d, carriers=0), "[guard] carriers must be a whole number >= 1"),
         (lambda d: _guarded(d, fpr=1.5), "[guard] fpr must be a number between 0 and 1"),
         (lambda d: _guarded(d, target=""), "[guard] target must be a command"),
-        (lambda d: _guarded(d, gateway="yes"), "[guard] gateway must be true or false"),
-        (lambda d: _guarded(d, colour="red"), "[guard]: unknown field(s) colour"),
+        (lambda d: _guarded(d, gateway="yes"), "[guard]: key 'gateway': expected true or false"),
+        (lambda d: _guarded(d, colour="red"), "[guard]: unknown key(s) colour"),
+        # Every key is checked against its type as the file is read, before any work.
+        (lambda d: d.update(seed="zero"), "key 'seed': expected an integer, got 'zero'"),
+        (lambda d: d.update(seed=-1), "seed must be an integer >= 0"),
+        (lambda d: d.update(device=0), "key 'device': expected a string, got 0"),
+        (lambda d: d.update(levels="sample"), "key 'levels': expected a list, got 'sample'"),
+        (lambda d: d.update(audit=3), "key 'audit': expected a table, got 3"),
+        (
+            lambda d: d["audit"].update(max_per_side="eight"),
+            "[audit]: key 'max_per_side': expected an integer or none, got 'eight'",
+        ),
+        (lambda d: d["audit"].update(draws=[4]), "[audit]: key 'draws': expected an integer"),
+        (lambda d: d["audit"].update(bogus=1), "[audit]: unknown key(s) bogus; known: "),
+        (lambda d: d["audit"].update(threat="white"), "[audit]: unknown key(s) threat"),
+        (lambda d: d["corpus"].update(strict="yes"), "[corpus]: key 'strict': expected true"),
+        (
+            lambda d: d["corpus"]["synthesize"].update(speakers="many"),
+            "[corpus]: key 'synthesize.speakers': expected an integer, got 'many'",
+        ),
+        (
+            lambda d: d["corpus"]["synthesize"].update(voices=3),
+            "[corpus.synthesize]: unknown key(s) voices",
+        ),
+        (lambda d: d["corpus"].update(path=3), "[corpus]: key 'path': expected a path, got 3"),
+        (lambda d: d["shadows"].update(count="two"), "[shadows]: key 'count': expected an integer"),
+        (
+            lambda d: d["split"].update(target_fraction="half"),
+            "[split]: key 'target_fraction': expected a number, got 'half'",
+        ),
+        (lambda d: d["target"].update(checkpoint=1), "[target]: key 'checkpoint': expected a path"),
+        (
+            lambda d: d["target"]["train"].update(lr="fast"),
+            "[target.train]: key 'lr': expected a number, got 'fast'",
+        ),
+        (lambda d: d["target"]["train"].update(lr=-1.0), "[target.train]: train config: lr must"),
+        (
+            lambda d: d["target"]["model"].update(hidden="big"),
+            "[target.model]: key 'hidden': expected an integer, got 'big'",
+        ),
+        (lambda d: d["target"]["model"].update(layers=2), "[target.model]: unknown key(s) layers"),
+        (
+            lambda d: d["target"].update(sampler={"speakers_per_batch": 2}),
+            "[target.sampler]: model kind 'classifier' takes no [sampler] settings",
+        ),
+        (
+            lambda d: d["target"].update(augment={"freq_masks": "two"}),
+            "[target.augment]: key 'freq_masks': expected an integer, got 'two'",
+        ),
+        (lambda d: d.update(defenses={"sweep": 1}), "[defenses]: key 'sweep': expected a path"),
     ],
 )
 def test_bad_configs_name_the_file_and_the_field(tmp_path, edit, message):
@@ -73,6 +129,35 @@ def test_bad_configs_name_the_file_and_the_field(tmp_path, edit, message):
     with pytest.raises(VoxauditError) as caught:
         AuditConfig.load(path)
     assert str(path) in str(caught.value) and message in str(caught.value)
+
+
+def test_a_bad_key_is_one_line_whatever_the_format(tmp_path):
+    path = tmp_path / "audit.toml"
+    path.write_text(EXAMPLE.replace("seed = 0", 'seed = "zero"'), encoding="utf-8")
+    with pytest.raises(VoxauditError) as caught:
+        AuditConfig.load(path)
+    assert str(caught.value) == f"{path}: key 'seed': expected an integer, got 'zero'"
+
+
+def test_audit_options_are_checked_against_the_familys_audit_config(tmp_path):
+    def speaker(data):
+        data["target"] = {"family": "speaker", "model": {"family": "ge2e", "hidden": 8}}
+        data["levels"] = ["speaker"]
+        data["audit"] = {"chunk_seconds": "none", "voice_counts": [1, 2], "max_per_side": "None"}
+
+    config = AuditConfig.load(_write(tmp_path, speaker))
+    # TOML has no null: "none" is the None that turns chunk splitting off.
+    assert config.audit == {"chunk_seconds": None, "voice_counts": (1, 2), "max_per_side": None}
+    from voxaudit.mia import families
+
+    assert families.get("speaker").config(**config.audit).chunk_seconds is None
+    with pytest.raises(VoxauditError, match=r"\[audit\]: unknown key\(s\) draws"):  # asr's
+        AuditConfig.load(_write(tmp_path, lambda d: (speaker(d), d["audit"].update(draws=8))))
+
+
+def test_the_corpus_can_be_strict(tmp_path):
+    config = AuditConfig.load(_write(tmp_path, lambda d: d["corpus"].update(strict=True)))
+    assert config.corpus.strict and not AuditConfig.example().corpus.strict
 
 
 def test_unreadable_and_unknown_formats_are_refused(tmp_path):

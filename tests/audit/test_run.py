@@ -38,7 +38,7 @@ def test_a_rerun_resumes_without_retraining_or_reattacking(tiny_audit, monkeypat
         raise AssertionError("a finished stage was recomputed")
 
     monkeypatch.setattr("voxaudit.train.run.train_model", refuse)
-    monkeypatch.setattr("voxaudit.mia.classifier_audit.audit_classifier", refuse)
+    monkeypatch.setattr("voxaudit.mia.core.run_audit", refuse)
     again = run_audit(config, out, progress=False)
     assert again["levels"] == json.loads(json.dumps(report["levels"]))
 
@@ -80,7 +80,7 @@ def test_the_guard_stage_attacks_the_target_reports_and_resumes(tiny_guard_audit
     def refuse(*args, **kwargs):
         raise AssertionError("a finished stage was recomputed")
 
-    for name in ("voxaudit.guard.evaluation.evaluate_guard", "voxaudit.mia.asr.audit_asr",
+    for name in ("voxaudit.guard.evaluation.evaluate_guard", "voxaudit.mia.core.run_audit",
                  "voxaudit.train.run.train_model"):  # fmt: skip
         monkeypatch.setattr(name, refuse)
     stamp = done.stat().st_mtime_ns

@@ -47,7 +47,7 @@ def test_config_errors_name_the_setting_and_field(tmp_path):
             _write(tmp_path, head + '[[settings]]\nname = "a"\n[[settings]]\nname = "b"\n'
                    "hooks = { dropout_x = {} }\n")
         )  # fmt: skip
-    with pytest.raises(VoxauditError, match="missing field 'settings'"):
+    with pytest.raises(VoxauditError, match=r"missing key\(s\) settings"):
         SweepConfig.load(_write(tmp_path, head))
     with pytest.raises(VoxauditError, match="family 'video'"):
         SweepConfig.load(_write(tmp_path, head.replace("asr", "video") + "settings = []\n"))
@@ -55,6 +55,65 @@ def test_config_errors_name_the_setting_and_field(tmp_path):
         SweepConfig.load(
             _write(tmp_path, head + '[[settings]]\nname = "A"\n[[settings]]\nname = "a"\n')
         )
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ('shadows = "two"\n', "sweep.toml: key 'shadows': expected an integer, got 'two'"),
+        ("colour = 1\n", "sweep.toml: unknown key(s) colour; known: audit, base"),
+        ("settings = 3\n", "sweep.toml: key 'settings': expected a list, got 3"),
+        ("[audit]\nmax_per_side = 'eight'\n", "[audit]: key 'max_per_side': expected an integer"),
+        ("[audit]\nvoices = 3\n", "[audit]: unknown key(s) voices"),  # a speaker option
+        ("[base.train]\nlr = 'fast'\n", "[base.train]: key 'lr': expected a number, got 'fast'"),
+        ("[base.model]\nfamily = 'rnnt'\n", "[base.model]: key 'family': expected one of 'ctc'"),
+        ("[base.optim]\n", "sweep.toml: unknown section(s) optim; use [base.model]"),
+        ("[[settings]]\nname = 1\n", "settings[0]: key 'name': expected a string, got 1"),
+        ("[[settings]]\nhooks = {}\n", "settings[0]: missing key(s) name"),
+        ("[[settings]]\nname = 'a'\ncolour = 1\n", "settings[0]: unknown key(s) colour"),
+        (
+            "[[settings]]\nname = 'a'\ntrain = { lr = 'fast' }\n",
+            "sweep.toml: settings[0]: [train]: key 'lr': expected a number, got 'fast'",
+        ),
+        (
+            "[[settings]]\nname = 'a'\nmodel = { rnn = 3 }\n",
+            "settings[0]: [model]: key 'rnn': expected a Callable or a string, got 3",
+        ),
+        (
+            "[[settings]]\nname = 'a'\nhooks = { dpsgd = { noise_multiplier = 'one' } }\n",
+            "settings[0]: hooks.dpsgd: key 'noise_multiplier': expected a number, got 'one'",
+        ),
+        (
+            "[[settings]]\nname = 'a'\nhooks = { distillation = { teacher = 1 } }\n",
+            "settings[0]: hooks.distillation: unknown key(s) teacher; known: temperature",
+        ),
+        (
+            "[[settings]]\nname = 'a'\nserve = { top_k = { k = 'one' } }\n",
+            "settings[0]: serve.top_k: key 'k': expected an integer, got 'one'",
+        ),
+        (
+            "[[settings]]\nname = 'a'\nserve = { top_k = {}, rounding = {} }\n",
+            "settings[0]: serve through one defense at most, not 2",
+        ),
+    ],
+)
+def test_every_key_of_a_sweep_config_is_checked_as_it_is_read(tmp_path, text, message):
+    head = 'family = "asr"\ncorpus = "c"\nsplit = "s.json"\n'
+    settings = "" if "settings" in text else '[[settings]]\nname = "none"\n'
+    top, tables = (text, "") if not text.startswith("[") else ("", text)
+    path = _write(tmp_path, head + top + settings + tables)
+    with pytest.raises(VoxauditError) as caught:
+        SweepConfig.load(path)
+    assert str(caught.value).startswith(f"{path}: ") and message in str(caught.value)
+
+
+def test_a_sweeps_audit_options_are_read_as_the_familys_types(tmp_path):
+    path = _write(
+        tmp_path,
+        'family = "asr"\ncorpus = "c"\nsplit = "s.json"\n[[settings]]\nname = "none"\n'
+        '[audit]\nsnrs_db = [20, 10.5]\nmax_per_side = "none"\n',
+    )
+    assert SweepConfig.load(path).audit == {"snrs_db": (20, 10.5), "max_per_side": None}
 
 
 @pytest.mark.parametrize("path", SHIPPED, ids=[p.stem for p in SHIPPED])

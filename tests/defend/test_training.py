@@ -211,8 +211,8 @@ def test_dpsgd_names_the_layers_opacus_cannot_train(members):
 
 @pytest.mark.skipif(not HAS_OPACUS, reason="needs Opacus")
 def test_dpsgd_trains_a_ctc_recognizer_named_in_its_config(members, tmp_path):
-    from voxaudit.models.recognizer import asr_model_for, transcript_targets
     from voxaudit.models.checkpoints import load_model
+    from voxaudit.models.recognizer import asr_model_for, transcript_targets
 
     torch.manual_seed(0)
     tiny = {"d_model": 16, "layers": 1, "conv_channels": 4, "dropout": 0.0, "n_mels": 16}

@@ -186,6 +186,8 @@ def test_rmia_population_as_mask_or_indices():
     np.testing.assert_array_equal(rmia.score(by_mask), rmia.score(by_index))
     with pytest.raises(VoxauditError, match="needs the known non-members"):
         rmia.score(likelihoods(reference, reference_in, target))
+    with pytest.raises(VoxauditError, match="marking at least one row"):
+        rmia.score(likelihoods(reference, reference_in, target, np.zeros(len(target), bool)))
 
 
 def test_rmia_vectorized_equals_the_double_loop():

@@ -9,7 +9,10 @@ from voxaudit.mia import metrics
 from voxaudit.mia.metrics import (
     Estimate,
     attack_metrics,
+    auroc_p_value,
+    holm_adjust,
     is_chance,
+    joint_bootstrap_auroc,
     roc_curve,
     tpr_at_fpr,
     tpr_key,
@@ -38,7 +41,7 @@ def test_hand_computed_example():
     assert values == pytest.approx(
         {
             "auroc": 10.5 / 16,
-            "advantage": 0.25,
+            "advantage": 0.5 - 0.25,  # TPR - FPR of the predictions
             "tpr_at_25%_fpr": 0.5,
             "tpr_at_50%_fpr": 0.75,
             "accuracy": 5 / 8,
@@ -82,7 +85,7 @@ def test_ties_are_handled_as_sklearn_does():
     result = attack_metrics(scores, is_member, fprs=(0.1,), n_bootstrap=10)
     fpr, tpr, _ = skm.roc_curve(is_member, scores, drop_intermediate=False)
     assert result["auroc"].value == pytest.approx(skm.roc_auc_score(is_member, scores))
-    assert result["advantage"].value == pytest.approx(np.max(tpr - fpr))
+    assert "advantage" not in result  # no predictions, no decisions to measure
     assert result["tpr_at_10%_fpr"].value == pytest.approx(tpr[fpr <= 0.1].max())
 
 
@@ -108,8 +111,9 @@ def test_perfect_separation_gives_a_degenerate_interval_at_one():
     is_member = scores >= 100
     result = attack_metrics(scores, is_member, n_bootstrap=200)
     assert result["auroc"] == Estimate(1.0, 1.0, 1.0)
-    assert result["advantage"] == Estimate(1.0, 1.0, 1.0)
     assert result["tpr_at_1%_fpr"] == Estimate(1.0, 1.0, 1.0)
+    decided = attack_metrics(scores, is_member, scores >= 100, n_bootstrap=200)
+    assert decided["advantage"] == Estimate(1.0, 1.0, 1.0)
 
 
 def test_reversed_scores_give_auroc_zero():
@@ -117,8 +121,10 @@ def test_reversed_scores_give_auroc_zero():
     is_member = scores < 100
     result = attack_metrics(scores, is_member, n_bootstrap=200)
     assert result["auroc"] == Estimate(0.0, 0.0, 0.0)
-    assert result["advantage"].value == 0.0
     assert result["tpr_at_1%_fpr"].value == 0.0
+    # Decisions as reversed as the scores: the advantage is negative, not clipped at 0.
+    decided = attack_metrics(scores, is_member, scores >= 100, n_bootstrap=200)
+    assert decided["advantage"] == Estimate(-1.0, -1.0, -1.0)
 
 
 def test_no_signal_interval_contains_chance_and_is_narrow():
@@ -194,7 +200,6 @@ def test_tpr_key_names():
     ]
     assert set(attack_metrics(SCORES, IS_MEMBER, n_bootstrap=5)) == {
         "auroc",
-        "advantage",
         "tpr_at_0.1%_fpr",
         "tpr_at_1%_fpr",
     }
@@ -221,3 +226,64 @@ def test_is_chance_for_the_null_control():
     assert not is_chance(Estimate(0.42, 0.38, 0.46))
     assert is_chance(Estimate(0.12, 0.05, 0.2), chance=0.1)
     assert Estimate(0.5, 0.4, 0.6).to_dict() == {"value": 0.5, "low": 0.4, "high": 0.6}
+
+
+def test_advantage_of_a_null_attack_has_an_interval_around_zero():
+    """TPR - FPR of fixed decisions is as often below 0 as above it without a signal, so its
+    interval covers 0 (the best TPR - FPR over thresholds would sit above 0 by construction)."""
+    covered, below = 0, 0
+    for seed in range(40):
+        scores, is_member = shifted(150, 0.0, seed)
+        advantage = attack_metrics(scores, is_member, scores > 0.1, n_bootstrap=200)["advantage"]
+        covered += advantage.contains(0.0)
+        below += advantage.value < 0
+    assert covered >= 34 and 10 <= below <= 30
+
+
+def test_joint_bootstrap_resamples_every_attack_alike():
+    scores, is_member = shifted(100, 0.5, seed=6)
+    noise = np.random.default_rng(6).normal(size=200)
+    samples = joint_bootstrap_auroc([scores, scores, noise], is_member, n_bootstrap=300, seed=1)
+    assert samples.shape == (300, 3)
+    np.testing.assert_array_equal(samples[:, 0], samples[:, 1])  # one attack twice: one column
+    # Each column is a bootstrap of that attack's AUROC.
+    for column, row in zip(samples.T[[0, 2]], (scores, noise), strict=True):
+        auroc = skm.roc_auc_score(is_member, row)
+        assert abs(np.median(column) - auroc) < 0.02 and column.std() > 0.01
+    again = joint_bootstrap_auroc([scores, scores, noise], is_member, n_bootstrap=300, seed=1)
+    np.testing.assert_array_equal(again, samples)
+    with pytest.raises(VoxauditError, match="3 scores but 2 membership labels"):
+        joint_bootstrap_auroc([[0.1, 0.2, 0.3]], [True, False])
+
+
+def test_joint_bootstrap_weights_agree_with_sklearn_on_a_resample():
+    """A resample drawn as counts is the AUROC of the examples repeated by those counts."""
+    scores, is_member = shifted(30, 0.4, seed=7)
+    rng = np.random.default_rng(3)
+    members = metrics._draw(rng, 1, 30)[0]
+    nonmembers = metrics._draw(rng, 1, 30)[0]
+    repeated = np.concatenate([members, nonmembers])
+    expected = skm.roc_auc_score(np.repeat(is_member, repeated), np.repeat(scores, repeated))
+    got = joint_bootstrap_auroc([scores], is_member, n_bootstrap=1, seed=3)[0, 0]
+    assert got == pytest.approx(expected)
+
+
+def test_auroc_p_value_is_the_mann_whitney_test():
+    scores, is_member = shifted(100, 0.0, seed=8)
+    assert 0.05 < auroc_p_value(scores, is_member) <= 1
+    scores, is_member = shifted(100, 0.8, seed=8)
+    assert auroc_p_value(scores, is_member) < 1e-4
+    assert auroc_p_value(-scores, is_member) == pytest.approx(auroc_p_value(scores, is_member))
+    assert auroc_p_value([1.0, 1.0, 1.0, 1.0], [True, False, True, False]) == 1.0
+
+
+def test_holm_adjustment_by_hand():
+    # Sorted 0.01, 0.02, 0.04, 0.3 times 4, 3, 2, 1: 0.04, 0.06, 0.08, 0.3 (running max).
+    adjusted = holm_adjust([0.04, 0.01, 0.3, 0.02])
+    assert adjusted.tolist() == pytest.approx([0.08, 0.04, 0.3, 0.06])
+    # The running maximum keeps the order of the raw p-values; 1 caps them.
+    assert holm_adjust([0.01, 0.011, 0.9]).tolist() == pytest.approx([0.03, 0.03, 0.9])
+    assert holm_adjust([0.6, 0.7]).tolist() == [1.0, 1.0]
+    assert holm_adjust([]).tolist() == []
+    with pytest.raises(VoxauditError, match="p-values in"):
+        holm_adjust([0.5, 1.5])

@@ -10,13 +10,13 @@ from voxaudit.data.corpus import Utterance
 from voxaudit.data.features import collate
 from voxaudit.errors import VoxauditError
 from voxaudit.models.base import Trainable, UtteranceClassifier
+from voxaudit.models.checkpoints import load_model
 from voxaudit.models.classifier import (
     SpokenClassifier,
     UtteranceClassifierNet,
     classifier_for,
 )
 from voxaudit.train.data import UtteranceDataset
-from voxaudit.models.checkpoints import load_model
 from voxaudit.train.loop import TrainConfig, Trainer
 
 

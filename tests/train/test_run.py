@@ -8,9 +8,9 @@ from voxaudit.data.loaders import load_corpus
 from voxaudit.data.splits import AuditSplit, SplitMismatchError, make_split
 from voxaudit.data.synth import synthesize_corpus
 from voxaudit.errors import VoxauditError
+from voxaudit.models.checkpoints import CHECKPOINT, load_model, read_checkpoint
 from voxaudit.models.classifier import SpokenClassifier, classifier_for
 from voxaudit.train.data import SpeakerBatchSampler
-from voxaudit.models.checkpoints import CHECKPOINT, load_model, read_checkpoint
 from voxaudit.train.loop import TrainConfig
 from voxaudit.train.run import (
     MODEL_KINDS,
@@ -103,8 +103,9 @@ def test_a_split_of_another_corpus_is_refused(audit, tmp_path: Path):
     other = corpus.filter(speakers=corpus.speakers[:3])
     assert len(other) == 12
     split_path = make_split(other, "sample", seed=0).save(tmp_path / "other.json")
-    with pytest.raises(SplitMismatchError, match="re-run `voxaudit split`"):
+    with pytest.raises(SplitMismatchError, match="re-run `voxaudit split`") as caught:
         train_model("classifier", corpus_dir, split_path, "target", CONFIG, tmp_path / "out")
+    assert str(caught.value).startswith(f"{split_path}: this split was made for corpus")
     assert not (tmp_path / "out").exists()
 
 
@@ -113,12 +114,12 @@ def test_kinds_and_config_errors_are_clear(audit, tmp_path: Path):
     with pytest.raises(VoxauditError, match="unknown model kind 'tts'"):
         train_model("tts", corpus_dir, split_path, "target", CONFIG, tmp_path)
     bad_augment = {**CONFIG, "augment": {"masks": 3}}
-    with pytest.raises(VoxauditError, match=r"bad \[augment\] settings"):
+    with pytest.raises(VoxauditError, match=r"config: \[augment\]: unknown key\(s\) masks"):
         train_model("classifier", corpus_dir, split_path, "target", bad_augment, tmp_path)
     with pytest.raises(VoxauditError, match="unknown section"):
         train_model("classifier", corpus_dir, split_path, "target", {"optim": {}}, tmp_path)
     bad_model = {"model": {"layers": 3}}
-    with pytest.raises(VoxauditError, match=r"bad \[model\] settings.*layers"):
+    with pytest.raises(VoxauditError, match=r"\[model\]: unknown key\(s\) layers; known: cell"):
         train_model("classifier", corpus_dir, split_path, "target", bad_model, tmp_path)
     with pytest.raises(VoxauditError, match="unknown model role"):
         train_model("classifier", corpus_dir, split_path, "shadow-7", CONFIG, tmp_path)
@@ -127,6 +128,59 @@ def test_kinds_and_config_errors_are_clear(audit, tmp_path: Path):
 def test_read_run_config_defaults():
     config = read_run_config({})
     assert config.model == {} and config.sampler == {} and config.train == TrainConfig()
+
+
+def test_a_bad_config_file_fails_naming_file_section_and_key_before_the_corpus(tmp_path):
+    config = tmp_path / "run.toml"
+    config.write_text('[model]\nlabel = "speaker"\n[train]\nepochs = 1\nlr = "fast"\n')
+    missing = tmp_path / "no-corpus"  # never read: the config fails first
+    with pytest.raises(VoxauditError) as caught:
+        train_model("classifier", missing, tmp_path / "s.json", "target", config, tmp_path / "o")
+    assert str(caught.value) == f"{config}: [train]: key 'lr': expected a number, got 'fast'"
+    assert not (tmp_path / "o").exists()
+
+
+@pytest.mark.parametrize(
+    ("kind", "config", "message"),
+    [
+        ("classifier", {"train": {"lr": -1.0}}, "[train]: train config: lr must be a number >= 0"),
+        ("classifier", {"train": {"epoch": 3}}, "[train]: unknown key(s) epoch; known: amp"),
+        ("classifier", {"model": {"hidden": "big"}}, "[model]: key 'hidden': expected an integer"),
+        ("asr", {"model": {"family": "rnnt"}}, "key 'family': expected one of 'ctc', 'attention'"),
+        ("asr", {"model": {"preset": "huge"}}, "key 'preset': expected one of 'tiny', 'small'"),
+        ("asr", {"model": {"encoder": "lstm"}}, "key 'encoder': expected one of 'gru'"),
+        ("asr", {"model": {"family": "attention", "d_model": 3.5}}, "key 'd_model': expected an"),
+        ("speaker", {"model": {"n_speakers": 3}}, "[model]: unknown key(s) n_speakers"),
+        ("speaker", {"model": {"family": "xvector", "hidden": 8}}, "unknown key(s) hidden"),
+        ("speaker", {"sampler": {"seed": 1}}, "[sampler]: unknown key(s) seed"),
+        (
+            "speaker",
+            {"sampler": {"speakers_per_batch": "2"}},
+            "[sampler]: key 'speakers_per_batch': expected an integer, got '2'",
+        ),
+        ("asr", {"sampler": {"speakers_per_batch": 2}}, "[sampler]: model kind 'asr' takes no"),
+        ("asr", {"augment": {"time_width": "wide"}}, "[augment]: key 'time_width': expected a"),
+        ("asr", {"model": []}, "[model] must be a table of settings"),
+    ],
+)
+def test_every_section_is_checked_against_what_the_kind_builds(kind, config, message):
+    with pytest.raises(VoxauditError) as caught:
+        read_run_config(config, kind, where="run.toml")
+    assert str(caught.value).startswith("run.toml: ") and message in str(caught.value)
+
+
+def test_checked_settings_are_what_the_kind_takes():
+    config = read_run_config(
+        {
+            "model": {"family": "ctc", "preset": "tiny", "rnn": "dpgru", "dropout": 0},
+            "augment": {"freq_masks": 1},
+        },
+        "asr",
+    )
+    assert config.model == {"family": "ctc", "preset": "tiny", "rnn": "dpgru", "dropout": 0}
+    assert config.augment == {"freq_masks": 1} and config.origin == "config"
+    with pytest.raises(VoxauditError, match=r"^sweep\.toml: \[base\.train\]: key 'lr'"):
+        read_run_config({"train": {"lr": "x"}}, where="sweep.toml", table="base.")
 
 
 def test_a_registered_kind_with_a_batch_sampler(audit, tmp_path: Path, monkeypatch):
@@ -148,7 +202,7 @@ def test_a_registered_kind_with_a_batch_sampler(audit, tmp_path: Path, monkeypat
     steps = read_checkpoint(tmp_path)["history"]["epochs"][0]["steps"]
     assert steps == len(batches) > 0 and all(len(b) == 2 for b in batches)
     bad = {**CONFIG, "sampler": {"speakers": 2}}
-    with pytest.raises(VoxauditError, match=r"bad \[sampler\] settings"):
+    with pytest.raises(VoxauditError, match=r"\[sampler\]: unknown key\(s\) speakers; known: spe"):
         train_model("speaker", corpus_dir, split_path, "target", bad, tmp_path / "bad")
     with pytest.raises(VoxauditError, match=r"takes no \[sampler\] settings"):
         train_model("classifier", corpus_dir, split_path, "target", config, tmp_path / "bad")

@@ -10,7 +10,6 @@ config fails before anything trains. TOML has no null: ``"none"`` stands for Non
 
 from __future__ import annotations
 
-import importlib
 import sys
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -136,13 +135,6 @@ TOP_LEVEL: dict[str, Any] = {
         ("corpus", "target", "shadows", "split", "audit", "defenses", "guard"), dict[str, Any]
     ),
 }
-#: The dataclass each family's ``[audit]`` options build (``voxaudit.defend.sweep.FAMILIES``'
-#: ``audit_config``, which for the speaker family is a factory around it): module, name.
-AUDIT_CONFIGS = {
-    "asr": ("voxaudit.mia.asr", "AsrAuditConfig"),
-    "classifier": ("voxaudit.mia.classifier_audit", "ClassifierAuditConfig"),
-    "speaker": ("voxaudit.mia.speaker_audit", "SpeakerAuditConfig"),
-}
 
 
 @dataclass(frozen=True)
@@ -212,10 +204,15 @@ def audit_options(family: str, options: Any, where: str) -> dict[str, Any]:
     audits take wrong types until they use them, after the target and shadows have trained.
     ``threat`` is no option: it is the config's own top-level key.
     """
-    module, name = AUDIT_CONFIGS[family]
-    audit_config = getattr(importlib.import_module(module), name)
-    types = {key: kind for key, kind in field_types(audit_config).items() if key != "threat"}
-    return checked(options, types, where)
+    types = field_types(audit_config_class(family))
+    return checked(options, {key: kind for key, kind in types.items() if key != "threat"}, where)
+
+
+def audit_config_class(family: str) -> type:
+    """The dataclass a family's ``[audit]`` options build (``voxaudit.mia.families``)."""
+    from voxaudit.mia import families
+
+    return families.get(family).config_type
 
 
 def _corpus(data: dict[str, Any], root: Path, where: str) -> CorpusSpec:

@@ -1,8 +1,10 @@
 """The privacy gate: ``voxaudit audit CONFIG --fail-above auroc=0.6`` for ML pipelines.
 
-A bound holds when no attack on the target, at any audited level, exceeds it (point estimate).
-An audit whose null control is not at chance fails the gate too: its figures do not measure
-leakage, so they cannot clear a model.
+A bound holds when no attack on the target, at any audited level, exceeds it (point estimate):
+every row counts, not only the headline, so the gate errs on the side of failing a model.
+An audit whose null control is not at chance (some null row's AUROC differs from 0.5 after a
+Holm-Bonferroni correction over the level's null rows) fails the gate too: its figures do not
+measure leakage, so they cannot clear a model.
 """
 
 from __future__ import annotations

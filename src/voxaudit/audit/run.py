@@ -41,7 +41,9 @@ from voxaudit.data.loaders import load_corpus
 from voxaudit.data.splits import AuditSplit, make_split
 from voxaudit.errors import VoxauditError
 from voxaudit.files import claim_folder, write_json
+from voxaudit.mia import core
 from voxaudit.report.audit import build_report, write_report
+from voxaudit.report.mia import write_report as write_mia_report
 
 CONFIG_RECORD = "audit-config.json"
 DONE = "done.json"
@@ -148,8 +150,8 @@ def _levels(config: AuditConfig) -> tuple[str, ...]:
 
 def _audit_level(
     config: AuditConfig,
-    family: Any,
-    audit_config: Any,
+    family: core.Family,
+    audit_config: core.AuditConfig,
     corpus: Corpus,
     level: str,
     level_dir: Path,
@@ -166,7 +168,7 @@ def _audit_level(
     if not shadow_roles:
         raise VoxauditError(f"{split_path}: the split has no shadow pools; the audit needs one")
     run_dirs = {
-        role: _trained(config, family.kind, split_path, role, level_dir, progress)
+        role: _trained(config, family.train_kind, split_path, role, level_dir, progress)
         for role in ([] if config.target.source == "adapter" else ["target"]) + list(shadow_roles)
     }  # fmt: skip
     shadows = [family.load(run_dirs[role], role, config.device) for role in shadow_roles]
@@ -176,8 +178,9 @@ def _audit_level(
         utility = None
     else:
         target = family.load(run_dirs["target"], "target", config.device)
-        report = family.audit(corpus, split, target, shadows, report_dir,
-                              config=audit_config, progress=progress)  # fmt: skip
+        report = core.run_audit(family, corpus, split, target, shadows, report_dir,
+                                config=audit_config, progress=progress)  # fmt: skip
+        write_mia_report(report_dir, report)
         utility = _utility(family, target, corpus, split, config.seed)
     result = {
         "level": level,
@@ -195,7 +198,7 @@ def _audit_level(
 
 
 def _guard_evaluation(
-    config: AuditConfig, family: Any, level: dict[str, Any], guard_dir: Path, progress: bool
+    config: AuditConfig, family: core.Family, level: dict[str, Any], guard_dir: Path, progress: bool
 ) -> dict[str, Any]:
     """The guard's detectors against adversarial attacks on ``level``'s target."""
     done = guard_dir / DONE
@@ -205,7 +208,7 @@ def _guard_evaluation(
 
     assert config.guard is not None
     model = level["models"]["target"]
-    recognizer = family.load(Path(model), "target", config.device).recognizer
+    recognizer = family.load(Path(model), "target", config.device).model
     options = dataclasses.asdict(config.guard)
     results = evaluate_guard(recognizer, **options, seed=config.seed, progress=progress)
     # The report is strict JSON: an undefined interval (NaN) is null there.
@@ -214,12 +217,10 @@ def _guard_evaluation(
     return result
 
 
-def _family(name: str) -> Any:
-    from voxaudit.defend.sweep import FAMILIES
+def _family(name: str) -> core.Family:
+    from voxaudit.mia import families
 
-    if name not in FAMILIES:
-        raise VoxauditError(f"training and auditing a built-in {name} model is not supported yet")
-    return FAMILIES[name]()
+    return families.get(name)
 
 
 def _split(config: AuditConfig, corpus: Corpus, level: str, level_dir: Path) -> Path:
@@ -257,12 +258,12 @@ def _trained(
     return run_dir
 
 
-def _audit_config(family: Any, config: AuditConfig) -> Any:
+def _audit_config(family: core.Family, config: AuditConfig) -> core.AuditConfig:
     """The family's audit config from the threat, the seed and the [audit] options."""
     options = {k: tuple(v) if isinstance(v, list) else v for k, v in config.audit.items()}
     options.setdefault("seed", config.seed)
     try:
-        return family.audit_config(threat=config.threat, **options)
+        return family.config(threat=config.threat, **options)
     except (TypeError, VoxauditError) as exc:  # an unknown option, or a value it refuses
         raise VoxauditError(f"{config.origin}: [audit]: {exc}") from None
 
@@ -275,16 +276,15 @@ def _score(
     assert config.target.adapter is not None and config.target.recordings is not None
     recordings = load_corpus(config.target.recordings, progress=progress)
     if config.target.family == "asr":
-        from voxaudit.mia.asr import load_scored_model, score_asr
-
-        target = load_scored_model(config.target.adapter, config.device)
-        return score_asr(recordings, target, corpus, split, shadows, report_dir,
+        from voxaudit.mia.families.asr import load_scored_model as load_scored
+    else:
+        from voxaudit.mia.families.speaker import load_scored_encoder as load_scored
+    family = _family(config.target.family)
+    target = load_scored(config.target.adapter, config.device)
+    report = core.run_scoring(family, recordings, target, corpus, split, shadows, report_dir,
                          config=audit_config, progress=progress)  # fmt: skip
-    from voxaudit.mia.speaker_audit import load_scored_encoder, score_speaker
-
-    target = load_scored_encoder(config.target.adapter, config.device)
-    return score_speaker(recordings, target, corpus, split, shadows, report_dir,
-                         config=audit_config, progress=progress)  # fmt: skip
+    write_mia_report(report_dir, report)
+    return report
 
 
 def _utility(

@@ -52,20 +52,22 @@ from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-import jiwer
 import numpy as np
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
+from voxaudit.config import checked, from_mapping, keyword_types, read_config_file
 from voxaudit.data.corpus import Corpus
 from voxaudit.data.loaders import load_corpus
 from voxaudit.data.splits import AuditSplit
 from voxaudit.defend import serving, training
 from voxaudit.errors import VoxauditError
 from voxaudit.files import claim_folder, json_key, write_json
+from voxaudit.mia import families
+from voxaudit.mia.core import run_audit
 from voxaudit.mia.evaluation import evaluation_set
+from voxaudit.mia.results import choose_headline
 from voxaudit.progress import track
-from voxaudit.config import checked, from_mapping, keyword_types, read_config_file
 from voxaudit.train.loop import CHECKPOINT, read_checkpoint
 from voxaudit.train.run import carve_validation, read_run_config, train_model
 
@@ -125,12 +127,12 @@ class SweepConfig:
         where = str(path)
         root = Path(path).parent
         config = from_mapping(cls, read_config_file(path), where)
-        if config.family not in FAMILIES:
+        if config.family not in families.names():
             raise VoxauditError(
                 f"{where}: family {config.family!r} is not swept yet; use one of "
-                + ", ".join(FAMILIES)
+                + ", ".join(families.names())
             )
-        kind = FAMILIES[config.family]().kind
+        kind = families.get(config.family).train_kind
         read_run_config(config.base, kind, where=where, table="base.")
         for k, setting in enumerate(config.settings):
             _check_setting(setting, config, kind, f"{where}: settings[{k}]")
@@ -164,93 +166,6 @@ def _check_setting(setting: Setting, config: SweepConfig, kind: str, at: str) ->
     read_run_config(_run_config(config.base, setting, config.device), kind, where=at)
 
 
-# --- families ---------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class Family:
-    """How a sweep trains, serves, measures and audits one model family."""
-
-    kind: str  # the `voxaudit train` kind
-    load: Callable[[Path, str, str], Any]  # (run dir, role, device) -> AuditModel-like
-    audit: Callable[..., dict[str, Any]]
-    audit_config: Callable[..., Any]
-    utility: Callable[[Any, Corpus, Sequence[str]], tuple[str, float]]
-
-
-def _asr_utility(model: Any, corpus: Corpus, ids: Sequence[str]) -> tuple[str, float]:
-    recognizer = model.recognizer
-    utterances = [corpus[i] for i in ids]
-    hypotheses = recognizer.transcribe([u.load(recognizer.sample_rate) for u in utterances])
-    return "cer", float(jiwer.cer([u.transcript for u in utterances], hypotheses))
-
-
-def _asr_family() -> Family:
-    from voxaudit.mia.asr import AsrAuditConfig, audit_asr, load_audit_model
-
-    return Family("asr", load_audit_model, audit_asr, AsrAuditConfig, _asr_utility)
-
-
-def _classifier_utility(model: Any, corpus: Corpus, ids: Sequence[str]) -> tuple[str, float]:
-    from voxaudit.models.classifier import LABELS
-
-    classifier = model.classifier
-    utterances = [corpus[i] for i in ids]
-    probabilities = classifier.predict_proba([u.load(classifier.sample_rate) for u in utterances])
-    predicted = [classifier.classes[k] for k in np.asarray(probabilities).argmax(axis=1)]
-    truth = [LABELS[model.label](u) for u in utterances]
-    return "accuracy", float(np.mean([p == t for p, t in zip(predicted, truth, strict=True)]))
-
-
-def _classifier_family() -> Family:
-    from voxaudit.mia.classifier_audit import (
-        ClassifierAuditConfig,
-        audit_classifier,
-        load_classifier_model,
-    )
-
-    return Family(
-        "classifier", load_classifier_model, audit_classifier, ClassifierAuditConfig,
-        _classifier_utility,
-    )  # fmt: skip
-
-
-#: Verification trials the speaker family's EER is computed from (as bench/mia_speaker.py).
-EER_TRIALS = 20000
-
-
-def _speaker_utility(model: Any, corpus: Corpus, ids: Sequence[str]) -> tuple[str, float]:
-    from voxaudit.models.speaker import equal_error_rate, verification_trials
-
-    encoder = model.encoder
-    utterances = [corpus[i] for i in ids]
-    embeddings = encoder.embed([u.load(encoder.sample_rate) for u in utterances])
-    scores, labels = verification_trials(embeddings, [u.speaker for u in utterances], EER_TRIALS)
-    return "eer", equal_error_rate(scores, labels)[0]
-
-
-def _speaker_audit_config(threat: str, **options: Any) -> Any:
-    from voxaudit.mia.speaker_audit import SpeakerAuditConfig
-
-    # The speaker audit queries embeddings, the grey box; there is no other threat to choose.
-    if threat != "grey":
-        raise VoxauditError(f"the speaker audit is grey-box only (embeddings), not {threat!r}")
-    return SpeakerAuditConfig(**options)
-
-
-def _speaker_family() -> Family:
-    from voxaudit.mia.speaker_audit import audit_speaker, load_speaker_model
-
-    return Family(
-        "speaker", load_speaker_model, audit_speaker, _speaker_audit_config, _speaker_utility
-    )
-
-
-FAMILIES: dict[str, Callable[[], Family]] = {
-    "asr": _asr_family,
-    "classifier": _classifier_family,
-    "speaker": _speaker_family,
-}
 #: Utility metrics where lower is better; the others (accuracy) are better higher.
 LOWER_IS_BETTER = {"cer", "eer"}
 
@@ -317,35 +232,19 @@ def _run_config(base: dict[str, Any], setting: Setting, device: str) -> dict[str
 
 
 def _serve(model: Any, setting: Setting, corpus: Corpus, trained: Sequence[str], reference):
-    """``model`` (an AuditModel-like) behind the setting's serve-time defense, if any."""
+    """``model`` (an AuditedModel) behind the setting's serve-time defense, if any."""
     if not setting.serve:
         return model
     ((name, options),) = setting.serve.items()
     defense = SERVE_DEFENSES[name](**options)
-    inner = _inner(model)
+    inner = model.model
     if isinstance(defense, serving.MemGuard):
         waves = [corpus[i].load(inner.sample_rate) for i in [*trained, *reference]]
         defense.fit(
             inner.predict_proba(waves),
             np.r_[np.ones(len(trained), bool), np.zeros(len(reference), bool)],
         )
-    return _with_inner(model, serving.defended(inner, defense))
-
-
-#: The field of each family's audit model that holds the model a client queries.
-_INNER_FIELDS = ("recognizer", "classifier", "encoder")
-
-
-def _inner_field(model: Any) -> str:
-    return next(name for name in _INNER_FIELDS if hasattr(model, name))
-
-
-def _inner(model: Any) -> Any:
-    return getattr(model, _inner_field(model))
-
-
-def _with_inner(model: Any, inner: Any) -> Any:
-    return replace(model, **{_inner_field(model): inner})
+    return replace(model, model=serving.defended(inner, defense))
 
 
 def run_setting(
@@ -364,7 +263,7 @@ def run_setting(
             )
         return result
     started = time.time()
-    family = FAMILIES[config.family]()
+    family = families.get(config.family)
     corpus = load_corpus(config.corpus)
     split = AuditSplit.load(config.split)
     split.check(corpus)
@@ -373,10 +272,10 @@ def run_setting(
         raise VoxauditError(f"{config.split}: a sweep needs at least one shadow model")
     threat = setting.threat or config.threat
     # Built first, so that bad audit settings fail before any training.
-    audit_config = family.audit_config(threat=threat, **config.audit)
+    audit_config = family.config(threat=threat, **config.audit)
     run_config = _run_config(config.base, setting, config.device)
     held_out = _held_out_share(setting, run_config)
-    recipe = _recipe_dir(out_dir, family.kind, run_config, setting.hooks, held_out)
+    recipe = _recipe_dir(out_dir, family.train_kind, run_config, setting.hooks, held_out)
     models: dict[str, Any] = {}
     epsilons: dict[str, float] = {}
     for role in track(roles, f"{setting.name}: training", enabled=progress):
@@ -386,8 +285,8 @@ def run_setting(
             # undefended model, shared with the settings that train without a defense.
             teacher_config = _run_config(config.base, Setting("teacher"), config.device)
             teacher = train_model(
-                family.kind, config.corpus, config.split, role, teacher_config,
-                _recipe_dir(out_dir, family.kind, teacher_config, {}, 0.0) / role,
+                family.train_kind, config.corpus, config.split, role, teacher_config,
+                _recipe_dir(out_dir, family.train_kind, teacher_config, {}, 0.0) / role,
                 progress=False,
             )  # fmt: skip
         seed = int(run_config["train"].get("seed", 0))
@@ -396,7 +295,7 @@ def run_setting(
         run_dir = recipe / role
         fresh = not (run_dir / CHECKPOINT).exists()
         train_model(
-            family.kind, config.corpus, config.split, role, run_config, run_dir,
+            family.train_kind, config.corpus, config.split, role, run_config, run_dir,
             progress=False, val_fraction=held_out, hooks=hooks,
         )  # fmt: skip
         epsilon = _dp_epsilon(hooks, run_dir, fresh)
@@ -406,10 +305,10 @@ def run_setting(
         trained = (read_checkpoint(run_dir).get("data") or {}).get("train_ids") or []
         models[role] = _serve(model, setting, corpus, trained, reference)
     target = models["target"]
-    nonmembers = _nonmembers(config, split, corpus, getattr(target, "trained_ids", None))
+    nonmembers = _nonmembers(config, split, corpus, target.trained_ids)
     metric, utility = family.utility(target, corpus, nonmembers)
-    report = family.audit(
-        corpus, split, target, [models[r] for r in roles[1:]], setting_dir / "audit",
+    report = run_audit(
+        family, corpus, split, target, [models[r] for r in roles[1:]], setting_dir / "audit",
         config=audit_config, progress=progress,
     )  # fmt: skip
     result = {
@@ -475,9 +374,10 @@ def _claim(config: SweepConfig, out_dir: Path) -> None:
 
 
 def _strongest(results: Sequence[dict[str, Any]]) -> dict[str, Any]:
-    """The attack with the highest AUROC on the target, with its null-control AUROC."""
-    targets = [r for r in results if r["model"] == "target"]
-    best = max(targets, key=lambda r: r["metrics"]["auroc"]["value"])
+    """The headline attack on the target, with its null-control AUROC: chosen on shadow data
+    where the rows say how they did there, else the maximum target AUROC with an interval that
+    accounts for the choice (:func:`voxaudit.mia.results.choose_headline`)."""
+    best = choose_headline(results)
     null = next(
         r for r in results
         if r["model"] == "null" and (r["name"], r["features"]) == (best["name"], best["features"])
@@ -488,6 +388,7 @@ def _strongest(results: Sequence[dict[str, Any]]) -> dict[str, Any]:
         "auroc": best["metrics"]["auroc"],
         "tpr_at_1%_fpr": best["metrics"].get("tpr_at_1%_fpr"),
         "null_auroc": null["metrics"]["auroc"],
+        "chosen_by": best["chosen_by"],
     }
 
 

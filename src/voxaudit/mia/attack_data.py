@@ -38,7 +38,8 @@ class AttackData:
         ``reference`` means that no reference model trained on any row.
     population : bool array of shape (n_rows,), or row indices, optional
         The rows known to be non-members of the audited model: RMIA's yardstick. Stored as a
-        bool mask; it must mark at least one row.
+        bool mask, which may mark no row (e.g. in a subset of the rows): RMIA then refuses to
+        score.
     """
 
     table: FeatureTable
@@ -119,10 +120,6 @@ def _population_mask(population: np.ndarray, n: int) -> np.ndarray:
             raise VoxauditError(f"attack data: population indices must lie in [0, {n})")
         mask = np.zeros(n, dtype=bool)
         mask[population.astype(np.intp)] = True
-    if not mask.any():
-        raise VoxauditError(
-            "attack data: the population must be non-empty (pass None for no population)"
-        )
     return mask
 
 

@@ -199,11 +199,6 @@ class ThresholdAttack(BaseEstimator):
         return self
 
     @property
-    def auroc_(self) -> float:
-        """The same as ``shadow_auroc_``, under the name earlier callers read."""
-        return self.shadow_auroc_
-
-    @property
     def _sign(self) -> float:
         return 1.0 if self.member_if_ == "high" else -1.0
 

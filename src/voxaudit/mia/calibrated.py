@@ -373,10 +373,10 @@ class RMIA(BaseEstimator):
         audited model: they are the yardstick that a member's likelihood ratio should dominate.
         """
         data = _target(self, X, "RMIA")
-        if data.population is None:
+        if data.population is None or not data.population.any():
             raise VoxauditError(
                 "RMIA: scoring needs the known non-members of the audited model: "
-                "pass AttackData(table, population=...)"
+                "pass AttackData(table, population=...) marking at least one row"
             )
         ratio = self._floor(_statistic(data, self.statistic, "RMIA")) / self.p_x_
         return self._dominated(ratio, ratio[data.population])

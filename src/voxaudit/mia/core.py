@@ -269,6 +269,56 @@ def run_audit(
     return report
 
 
+def run_scoring(
+    family: Family,
+    recordings: Corpus,
+    target: AuditedModel,
+    corpus: Corpus,
+    split: AuditSplit,
+    shadows: Sequence[AuditedModel],
+    out_dir: str | Path,
+    config: AuditConfig | None = None,
+    progress: bool = True,
+) -> Report:
+    """Membership *scores* for ``recordings`` on a model with no membership ground truth.
+
+    For a model voxaudit did not train (pocketsphinx, resemblyzer, an API), nobody can say which
+    recordings were members, so there is nothing to test a verdict against: a reference attack
+    is fitted on the shadow models (trained on ``corpus`` under ``split``) and applied to the
+    target's features on the user's ``recordings``. The report (kind ``scores``) ranks them; how
+    well the attack separates the shadows' own members is recorded as context, not as an
+    accuracy on the target. The family must have a ``score`` method (ASR, speaker).
+    """
+    config = config or family.config_type()
+    out_dir = Path(out_dir)
+    started = time.time()
+    split.check(corpus)
+    if not shadows:
+        raise VoxauditError("scoring mode needs at least one shadow model for its reference attack")
+    if len(recordings) == 0:
+        raise VoxauditError(f"corpus {recordings.name!r}: no recordings to score")
+    scorer = getattr(family, "score", None)
+    if scorer is None:
+        raise VoxauditError(f"the {family.name} family has no scoring mode")
+    scores, facts, selection = scorer(
+        recordings, target, corpus, split, shadows, out_dir, config, progress
+    )
+    setup = {
+        "family": family.name,
+        "mode": "scoring (no membership ground truth)",
+        "model_class": model_class(target.model),
+        "target": target.source,
+        **facts,
+        "threat": "black" if family.name == "asr" else config.threat,
+        "config": config.record(),
+        "seconds": round(time.time() - started, 1),
+        "machine": machine(target.model),
+    }
+    report = new_report(setup, scores=scores, selection=selection)
+    save_results(out_dir, report)
+    return report
+
+
 PERMUTATION_NULL = (
     "label permutation (no null model): the same attacks fitted and scored with membership "
     "labels shuffled; it checks the attack pipeline, not the member and non-member sets"

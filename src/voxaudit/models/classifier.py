@@ -19,8 +19,8 @@ from voxaudit.data.corpus import Utterance
 from voxaudit.data.features import Batch, LogMel
 from voxaudit.errors import VoxauditError
 from voxaudit.models.base import Waveforms
-from voxaudit.models.encoders import recurrent_layer
 from voxaudit.models.checkpoints import load_model
+from voxaudit.models.encoders import recurrent_layer
 
 LABELS: dict[str, Callable[[Utterance], str]] = {
     "speaker": lambda u: u.speaker,

@@ -22,9 +22,9 @@ from voxaudit.data.corpus import Utterance
 from voxaudit.data.features import Batch, LogMel
 from voxaudit.errors import VoxauditError
 from voxaudit.models.base import Waveforms
+from voxaudit.models.checkpoints import load_model
 from voxaudit.models.classifier import mean_std_pool
 from voxaudit.models.encoders import recurrent_layer
-from voxaudit.models.checkpoints import load_model
 
 #: LSTM cells GE2E can use: Opacus' ``dplstm`` gives per-sample gradients for DP-SGD.
 GE2E_CELLS = ("lstm", "dplstm")

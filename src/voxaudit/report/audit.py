@@ -299,8 +299,9 @@ def _level_section(level: Mapping[str, Any]) -> list[str]:
     files = {"this level's report": level["report_dir"]}
     if report["kind"] == "verdicts":
         parts.append(headline_words(report["headline"]))
-        null = report["null_control"]
-        parts.append(null_control_invalid(report) or (null["rows"] and null_control_words(null)))
+        invalid = null_control_invalid(report)
+        if invalid or report["null_control"]["rows"]:
+            parts.append(invalid or null_control_words(report["null_control"]))
         parts += top_examples(report["headline"], report["setup"].get("level"), 3, None)
         parts.append('<div class="wide">')
         parts += result_sections(report["results"], depth=3, top_features=15, roc_attacks=6)

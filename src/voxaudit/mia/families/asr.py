@@ -12,7 +12,7 @@ level, features are aggregated per speaker as the utterances per speaker grow.
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -20,12 +20,14 @@ import jiwer
 import numpy as np
 
 from voxaudit.data.corpus import Corpus, Utterance
+from voxaudit.data.splits import AuditSplit
 from voxaudit.data.text import normalize_transcript
 from voxaudit.errors import VoxauditError
 from voxaudit.mia.asr_features import AsrFeatures
-from voxaudit.mia.core import AuditedModel, AuditRun
-from voxaudit.mia.evaluation import EVIDENCE
-from voxaudit.mia.families.tabular import TabularConfig, TabularFamily
+from voxaudit.mia.attacks import ShadowAttack
+from voxaudit.mia.core import AuditedModel, AuditRun, grouped_folds
+from voxaudit.mia.evaluation import EVIDENCE, EvalSet, evaluation_set
+from voxaudit.mia.families.tabular import Fitted, TabularConfig, TabularFamily
 from voxaudit.models.access import Access
 
 
@@ -127,3 +129,98 @@ class AsrFamily(TabularFamily):
         utterances = [corpus[i] for i in ids]
         hypotheses = recognizer.transcribe([u.load(recognizer.sample_rate) for u in utterances])
         return "cer", float(jiwer.cer([u.transcript for u in utterances], hypotheses))
+
+    def score(
+        self,
+        recordings: Corpus,
+        target: AuditedModel,
+        corpus: Corpus,
+        split: AuditSplit,
+        shadows: Sequence[AuditedModel],
+        out_dir: Path,
+        config: AsrAuditConfig,
+        progress: bool,
+    ) -> tuple[list[dict[str, Any]], dict[str, Any], dict[str, Any]]:
+        """Scoring mode: a reference attack fitted on the shadows' black-box features over
+        ``SCORING_FAMILIES`` (what means the same for any recognizer: error rates and their
+        change under noise, unlike a decoder's own scores), applied to the target's features
+        on the user's transcribed ``recordings``. Returns the scores, setup facts and the
+        selection."""
+        config = replace(config, threat="black")
+        if split.level != "sample":
+            raise VoxauditError("scoring mode needs a sample-level split for its shadow models")
+        untranscribed = [u.id for u in recordings if not u.transcript.strip()]
+        if untranscribed:
+            raise VoxauditError(
+                f"corpus {recordings.name!r}: {len(untranscribed)} recording(s) without a "
+                f"transcript (first: {untranscribed[0]}); transcript features need the text"
+            )
+        run = AuditRun(corpus, split, target, list(shadows), None, config, out_dir, progress)
+        sets = {
+            s.role: evaluation_set(split, corpus, s.role, max_per_side=config.max_per_side,
+                                   trained=s.trained_ids, seed=config.seed)
+            for s in shadows
+        }  # fmt: skip
+        tables = {s.role: self.features(run, s, sets[s.role]) for s in shadows}
+        shadow = Fitted(run, tables, sets, [s.role for s in shadows]).shadow_view()
+        assert shadow is not None
+        missing = sorted(set(SCORING_FAMILIES) - set(shadow.data.table.families))
+        if missing:
+            raise VoxauditError(f"scoring features: no columns of families {missing} at black box")
+        attack = ShadowAttack(
+            classifiers=config.classifiers,
+            feature_sets={"reference": SCORING_FAMILIES},
+            cv=grouped_folds(config.cv, shadow.labels, shadow.data.groups),
+            random_state=config.seed,
+            decision=config.decision,
+        ).fit(shadow.data, shadow.labels)
+        everything = EvalSet(
+            tuple(u.id for u in recordings),
+            tuple(u.speaker for u in recordings),
+            np.zeros(len(recordings), dtype=bool),
+        )
+        scored = self.features(replace(run, corpus=recordings), target, everything)
+        membership = attack.score(scored)
+        scores = [
+            {"id": i, "speaker": speaker, "score": float(value)}
+            for i, speaker, value in zip(scored.ids, scored.speakers, membership, strict=True)
+        ]
+        best = max(attack.cv_results_, key=lambda row: row["auroc_mean"])
+        setup = {
+            "recordings": {"name": recordings.name, "count": len(recordings)},
+            "reference_attack": {
+                "features": list(SCORING_FAMILIES),
+                "columns": list(attack.columns_),
+                "classifier": attack.selected_[0],
+                "shadows": [s.source for s in shadows],
+                "shadow_cv_auroc": round(best["auroc_mean"], 4),
+                "shadow_corpus": {"name": corpus.name, "fingerprint": split.corpus_fingerprint},
+            },
+        }
+        return scores, setup, {"selected": list(attack.selected_),
+                               "cv_results": attack.cv_results_}  # fmt: skip
+
+
+#: Scoring mode's features: what means the same for any recognizer.
+SCORING_FAMILIES = ("transcript", "noise")
+
+
+def load_scored_model(spec: str, device: str = "auto") -> AuditedModel:
+    """The model a scoring run queries: ``pocketsphinx``, a run folder or a local HF CTC model."""
+    if spec == "pocketsphinx":
+        from voxaudit.models.adapters.pocketsphinx import PocketSphinxRecognizer
+
+        return AuditedModel("target", "pocketsphinx (bundled en-us models)",
+                            PocketSphinxRecognizer())  # fmt: skip
+    path = Path(spec)
+    if not path.exists():
+        raise VoxauditError(f"{spec}: no such model folder (or use `pocketsphinx`)")
+    if (path / "config.json").is_file():
+        from voxaudit.models.adapters.huggingface import HFCTCRecognizer
+        from voxaudit.models.checkpoints import resolve_device
+
+        return AuditedModel(
+            "target", str(path), HFCTCRecognizer(path, device=resolve_device(device))
+        )
+    # Any built-in model may be scored, whatever role it was trained for ("null" checks none).
+    return AsrFamily().load(path, "null", device).as_role("target")

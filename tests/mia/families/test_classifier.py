@@ -14,16 +14,13 @@ from voxaudit.data.loaders import load_corpus
 from voxaudit.data.splits import make_split
 from voxaudit.data.synth import synthesize_corpus, synthesize_corpus_in_memory
 from voxaudit.errors import VoxauditError
+from voxaudit.mia.attack_data import AttackData
 from voxaudit.mia.attacks import PerClassAttack
-from voxaudit.mia.classifier_audit import (
-    AuditClassifier,
-    ClassifierAuditConfig,
-    audit_classifier,
-    load_classifier_model,
-)
+from voxaudit.mia.core import AuditedModel, run_audit
+from voxaudit.mia.families.classifier import ClassifierAuditConfig, ClassifierFamily
+from voxaudit.mia.results import read_report
 from voxaudit.mia.table import FeatureTable
 from voxaudit.models.classifier import SpokenClassifier, classifier_for
-from voxaudit.report.mia import read_report
 from voxaudit.train.run import train_model
 
 FAST = {
@@ -34,6 +31,10 @@ FAST = {
     "min_per_side": 2,
 }
 LABEL_ONLY = {"label only", "correct", "boundary_snr_db"}
+
+
+def audit_classifier(*args, **kwargs):
+    return run_audit(ClassifierFamily(), *args, **kwargs)
 
 
 @pytest.fixture(scope="module")
@@ -80,7 +81,7 @@ class Memorizer:
 
 def _memorizer(corpus, split, role, seed):
     model = Memorizer(corpus, split.train_ids(role), seed)
-    return AuditClassifier(role, f"memorizer-{role}", model, "speaker")
+    return AuditedModel(role, f"memorizer-{role}", model, label="speaker")
 
 
 def test_audit_finds_a_memorizer_and_its_null_control_sits_at_chance(corpus, tmp_path):
@@ -92,7 +93,7 @@ def test_audit_finds_a_memorizer_and_its_null_control_sits_at_chance(corpus, tmp
         config=ClassifierAuditConfig(threat="grey", **FAST), progress=False,
     )  # fmt: skip
     assert read_report(tmp_path) == json.loads((tmp_path / "report.json").read_text())
-    assert (tmp_path / "report.html").exists()
+    assert (tmp_path / "examples.csv").exists()
     results = report["results"]
     targets = sorted((r["name"], r["features"]) for r in results if r["model"] == "target")
     nulls = sorted((r["name"], r["features"]) for r in results if r["model"] == "null")
@@ -127,7 +128,7 @@ def test_black_box_runs_label_only_attacks_on_a_real_classifier(corpus, tmp_path
     for k, role in enumerate(split.roles[:3]):
         torch.manual_seed(k)
         net = classifier_for(list(corpus), "speaker", hidden=8, n_mels=16)
-        models.append(AuditClassifier(role, f"tiny-{role}", SpokenClassifier(net), "speaker"))
+        models.append(AuditedModel(role, f"tiny-{role}", SpokenClassifier(net), label="speaker"))
     report = audit_classifier(
         corpus, split, models[0], models[1:], tmp_path,
         config=ClassifierAuditConfig(threat="black", **FAST), progress=False,
@@ -145,7 +146,7 @@ def test_what_cannot_make_an_audit_is_refused(corpus, tmp_path):
         audit_classifier(
             corpus, sample, target, [_memorizer(corpus, sample, "target", 2)], tmp_path
         )
-    digits = AuditClassifier("shadow-0", "digits", shadow.classifier, "transcript")
+    digits = AuditedModel("shadow-0", "digits", shadow.model, label="transcript")
     with pytest.raises(VoxauditError, match="classifies by 'transcript'"):
         audit_classifier(corpus, sample, target, [digits], tmp_path)
     speaker = make_split(corpus, "speaker", seed=0, n_shadow=1, reference_speakers=0)
@@ -165,12 +166,12 @@ def test_load_classifier_model_reads_role_label_and_trained_ids(tmp_path):
         "classifier", tmp_path / "c", split.save(tmp_path / "s.json"), "shadow-0", config, run,
         progress=False,
     )  # fmt: skip
-    model = load_classifier_model(run, device="cpu")
+    model = ClassifierFamily().load(run, device="cpu")
     assert (model.role, model.label) == ("shadow-0", "speaker")
     assert model.trained_ids == frozenset(split.train_ids("shadow-0"))
-    assert load_classifier_model(run, "null", device="cpu").role == "null"
+    assert ClassifierFamily().load(run, "null", device="cpu").role == "null"
     with pytest.raises(VoxauditError, match="trained as 'shadow-0', not as 'target'"):
-        load_classifier_model(run, "target", device="cpu")
+        ClassifierFamily().load(run, "target", device="cpu")
 
 
 def test_per_class_attack_learns_what_membership_looks_like_in_each_class():
@@ -183,13 +184,12 @@ def test_per_class_attack_learns_what_membership_looks_like_in_each_class():
     x = sign * np.where(member, 1.0, -1.0) + 0.3 * rng.standard_normal(len(classes))
     ids = [f"r{k}" for k in range(len(classes))]
     table = FeatureTable(ids, ids, ["prob_top1"], ["probability"], x[:, None])
-    attack = PerClassAttack(classifiers=("logistic",), cv=3, min_per_side=4).fit(
-        table, member, classes
-    )
+    data = AttackData(table, classes=classes)
+    attack = PerClassAttack(classifiers=("logistic",), cv=3, min_per_side=4).fit(data, member)
     # "c" has 2 members and 2 non-members: too few for a model of its own.
     assert set(attack.per_class_) == {"a", "b"}
-    scores = attack.score(table, classes)
+    scores = attack.score(data)
     ab = classes != "c"
     assert roc_auc_score(member[ab], scores[ab]) > 0.95
     assert roc_auc_score(member[ab], attack.global_.score(table)[ab]) < 0.7
-    assert (attack.predict(table, classes)[ab] == member[ab]).mean() > 0.9
+    assert (attack.predict(data)[ab] == member[ab]).mean() > 0.9

@@ -2,7 +2,7 @@
 
 import numpy as np
 
-from voxaudit.mia.audit_common import lira_variants
+from voxaudit.mia.families.tabular import lira_variants
 
 
 def _halves(n_models: int, n_utterances: int = 6) -> np.ndarray:

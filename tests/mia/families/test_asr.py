@@ -11,10 +11,12 @@ import torch
 from voxaudit.data.splits import make_split
 from voxaudit.data.synth import synthesize_corpus_in_memory
 from voxaudit.errors import VoxauditError
-from voxaudit.mia.asr import AsrAuditConfig, AuditModel, audit_asr, score_asr
+from voxaudit.mia.core import AuditedModel as AuditModel
+from voxaudit.mia.core import run_audit, run_scoring
+from voxaudit.mia.families.asr import AsrAuditConfig, AsrFamily
+from voxaudit.mia.results import read_report
 from voxaudit.models.ctc import CTCModel
 from voxaudit.models.recognizer import Recognizer
-from voxaudit.report.mia import read_report
 
 FAST = {
     "snrs_db": (20.0,),
@@ -25,6 +27,14 @@ FAST = {
     "n_bootstrap": 200,
     "utterances_per_speaker": (1, 2),
 }
+
+
+def audit_asr(*args, **kwargs):
+    return run_audit(AsrFamily(), *args, **kwargs)
+
+
+def score_asr(*args, **kwargs):
+    return run_scoring(AsrFamily(), *args, **kwargs)
 
 
 @pytest.fixture(scope="module")
@@ -51,7 +61,7 @@ def test_audit_writes_a_valid_report_with_a_null_row_for_every_target_row(
         corpus, split, _model("target", 0), shadows, tmp_path, config=config, progress=False
     )
     assert read_report(tmp_path) == json.loads((tmp_path / "report.json").read_text())
-    assert (tmp_path / "report.html").exists()
+    assert (tmp_path / "examples.csv").exists()
     results = report["results"]
     targets = [(r["name"], r["features"]) for r in results if r["model"] == "target"]
     nulls = [(r["name"], r["features"]) for r in results if r["model"] == "null"]
@@ -178,7 +188,7 @@ def test_scoring_mode_gives_one_score_per_recording_and_no_verdicts(corpus, tmp_
     # Only error-rate columns: a decoder's own scores mean something different in every model.
     assert all(c.startswith(("wer", "cer", "length", "noise_")) for c in reference["columns"])
     assert not any("loss" in c for c in reference["columns"])
-    assert "not verdicts" in (tmp_path / "report.html").read_text()
+    assert read_report(tmp_path / "report.json")["kind"] == "scores"
 
 
 def test_scoring_mode_refuses_untranscribed_recordings_and_speaker_splits(corpus, tmp_path):

@@ -13,20 +13,17 @@ from voxaudit.data.corpus import Corpus
 from voxaudit.data.splits import make_split
 from voxaudit.data.synth import synthesize_corpus_in_memory
 from voxaudit.errors import VoxauditError
-from voxaudit.mia.slmia import slmia_columns
-from voxaudit.mia.speaker_audit import (
-    FEATURE_SETS,
-    AuditEncoder,
-    SpeakerAuditConfig,
-    _draws,
-    _embed,
-    _queried,
-    _speakers,
-    audit_speaker,
-    score_speaker,
+from voxaudit.mia.core import AuditedModel, run_audit, run_scoring
+from voxaudit.mia.families.speaker import FEATURE_SETS, SpeakerAuditConfig, SpeakerFamily
+from voxaudit.mia.families.speaker_queries import (
+    draws_for,
+    embed,
+    evaluated_speakers,
+    queried_voices,
 )
+from voxaudit.mia.results import read_report
+from voxaudit.mia.slmia import slmia_columns
 from voxaudit.models.speaker import Encoder, GE2EEncoder
-from voxaudit.report.mia import read_report
 
 FAST = SpeakerAuditConfig(
     voices=3,
@@ -44,6 +41,14 @@ FAST = SpeakerAuditConfig(
 )
 
 
+def audit_speaker(*args, **kwargs):
+    return run_audit(SpeakerFamily(), *args, **kwargs)
+
+
+def score_speaker(*args, **kwargs):
+    return run_scoring(SpeakerFamily(), *args, **kwargs)
+
+
 @pytest.fixture(scope="module")
 def corpus():
     return synthesize_corpus_in_memory(n_speakers=14, per_speaker=4, seed=5)
@@ -54,10 +59,10 @@ def split(corpus):
     return make_split(corpus, "speaker", seed=0, n_shadow=1, reference_speakers=2)
 
 
-def _model(role: str, seed: int) -> AuditEncoder:
+def _model(role: str, seed: int) -> AuditedModel:
     torch.manual_seed(seed)
     model = GE2EEncoder(n_mels=16, hidden=16, layers=1, embedding_dim=8)
-    return AuditEncoder(role, f"tiny-{role}", Encoder(model.eval(), batch_size=16))
+    return AuditedModel(role, f"tiny-{role}", Encoder(model.eval(), batch_size=16))
 
 
 def _audit(corpus, split, out, config=FAST, target_seed=0) -> dict:
@@ -148,8 +153,8 @@ def test_the_feature_set_is_chosen_with_the_classifier_on_shadow_cross_validatio
 def test_embeddings_are_cached_by_weights_ids_and_audio(corpus, tmp_path):
     ids = [u.id for u in corpus.utterances[:3]]
     model = _model("target", 0)
-    first = _embed(model, corpus, ids, [], FAST, tmp_path, progress=False)
-    again = _embed(model, corpus, ids, [], FAST, tmp_path, progress=False)
+    first = embed(model, corpus, ids, [], FAST, tmp_path, progress=False)
+    again = embed(model, corpus, ids, [], FAST, tmp_path, progress=False)
     assert again.queries == first.queries > 0  # read back, not queried again
     assert len(list((tmp_path / "embeddings").glob("*.npz"))) == 1
     # The same ids with other audio (a regenerated corpus) are embedded afresh.
@@ -157,22 +162,22 @@ def test_embeddings_are_cached_by_weights_ids_and_audio(corpus, tmp_path):
     regenerated = Corpus(
         replace(u, samples=other.samples) if u.id == changed.id else u for u in corpus.utterances
     )
-    fresh = _embed(model, regenerated, ids, [], FAST, tmp_path, progress=False)
+    fresh = embed(model, regenerated, ids, [], FAST, tmp_path, progress=False)
     assert len(list((tmp_path / "embeddings").glob("*.npz"))) == 2
     assert not np.allclose(fresh.whole[changed.id], first.whole[changed.id])
 
 
 def test_queried_voices_follow_the_split_pools_and_the_mixing_ratio(corpus, split):
-    speakers = _speakers(corpus, split, "target", FAST)
+    speakers = evaluated_speakers(corpus, split, "target", FAST)
     trained, unseen = set(split.train_ids("target")), set(split.unseen_ids("target"))
     holdout = set(split.holdout_ids("target"))
     imposters = set(split.pools["reference"])
     members = [s for s in speakers if s.member]
     assert len(members) == len(speakers) - len(members) > 0
     for ratio in (0.0, 0.5, 1.0):
-        (draw,) = _draws(speakers, [ratio], "target", FAST)
+        (draw,) = draws_for(speakers, [ratio], "target", FAST)
         for s in speakers:
-            voices = _queried(draw, s.name, 2, ratio)
+            voices = queried_voices(draw, s.name, 2, ratio)
             assert len(voices) == 2 and not set(voices) & imposters
             assert {corpus[v].speaker for v in voices} == {s.name}
             if not s.member:
@@ -183,7 +188,7 @@ def test_queried_voices_follow_the_split_pools_and_the_mixing_ratio(corpus, spli
                 # 4 voices, 1 kept out of training: a ratio asks for what there is.
                 assert len(set(voices) & unseen) == 1
             # Fewer voices are a prefix of more: query reduction only removes voices.
-            assert _queried(draw, s.name, 1, ratio) == voices[:1]
+            assert queried_voices(draw, s.name, 1, ratio) == voices[:1]
 
 
 def test_a_sample_level_split_or_no_imposters_is_refused(corpus, tmp_path):
