@@ -1,6 +1,7 @@
 import json
 
 import pytest
+import typer
 from typer.testing import CliRunner
 
 from tests.audio_fixtures import write_wav
@@ -355,3 +356,88 @@ def test_mia_classifier_and_defend_sweep_commands(tmp_path):
     assert "Defense sweep" in swept.output and (tmp_path / "sw" / "pareto.png").is_file()
     bad = runner.invoke(app, ["defend", "sweep", str(tmp_path / "none.toml"), "--out", "x"])
     assert bad.exit_code == 2 and "none.toml" in bad.output
+
+
+def _manifest_corpus(root, missing=("gone.wav",)):
+    """A manifest corpus of 24 clips by 3 speakers, plus rows whose audio is not there."""
+    rows = ["path,text,speaker"]
+    for i in range(24):
+        write_wav(root / f"clip{i}.wav", seed=i)
+        rows.append(f"clip{i}.wav,,{('amy', 'ben', 'cat')[i % 3]}")
+    rows += [f"{name},,amy" for name in missing]
+    (root / "manifest.csv").write_text("\n".join(rows) + "\n")
+    return root
+
+
+def test_split_lists_rows_without_audio_and_strict_refuses_them(tmp_path):
+    corpus_dir = _manifest_corpus(tmp_path / "corpus")
+    out = tmp_path / "split.json"
+    result = runner.invoke(app, ["split", str(corpus_dir), "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    assert "manifest.csv:26" in result.output and "audio file not found: gone.wav" in result.output
+    strict = runner.invoke(
+        app, ["split", str(corpus_dir), "--out", str(tmp_path / "s.json"), "--strict"]
+    )
+    assert strict.exit_code == 2 and "Traceback" not in strict.output
+    assert "strict mode" in strict.output and "gone.wav" in strict.output
+    assert not (tmp_path / "s.json").exists()
+
+
+def _audit_config(tmp_path, old: str, new: str):
+    from voxaudit.audit import EXAMPLE
+
+    path = tmp_path / "audit.toml"
+    path.write_text(EXAMPLE.replace(old, new, 1), encoding="utf-8")
+    return path
+
+
+def test_a_wrong_type_in_an_audit_config_is_one_line_naming_file_and_key(tmp_path):
+    path = _audit_config(tmp_path, "seed = 0", 'seed = "zero"')
+    result = runner.invoke(app, ["audit", str(path), "--out", str(tmp_path / "out")])
+    assert result.exit_code == 2
+    assert result.output.strip() == f"error: {path}: key 'seed': expected an integer, got 'zero'"
+
+
+def test_a_bad_audit_option_fails_before_anything_trains_and_shows_its_section(tmp_path):
+    path = _audit_config(tmp_path, "max_per_side = 128", 'max_per_side = "eight"')
+    out = tmp_path / "out"
+    result = runner.invoke(app, ["audit", str(path), "--out", str(out)])
+    assert result.exit_code == 2 and "Traceback" not in result.output
+    # The brackets of [audit] are a section name, not rich markup.
+    expected = f"{path}: [audit]: key 'max_per_side': expected an integer or none, got 'eight'"
+    assert result.output.strip() == f"error: {expected}"
+    assert not out.exists() and not (tmp_path / "voxaudit-out").exists()  # no corpus, no model
+
+
+def test_error_messages_keep_their_brackets(tmp_path):
+    from voxaudit.cli import _friendly_errors
+
+    @_friendly_errors
+    def fails() -> None:
+        raise VoxauditError("x.toml: [shadows] and [model] and [bold]not bold[/bold]")
+
+    command = typer.Typer()
+    command.command()(fails)
+    result = runner.invoke(command, [])
+    assert result.exit_code == 2
+    assert "x.toml: [shadows] and [model] and [bold]not bold[/bold]" in result.output
+
+
+def test_an_audit_lists_bad_corpus_files_and_a_strict_corpus_refuses_them(tmp_path, monkeypatch):
+    _fsdd_folder(tmp_path / "corpus")
+    path = _audit_config(
+        tmp_path, 'path = "voxaudit-out/synthetic-32x16"', 'path = "corpus"\nstrict = true'
+    )
+    path.write_text(path.read_text().replace("\nsynthesize = {", "\n# synthesize = {"))
+    result = runner.invoke(app, ["audit", str(path), "--out", str(tmp_path / "strict")])
+    assert result.exit_code == 2 and "strict mode" in result.output
+    assert "3_amy_99.wav" in result.output and not (tmp_path / "strict" / "sample").exists()
+
+    def stop(config):
+        raise VoxauditError("stopped after the corpus")
+
+    monkeypatch.setattr("voxaudit.audit.run._levels", stop)
+    path.write_text(path.read_text().replace("strict = true", "strict = false"))
+    result = runner.invoke(app, ["audit", str(path), "--out", str(tmp_path / "lenient")])
+    assert result.exit_code == 2 and "stopped after the corpus" in result.output
+    assert "3_amy_99.wav" in result.output and "unreadable" in result.output

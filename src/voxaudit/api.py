@@ -26,7 +26,7 @@ from voxaudit.errors import VoxauditError
 from voxaudit.mia import families
 from voxaudit.mia.core import AuditedModel, run_audit
 from voxaudit.mia.results import (
-    EXAMPLE_COLUMNS,
+    examples_csv,
     interval_text,
     risk_level,
     risk_summary,
@@ -49,14 +49,10 @@ class AuditResult:
 
     @property
     def headline(self) -> dict[str, Any]:
-        """The target result row the verdict rests on (chosen on shadow data when possible)."""
-        chosen = self.report["headline"]
-        return next(
-            r
-            for r in self.report["results"]
-            if r["model"] == "target"
-            and (r["name"], r["features"]) == (chosen["name"], chosen["features"])
-        )
+        """The attack the verdict rests on: name, features, how it was chosen (on shadow data
+        when possible) and its metrics (with an interval that accounts for the choice when it
+        is a maximum over target rows)."""
+        return dict(self.report["headline"])
 
     @property
     def risk(self) -> str:
@@ -87,24 +83,10 @@ class AuditResult:
             if r["model"] == model
         ]
 
-    def examples(self) -> list[dict[str, Any]]:
-        """Per-example scores of every attack row, as the rows of ``examples.csv``."""
-        return list(csv.DictReader(io.StringIO(self._examples_csv())))
-
-    def _examples_csv(self) -> str:
-        buffer = io.StringIO()
-        writer = csv.writer(buffer, lineterminator="\n")
-        writer.writerow(EXAMPLE_COLUMNS)
-        for r in self.report["results"]:
-            e = r["examples"]
-            for i in range(len(e["id"])):
-                prediction = (e.get("prediction") or [None] * len(e["id"]))[i]
-                writer.writerow(
-                    (r["name"], r["features"], r["model"], e["id"][i],
-                     (e.get("speaker") or [""] * len(e["id"]))[i], repr(float(e["score"][i])),
-                     int(bool(e["is_member"][i])), "" if prediction is None else int(prediction))
-                )  # fmt: skip
-        return buffer.getvalue()
+    def examples(self) -> list[dict[str, str]]:
+        """Per-example scores of every attack row (target and null), as the rows of
+        ``examples.csv``: attack, features, model, id, speaker, score, is_member, prediction."""
+        return list(csv.DictReader(io.StringIO(examples_csv(self.report["results"]))))
 
     def to_json(self, path: str | Path | None = None) -> str:
         """``report.json``'s text (per-example scores left to ``examples.csv``); written to
@@ -144,6 +126,8 @@ def audit(
     level: str = "sample",
     shadows: Sequence[Shadow] = (),
     null: Any = None,
+    reference: Ids = (),
+    unseen: Ids = (),
     threat: str = "grey",
     out_dir: str | Path | None = None,
     progress: bool = False,
@@ -168,6 +152,10 @@ def audit(
         the target's own known membership (no calibrated attacks then).
     null : optional model that never saw the evaluated recordings (the null control); without
         one, a shadow that did not, or the same attacks with permuted labels.
+    reference : speaker level: imposter recordings no model trained on (SLMIA-SR compares
+        against them).
+    unseen : speaker level: recordings of member speakers that the model did not train on
+        (the evidence the speaker audit queries).
     threat : ``"black"``, ``"grey"`` or ``"white"``: what the attacker sees.
     out_dir : where ``report.json``, ``examples.csv``, ``report.html`` and the feature caches
         go (a temporary folder, removed afterwards, when None).
@@ -194,6 +182,8 @@ def audit(
         corpus, ids(members, corpus, "members"), ids(nonmembers, corpus, "non-members"),
         level=level,
         shadows=[(ids(i, corpus, "members"), ids(o, corpus, "non-members")) for _, i, o in shadows],
+        reference=ids(reference, corpus, "reference"),
+        unseen=ids(unseen, corpus, "unseen"),
     )  # fmt: skip
     target = model if isinstance(model, AuditedModel) else AuditedModel(
         "target", _source(model), model, label=label)  # fmt: skip

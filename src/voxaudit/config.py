@@ -63,7 +63,7 @@ def read_config_file(path: str | Path) -> dict[str, Any]:
     return data
 
 
-def from_mapping(cls: type[T], values: Any, where: str) -> T:
+def from_mapping(cls: type[T], values: Mapping[str, Any], where: str) -> T:
     """An instance of dataclass ``cls`` from a config table, every key checked first.
 
     ``where`` names the table in errors, e.g. ``"audit.toml: [audit]"``. Keys must be fields of
@@ -115,10 +115,11 @@ def keyword_types(function: Callable[..., Any]) -> dict[str, Any]:
     }
 
 
-def checked(values: Any, types: Mapping[str, Any], where: str) -> dict[str, Any]:
+def checked(values: Mapping[str, Any], types: Mapping[str, Any], where: str) -> dict[str, Any]:
     """``values`` (a config table) with each value checked against ``types`` and converted.
 
-    Conversions are those of :func:`from_mapping`. The values of known keys are checked before
+    Conversions are those of :func:`from_mapping`; ``values`` read from a file may be anything,
+    and what is no table is refused. The values of known keys are checked before
     unknown keys are refused, so that a bad selector (e.g. a model ``family``, which decides
     the other keys) is reported as itself.
     """

@@ -1,11 +1,14 @@
 import re
 
+import numpy as np
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
 from voxaudit.audit.gate import EXIT_INVALID, EXIT_LEAK, check, parse_bounds
 from voxaudit.errors import VoxauditError
+from voxaudit.mia.results import new_report, result_entry
+from voxaudit.report.audit import level_summary
 
 
 def _metric(value):
@@ -44,6 +47,31 @@ def test_the_gate_passes_within_bounds_and_fails_on_the_strongest_attack():
 def test_an_invalid_audit_never_passes_the_gate():
     result = check(_report([0.51], valid=False), {"auroc": 0.9})
     assert not result.passed and result.exit_code == EXIT_INVALID and "INVALID" in result.line
+
+
+def _audited(null_shift: float) -> dict:
+    """An audit report of one level, its membership report built by the verdict rules."""
+    rng = np.random.default_rng(0)
+    is_member = np.repeat([True, False], 200)
+    ids = [f"utt-{i}" for i in range(400)]
+    rows = []
+    for k in range(4):
+        for model, shift in (("target", 0.3), ("null", null_shift if k == 3 else 0.0)):
+            scores = rng.normal(size=400) + shift * is_member
+            rows.append(
+                result_entry(f"attack {k}", "loss", model, scores, is_member, ids=ids,
+                             n_bootstrap=100, shadow_auroc=0.6)
+            )  # fmt: skip
+    mia = new_report({"level": "sample", "threat": "grey"}, results=rows)
+    level = {"level": "sample", "mia": mia}
+    return {"summary": [level_summary(level, "grey")], "levels": [level]}
+
+
+def test_validity_is_the_holm_corrected_null_control_of_the_report():
+    passed = check(_audited(0.0), {"auroc": 0.9})
+    assert passed.passed, passed.line
+    failed = check(_audited(0.8), {"auroc": 0.9})  # one null row separates the two sets
+    assert not failed.passed and failed.exit_code == EXIT_INVALID
 
 
 def test_a_metric_no_attack_reports_is_an_error_not_a_pass():

@@ -12,7 +12,6 @@ from voxaudit.data.loaders import load_corpus
 from voxaudit.data.splits import make_split
 from voxaudit.data.synth import synthesize_corpus
 from voxaudit.defend.sweep import (
-    FAMILIES,
     SweepConfig,
     _claim,
     _dp_epsilon,
@@ -22,6 +21,7 @@ from voxaudit.defend.sweep import (
 )
 from voxaudit.defend.training import DPSGD
 from voxaudit.errors import VoxauditError
+from voxaudit.mia import families
 
 SHIPPED = sorted((Path(__file__).parents[2] / "configs").glob("sweep-*.toml"))
 
@@ -127,7 +127,7 @@ def test_shipped_configs_load_and_start_from_an_undefended_setting(path):
 
 
 def test_every_family_ships_a_config():
-    assert {p.stem for p in SHIPPED} == {f"sweep-{family}" for family in FAMILIES}
+    assert {p.stem for p in SHIPPED} == {f"sweep-{family}" for family in families.names()}
 
 
 def test_dp_epsilon_is_kept_beside_the_model_and_never_guessed_for_a_resumed_run(tmp_path):

@@ -207,6 +207,7 @@ def test_rows_without_examples_cannot_make_a_verdict(verdicts):
             r"headline.top_examples\[0\].score",
         ),
         (lambda r: r["null_control"].update(valid="yes"), "null_control.valid"),
+        (lambda r: r["null_control"].update(valid=False), "null_control.valid"),
         (lambda r: r["null_control"]["rows"][0].update(p=2.0), r"null_control.rows\[0\].p"),
         (
             lambda r: r["results"][2]["metrics"]["auroc"].pop("low"),

@@ -226,6 +226,7 @@ def _corpus(data: dict[str, Any], root: Path, where: str) -> CorpusSpec:
 def _target(data: dict[str, Any], root: Path, where: str) -> TargetSpec:
     """The [target] section, its run config (the sections of `voxaudit train --config`)
     checked against the family's model as `voxaudit train` would check it."""
+    from voxaudit.mia import families
     from voxaudit.train.run import CONFIG_SECTIONS, read_run_config
 
     family = data.get("family")
@@ -235,7 +236,8 @@ def _target(data: dict[str, Any], root: Path, where: str) -> TargetSpec:
         )
     target = from_mapping(TargetSpec, data, f"{where}: [target]")
     run_config = {name: data[name] for name in CONFIG_SECTIONS if name in data}
-    read_run_config(run_config, family, where=where, table="target.")
+    kind = families.get(family).train_kind
+    read_run_config(run_config, kind, where=where, table="target.")
     paths = {key: root / path for key in ("checkpoint", "split", "recordings")
              if (path := getattr(target, key)) is not None}  # fmt: skip
     target = replace(target, **paths)

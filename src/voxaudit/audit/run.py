@@ -42,6 +42,7 @@ from voxaudit.data.splits import AuditSplit, make_split
 from voxaudit.errors import VoxauditError
 from voxaudit.files import claim_folder, write_json
 from voxaudit.mia import core
+from voxaudit.mia.results import without_examples
 from voxaudit.report.audit import build_report, write_report
 from voxaudit.report.mia import write_report as write_mia_report
 
@@ -190,7 +191,7 @@ def _audit_level(
         "models": {role: str(path.resolve()) for role, path in run_dirs.items()},
         "report_dir": str(report_dir.resolve()),
         "utility": utility,
-        "mia": report,
+        "mia": without_examples(report),
         "seconds": round(time.time() - began, 1),
     }
     write_json(done, result)

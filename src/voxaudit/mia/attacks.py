@@ -550,8 +550,8 @@ def _subset(table: FeatureTable, rows: np.ndarray) -> FeatureTable:
 class SeedAveraged(BaseEstimator):
     """An attack refitted with several seeds: its score is their mean score.
 
-    A shadow classifier's seed moves its AUROC on a few hundred rows by more than the
-    difference between two feature sets; averaging seeds reports the attack, not one draw.
+    On a few hundred shadow rows a classifier's seed can move its AUROC noticeably; averaging
+    seeds reports the attack rather than one draw of it.
 
     Parameters
     ----------

@@ -13,9 +13,12 @@ the column ``statistic`` of ``X.table``, for the same rows, in the same order.
 Their ``shadow_auroc_`` is computed on the reference models alone, leave one out: each reference
 model in turn plays the target, the attack is fitted on the others and scores that model's own
 statistic, and the AUROC is taken against that model's own membership, on the rows where the
-others allow a fit. It is the mean over the reference models that can play the target (those
-with members and non-members among such rows), and ``None`` when none can: with too few
-references, or references that trained on none of the rows (as offline attacks often have).
+others allow a fit (for RMIA, those outside ``X.population``; the pseudo-target's yardstick is
+the population rows it did not train on). It is the mean over the reference models that can
+play the target (those with members and non-members among such rows), and ``None`` when none
+can: with too few references, references that trained on none of the rows (as offline attacks
+often have) or, for RMIA, no population at fit. It never reads the audited model's statistics,
+so an audit can rank attacks by it before looking at the target.
 """
 
 from __future__ import annotations

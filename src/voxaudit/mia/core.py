@@ -237,9 +237,9 @@ def run_audit(
     check_shadow_roles(split, shadows)
     if not shadows and not family.cross_fits:
         raise VoxauditError(f"a {family.name} membership audit needs at least one shadow model")
-    warnings = check_trained_ids(split, target)
     run = AuditRun(corpus, split, target, list(shadows), null, config, out_dir, progress)
     family.check(run)
+    warnings = check_trained_ids(split, target)
     outcome = family.attack(run)
     setup = {
         "family": family.name,

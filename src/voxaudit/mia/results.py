@@ -806,6 +806,8 @@ def _check_null_control(report: dict[str, Any]) -> None:
         _field(row, "features", at, _is_str, "a string")
         for number in ("auroc", "p", "p_adjusted"):
             _field(row, number, at, _is_unit, "a number in [0, 1]")
+    holds = all(row["p_adjusted"] >= ALPHA for row in rows)
+    _expect(null["valid"] == holds, "null_control.valid", f"{holds} from the rows", null["valid"])
 
 
 def _check_score(item: Any, where: str) -> None:
@@ -943,7 +945,7 @@ def save_results(out_dir: str | Path, report: Mapping[str, Any]) -> dict[str, Pa
                 "with load_results, not read_report, to save it again)"
             )
         stored["examples_file"] = EXAMPLES_CSV
-        table = _examples_csv(report["results"])
+        table = examples_csv(report["results"])
     try:
         text = json.dumps(stored, indent=1, allow_nan=False) + "\n"
     except (TypeError, ValueError) as exc:
@@ -959,7 +961,8 @@ def save_results(out_dir: str | Path, report: Mapping[str, Any]) -> dict[str, Pa
     return written
 
 
-def _examples_csv(results: Sequence[Mapping[str, Any]]) -> str:
+def examples_csv(results: Sequence[Mapping[str, Any]]) -> str:
+    """The per-example scores of ``results`` as the text of ``examples.csv``."""
     buffer = io.StringIO()
     writer = csv.writer(buffer, lineterminator="\n")
     writer.writerow(EXAMPLE_COLUMNS)

@@ -110,6 +110,7 @@ def mia_table(report: dict[str, Any], metrics: Sequence[str] = MIA_METRICS) -> T
         *(f"[yellow]warning:[/] {escape(w)}" for w in report["warnings"]),
     ]
     table.caption = "\n".join(line for line in lines if line)
+    table.caption_justify = "left"
     return table
 
 
@@ -198,4 +199,5 @@ def audit_table(report: dict[str, Any]) -> Table:
             lines.append(escape(f"{level}: null control checked by {item['null_control']}"))
         lines += [f"{level}: [yellow]warning:[/] {escape(w)}" for w in item.get("warnings", [])]
     table.caption = "\n".join(lines) or None
+    table.caption_justify = "left"
     return table

@@ -177,12 +177,13 @@ def headline_words(headline: Mapping[str, Any]) -> str:
     headline:
         A report's ``headline``.
     """
-    text = (
-        f"<p>Headline attack: {_e(_label(headline))}, chosen by {_e(headline['chosen_by'])}, "
-        f"among {headline['n_candidates']} candidate row(s)"
-    )
+    text = f"<p>Headline attack: {_e(_label(headline))}, chosen by {_e(headline['chosen_by'])}"
     if headline["shadow_auroc"] is not None:
-        text += f"; shadow AUROC {headline['shadow_auroc']:.3f}"
+        rows = "row" if headline["n_candidates"] == 1 else "rows"
+        text += (
+            f", among {headline['n_candidates']} candidate {rows}; its shadow AUROC "
+            f"{headline['shadow_auroc']:.3f}"
+        )
     text += "."
     if headline["not_considered"]:
         text += (
@@ -267,7 +268,7 @@ def result_sections(
     """
     h, sub = f"h{depth}", f"h{depth + 1}"
     parts = [f"<{h}>Results</{h}>", _results_table(results)]
-    shown = _strongest_attacks(results, roc_attacks)
+    shown = _highest_target_aurocs(results, roc_attacks)
     which = "" if roc_attacks is None else f" (the {roc_attacks} highest target AUROCs)"
     parts += [f"<{h}>ROC curves{which}</{h}>", _roc_figure(shown)]
     with_importances = [r for r in results if "feature_importances" in r]
@@ -287,7 +288,7 @@ def result_sections(
     return parts
 
 
-def _strongest_attacks(results: list[dict[str, Any]], n: int | None) -> list[dict[str, Any]]:
+def _highest_target_aurocs(results: list[dict[str, Any]], n: int | None) -> list[dict[str, Any]]:
     """The results (target and null) of the ``n`` attacks with the highest target AUROC."""
     if n is None:
         return results
