@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from voxaudit.audit import AuditConfig, run_audit
+from voxaudit.pipeline import PipelineConfig, run_audit
 
 # The real recordings live beside the checkout (never in it); VOXAUDIT_FSDD points elsewhere.
 FSDD = Path(
@@ -68,7 +68,7 @@ def _config_file(tmp_path_factory, name: str, text: str) -> Path:
 
 def _run(config_path: Path):
     """(config, out_dir, report) of the audit at ``config_path``, run into ``out/`` beside it."""
-    config = AuditConfig.load(config_path)
+    config = PipelineConfig.load(config_path)
     out = config_path.parent / "out"
     return config, out, run_audit(config, out, progress=False)
 

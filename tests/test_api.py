@@ -1,4 +1,4 @@
-"""The Python API: the README's snippet, verdicts for a user's own torch module, membership files."""
+"""The Python API: the README snippet, verdicts for a user's own torch module, membership files."""
 
 from __future__ import annotations
 

@@ -129,7 +129,7 @@ def test_synth_then_inspect_round_trip(tmp_path):
 
 
 def test_demo_runs_the_built_in_audit_config(tmp_path, monkeypatch):
-    from voxaudit.audit import AuditConfig
+    from voxaudit.pipeline import PipelineConfig
 
     seen = {}
 
@@ -137,10 +137,10 @@ def test_demo_runs_the_built_in_audit_config(tmp_path, monkeypatch):
         seen.update(config=config, out=out)
         raise VoxauditError("stopped here")
 
-    monkeypatch.setattr("voxaudit.audit.run_audit", fake_run_audit)
+    monkeypatch.setattr("voxaudit.pipeline.run_audit", fake_run_audit)
     result = runner.invoke(app, ["demo", "--out", str(tmp_path)])
     assert result.exit_code == 2 and "stopped here" in result.output
-    assert seen == {"config": AuditConfig.example("."), "out": tmp_path}
+    assert seen == {"config": PipelineConfig.example("."), "out": tmp_path}
 
 
 def test_train_classifier_on_a_split_role(tmp_path):
@@ -384,7 +384,7 @@ def test_split_lists_rows_without_audio_and_strict_refuses_them(tmp_path):
 
 
 def _audit_config(tmp_path, old: str, new: str):
-    from voxaudit.audit import EXAMPLE
+    from voxaudit.pipeline import EXAMPLE
 
     path = tmp_path / "audit.toml"
     path.write_text(EXAMPLE.replace(old, new, 1), encoding="utf-8")
@@ -436,7 +436,7 @@ def test_an_audit_lists_bad_corpus_files_and_a_strict_corpus_refuses_them(tmp_pa
     def stop(config):
         raise VoxauditError("stopped after the corpus")
 
-    monkeypatch.setattr("voxaudit.audit.run._levels", stop)
+    monkeypatch.setattr("voxaudit.pipeline.run._levels", stop)
     path.write_text(path.read_text().replace("strict = true", "strict = false"))
     result = runner.invoke(app, ["audit", str(path), "--out", str(tmp_path / "lenient")])
     assert result.exit_code == 2 and "stopped after the corpus" in result.output

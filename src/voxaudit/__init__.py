@@ -7,11 +7,11 @@
 
 __version__ = "0.1.0"
 
-from voxaudit.api import AuditResult, audit  # noqa: E402
-from voxaudit.data.corpus import Corpus, Problem, Utterance  # noqa: E402
-from voxaudit.data.splits import AuditSplit  # noqa: E402
-from voxaudit.mia.core import AuditConfig, AuditedModel  # noqa: E402
-from voxaudit.models.adapters.torch import (  # noqa: E402
+from voxaudit.api import AuditResult, audit
+from voxaudit.data.corpus import Corpus, Problem, Utterance
+from voxaudit.data.splits import AuditSplit
+from voxaudit.mia.core import AuditConfig, AuditedModel
+from voxaudit.models.adapters.torch import (
     TorchClassifier,
     TorchRecognizer,
     TorchSpeakerEncoder,

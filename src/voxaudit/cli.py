@@ -81,9 +81,9 @@ def demo(
     ),
 ) -> None:
     """The main job on the built-in default: the full audit of `voxaudit audit init`'s config."""
-    from voxaudit.audit import AuditConfig
+    from voxaudit.pipeline import PipelineConfig
 
-    _audit(AuditConfig.example(root="."), out, [])
+    _audit(PipelineConfig.example(root="."), out, [])
 
 
 @app.command("audit")
@@ -111,7 +111,7 @@ def audit(
     ] = None,
 ) -> None:
     """Run every applicable membership attack on one model and write one report."""
-    from voxaudit.audit import EXAMPLE, AuditConfig, parse_bounds
+    from voxaudit.pipeline import EXAMPLE, PipelineConfig, parse_bounds
 
     if config == "init":
         target = path or Path("voxaudit-audit.toml")
@@ -123,11 +123,11 @@ def audit(
     if path is not None:
         raise VoxauditError(f"unexpected argument {path}: only `audit init` takes a path")
     bounds = parse_bounds(fail_above or [])  # bad bounds fail before hours of training
-    _audit(AuditConfig.load(config), out, bounds)
+    _audit(PipelineConfig.load(config), out, bounds)
 
 
 def _audit(config, out: Path, bounds: dict[str, float]) -> None:
-    from voxaudit.audit import check, run_audit
+    from voxaudit.pipeline import check, run_audit
     from voxaudit.report.console import audit_table
 
     report = run_audit(config, out, console=console)

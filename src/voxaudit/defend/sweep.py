@@ -122,7 +122,7 @@ class SweepConfig:
     def load(cls, path: str | Path) -> SweepConfig:
         """A sweep config file; every key and type is checked now, not when a setting runs,
         and errors name the file, the setting and the key."""
-        from voxaudit.audit.config import audit_options
+        from voxaudit.pipeline.config import audit_options
 
         where = str(path)
         root = Path(path).parent

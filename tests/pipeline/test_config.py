@@ -3,16 +3,16 @@ import json
 import pytest
 import yaml
 
-from voxaudit.audit import EXAMPLE, AuditConfig
-from voxaudit.audit.config import GuardEvaluation, tomllib
 from voxaudit.errors import VoxauditError
+from voxaudit.pipeline import EXAMPLE, PipelineConfig
+from voxaudit.pipeline.config import GuardEvaluation, tomllib
 
 
 def test_the_example_is_the_built_in_default_and_loads(tmp_path):
     path = tmp_path / "voxaudit-audit.toml"
     path.write_text(EXAMPLE, encoding="utf-8")
-    config = AuditConfig.load(path)
-    assert config == AuditConfig.example(tmp_path)
+    config = PipelineConfig.load(path)
+    assert config == PipelineConfig.example(tmp_path)
     assert config.target.family == "classifier" and config.target.source == "train"
     assert config.corpus.path.parent.parent == tmp_path  # relative to the config file
     assert config.levels == ("sample",) and config.shadows == 2
@@ -23,7 +23,7 @@ def test_yaml_and_json_read_like_toml(tmp_path, suffix):
     data = tomllib.loads(EXAMPLE)
     path = tmp_path / f"audit{suffix}"
     path.write_text(yaml.safe_dump(data) if suffix == ".yaml" else json.dumps(data))
-    assert AuditConfig.load(path) == AuditConfig.example(tmp_path)
+    assert PipelineConfig.load(path) == PipelineConfig.example(tmp_path)
 
 
 def _guarded(data, family="asr", **options):
@@ -127,7 +127,7 @@ def _write(tmp_path, edit):
 def test_bad_configs_name_the_file_and_the_field(tmp_path, edit, message):
     path = _write(tmp_path, edit)
     with pytest.raises(VoxauditError) as caught:
-        AuditConfig.load(path)
+        PipelineConfig.load(path)
     assert str(path) in str(caught.value) and message in str(caught.value)
 
 
@@ -135,7 +135,7 @@ def test_a_bad_key_is_one_line_whatever_the_format(tmp_path):
     path = tmp_path / "audit.toml"
     path.write_text(EXAMPLE.replace("seed = 0", 'seed = "zero"'), encoding="utf-8")
     with pytest.raises(VoxauditError) as caught:
-        AuditConfig.load(path)
+        PipelineConfig.load(path)
     assert str(caught.value) == f"{path}: key 'seed': expected an integer, got 'zero'"
 
 
@@ -145,34 +145,34 @@ def test_audit_options_are_checked_against_the_familys_audit_config(tmp_path):
         data["levels"] = ["speaker"]
         data["audit"] = {"chunk_seconds": "none", "voice_counts": [1, 2], "max_per_side": "None"}
 
-    config = AuditConfig.load(_write(tmp_path, speaker))
+    config = PipelineConfig.load(_write(tmp_path, speaker))
     # TOML has no null: "none" is the None that turns chunk splitting off.
     assert config.audit == {"chunk_seconds": None, "voice_counts": (1, 2), "max_per_side": None}
     from voxaudit.mia import families
 
     assert families.get("speaker").config(**config.audit).chunk_seconds is None
     with pytest.raises(VoxauditError, match=r"\[audit\]: unknown key\(s\) draws"):  # asr's
-        AuditConfig.load(_write(tmp_path, lambda d: (speaker(d), d["audit"].update(draws=8))))
+        PipelineConfig.load(_write(tmp_path, lambda d: (speaker(d), d["audit"].update(draws=8))))
 
 
 def test_the_corpus_can_be_strict(tmp_path):
-    config = AuditConfig.load(_write(tmp_path, lambda d: d["corpus"].update(strict=True)))
-    assert config.corpus.strict and not AuditConfig.example().corpus.strict
+    config = PipelineConfig.load(_write(tmp_path, lambda d: d["corpus"].update(strict=True)))
+    assert config.corpus.strict and not PipelineConfig.example().corpus.strict
 
 
 def test_unreadable_and_unknown_formats_are_refused(tmp_path):
     with pytest.raises(VoxauditError, match="cannot read"):
-        AuditConfig.load(tmp_path / "missing.toml")
+        PipelineConfig.load(tmp_path / "missing.toml")
     (tmp_path / "a.ini").write_text("x")
     with pytest.raises(VoxauditError, match=r"end in \.toml, \.yaml"):
-        AuditConfig.load(tmp_path / "a.ini")
+        PipelineConfig.load(tmp_path / "a.ini")
     (tmp_path / "b.toml").write_text("= nope")
     with pytest.raises(VoxauditError, match="invalid TOML"):
-        AuditConfig.load(tmp_path / "b.toml")
+        PipelineConfig.load(tmp_path / "b.toml")
 
 
 def test_the_guard_section_defaults_to_a_small_cpu_run(tmp_path):
-    assert AuditConfig.load(_write(tmp_path, _guarded)).guard == GuardEvaluation(
+    assert PipelineConfig.load(_write(tmp_path, _guarded)).guard == GuardEvaluation(
         benign=200,
         carriers=1,
         attacks=("ctc (white box)", "nes (black box)"),
@@ -180,11 +180,11 @@ def test_the_guard_section_defaults_to_a_small_cpu_run(tmp_path):
         fpr=0.001,
         gateway=False,
     )
-    assert AuditConfig.example().guard is None  # an optional stage, off by default
+    assert PipelineConfig.example().guard is None  # an optional stage, off by default
     # The example's commented-out block, uncommented, is the defaults.
     block = EXAMPLE[EXAMPLE.index("# [guard]") :].splitlines()
     options = tomllib.loads("\n".join(line.removeprefix("# ") for line in block))["guard"]
-    assert AuditConfig.load(_write(tmp_path, lambda d: _guarded(d, **options))).guard == (
+    assert PipelineConfig.load(_write(tmp_path, lambda d: _guarded(d, **options))).guard == (
         GuardEvaluation()
     )
 
@@ -192,7 +192,7 @@ def test_the_guard_section_defaults_to_a_small_cpu_run(tmp_path):
 def test_guard_options_are_read(tmp_path):
     options = {"benign": 300, "carriers": 2, "attacks": ["genetic (black box)"],
                "target": "call mom", "fpr": 0.01, "gateway": True}  # fmt: skip
-    config = AuditConfig.load(_write(tmp_path, lambda d: _guarded(d, **options)))
+    config = PipelineConfig.load(_write(tmp_path, lambda d: _guarded(d, **options)))
     assert config.guard == GuardEvaluation(300, 2, ("genetic (black box)",), "call mom", 0.01, True)
 
 
@@ -200,7 +200,7 @@ def test_guard_options_are_read(tmp_path):
 def test_the_guard_applies_to_asr_targets_only(tmp_path, family):
     path = _write(tmp_path, lambda d: _guarded(d, family))
     with pytest.raises(VoxauditError) as caught:
-        AuditConfig.load(path)
+        PipelineConfig.load(path)
     message = str(caught.value)
     assert str(path) in message and "[guard]" in message and repr(family) in message
 
@@ -211,4 +211,4 @@ def test_the_guard_needs_a_model_not_an_adapter(tmp_path):
         data["target"] |= {"adapter": "pocketsphinx", "recordings": "mine"}
 
     with pytest.raises(VoxauditError, match=r"\[guard\]: the attacks need the target's losses"):
-        AuditConfig.load(_write(tmp_path, adapter))
+        PipelineConfig.load(_write(tmp_path, adapter))

@@ -6,10 +6,10 @@ from dataclasses import replace
 import pytest
 from typer.testing import CliRunner
 
-from voxaudit.audit import AuditConfig, run_audit
 from voxaudit.cli import app
 from voxaudit.errors import VoxauditError
 from voxaudit.guard.evaluation import DETECTORS
+from voxaudit.pipeline import PipelineConfig, run_audit
 
 runner = CliRunner()
 
@@ -122,7 +122,7 @@ def test_the_cli_gate_exits_non_zero_above_the_bound(tiny_audit, tiny_config_pat
 def test_audit_init_writes_the_example_and_never_overwrites(tmp_path):
     path = tmp_path / "mine.toml"
     assert runner.invoke(app, ["audit", "init", str(path)]).exit_code == 0
-    assert AuditConfig.load(path) == AuditConfig.example(tmp_path)
+    assert PipelineConfig.load(path) == PipelineConfig.example(tmp_path)
     again = runner.invoke(app, ["audit", "init", str(path)])
     assert again.exit_code == 2 and "not overwritten" in again.output
 
@@ -159,7 +159,7 @@ cv = 2
 def test_a_speaker_encoder_is_audited_at_speaker_level_with_its_eer(tmp_path):
     path = tmp_path / "speaker.toml"
     path.write_text(SPEAKER)
-    report = run_audit(AuditConfig.load(path), tmp_path / "out", progress=False)
+    report = run_audit(PipelineConfig.load(path), tmp_path / "out", progress=False)
     (summary,) = report["summary"]
     assert summary["question"] == "Was this person's voice used to train the model?"
     (level,) = report["levels"]

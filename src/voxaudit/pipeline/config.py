@@ -138,7 +138,7 @@ TOP_LEVEL: dict[str, Any] = {
 
 
 @dataclass(frozen=True)
-class AuditConfig:
+class PipelineConfig:
     corpus: CorpusSpec
     target: TargetSpec
     levels: tuple[str, ...] = ("sample",)
@@ -154,18 +154,18 @@ class AuditConfig:
     origin: str = field(default="the config", compare=False)  # the file, for error messages
 
     @classmethod
-    def load(cls, path: str | Path) -> AuditConfig:
+    def load(cls, path: str | Path) -> PipelineConfig:
         """A config file; errors name the file, the section and the key."""
         path = Path(path)
         return cls.from_dict(read_config_file(path), root=path.parent, where=str(path))
 
     @classmethod
-    def example(cls, root: str | Path = ".") -> AuditConfig:
+    def example(cls, root: str | Path = ".") -> PipelineConfig:
         """The built-in default (:data:`EXAMPLE`), its paths relative to ``root``."""
         return cls.from_dict(tomllib.loads(EXAMPLE), root=Path(root), where="the built-in config")
 
     @classmethod
-    def from_dict(cls, data: dict[str, Any], root: Path, where: str) -> AuditConfig:
+    def from_dict(cls, data: dict[str, Any], root: Path, where: str) -> PipelineConfig:
         """Every key and type checked here, so that a bad config fails before any work."""
         data = checked(data, TOP_LEVEL, where)
         for name in ("corpus", "target"):

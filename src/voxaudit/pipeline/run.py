@@ -35,7 +35,6 @@ from typing import Any
 from rich.console import Console
 
 from voxaudit import __version__
-from voxaudit.audit.config import AuditConfig
 from voxaudit.data.corpus import Corpus
 from voxaudit.data.loaders import load_corpus
 from voxaudit.data.splits import AuditSplit, make_split
@@ -43,6 +42,7 @@ from voxaudit.errors import VoxauditError
 from voxaudit.files import claim_folder, write_json
 from voxaudit.mia import core
 from voxaudit.mia.results import without_examples
+from voxaudit.pipeline.config import PipelineConfig
 from voxaudit.report.audit import build_report, write_report
 from voxaudit.report.mia import write_report as write_mia_report
 
@@ -54,7 +54,7 @@ UTILITY_SAMPLE = 200
 
 
 def run_audit(
-    config: AuditConfig,
+    config: PipelineConfig,
     out_dir: str | Path,
     progress: bool = True,
     console: Console | None = None,
@@ -115,7 +115,7 @@ def _stage(name: str, durations: dict[str, float], console: Console) -> Iterator
     durations[name] = round(time.time() - began, 1)
 
 
-def _corpus(config: AuditConfig, progress: bool, console: Console) -> Corpus:
+def _corpus(config: PipelineConfig, progress: bool, console: Console) -> Corpus:
     """The corpus, its bad files listed (as `voxaudit data inspect` lists them) and left out,
     or, with ``[corpus] strict``, an error listing them."""
     spec = config.corpus
@@ -141,7 +141,7 @@ def _corpus(config: AuditConfig, progress: bool, console: Console) -> Corpus:
     return corpus
 
 
-def _levels(config: AuditConfig) -> tuple[str, ...]:
+def _levels(config: PipelineConfig) -> tuple[str, ...]:
     """The levels to audit: a checkpoint's split decides its one level."""
     if config.target.source == "checkpoint":
         assert config.target.split is not None
@@ -150,7 +150,7 @@ def _levels(config: AuditConfig) -> tuple[str, ...]:
 
 
 def _audit_level(
-    config: AuditConfig,
+    config: PipelineConfig,
     family: core.Family,
     audit_config: core.AuditConfig,
     corpus: Corpus,
@@ -199,7 +199,11 @@ def _audit_level(
 
 
 def _guard_evaluation(
-    config: AuditConfig, family: core.Family, level: dict[str, Any], guard_dir: Path, progress: bool
+    config: PipelineConfig,
+    family: core.Family,
+    level: dict[str, Any],
+    guard_dir: Path,
+    progress: bool,
 ) -> dict[str, Any]:
     """The guard's detectors against adversarial attacks on ``level``'s target."""
     done = guard_dir / DONE
@@ -224,7 +228,7 @@ def _family(name: str) -> core.Family:
     return families.get(name)
 
 
-def _split(config: AuditConfig, corpus: Corpus, level: str, level_dir: Path) -> Path:
+def _split(config: PipelineConfig, corpus: Corpus, level: str, level_dir: Path) -> Path:
     if config.target.split is not None:
         return config.target.split
     path = level_dir / "split.json"
@@ -238,7 +242,7 @@ def _split(config: AuditConfig, corpus: Corpus, level: str, level_dir: Path) -> 
 
 
 def _trained(
-    config: AuditConfig, kind: str, split_path: Path, role: str, level_dir: Path, progress: bool
+    config: PipelineConfig, kind: str, split_path: Path, role: str, level_dir: Path, progress: bool
 ) -> Path:
     """The run folder of ``role``: the given checkpoint, or a model trained (or resumed) here."""
     if role == "target" and config.target.checkpoint is not None:
@@ -259,7 +263,7 @@ def _trained(
     return run_dir
 
 
-def _audit_config(family: core.Family, config: AuditConfig) -> core.AuditConfig:
+def _audit_config(family: core.Family, config: PipelineConfig) -> core.AuditConfig:
     """The family's audit config from the threat, the seed and the [audit] options."""
     options = {k: tuple(v) if isinstance(v, list) else v for k, v in config.audit.items()}
     options.setdefault("seed", config.seed)
@@ -270,7 +274,7 @@ def _audit_config(family: core.Family, config: AuditConfig) -> core.AuditConfig:
 
 
 def _score(
-    config: AuditConfig, corpus: Corpus, split: AuditSplit, shadows: Sequence[Any],
+    config: PipelineConfig, corpus: Corpus, split: AuditSplit, shadows: Sequence[Any],
     report_dir: Path, audit_config: Any, progress: bool,
 ) -> dict[str, Any]:  # fmt: skip
     """Scoring mode for an adapter target: membership scores, no verdicts."""
@@ -308,7 +312,7 @@ def _utility(
 # --- bookkeeping ----------------------------------------------------------------------------
 
 
-def _as_record(config: AuditConfig) -> dict[str, Any]:
+def _as_record(config: PipelineConfig) -> dict[str, Any]:
     """The config as plain JSON data (paths as strings), without where it was read from."""
     record = json.loads(json.dumps(dataclasses.asdict(config), default=str))
     record.pop("origin")
@@ -317,12 +321,12 @@ def _as_record(config: AuditConfig) -> dict[str, Any]:
     return record
 
 
-def _claim(out_dir: Path, config: AuditConfig) -> None:
+def _claim(out_dir: Path, config: PipelineConfig) -> None:
     """Record the config in ``out_dir``, or refuse a folder made by a different one."""
     claim_folder(out_dir, CONFIG_RECORD, _as_record(config), "an audit")
 
 
-def _run_metadata(config: AuditConfig, durations: dict[str, float]) -> dict[str, Any]:
+def _run_metadata(config: PipelineConfig, durations: dict[str, float]) -> dict[str, Any]:
     import torch
 
     packages = {}

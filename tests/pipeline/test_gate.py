@@ -5,9 +5,9 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from voxaudit.audit.gate import EXIT_INVALID, EXIT_LEAK, check, parse_bounds
 from voxaudit.errors import VoxauditError
 from voxaudit.mia.results import new_report, result_entry
+from voxaudit.pipeline.gate import EXIT_INVALID, EXIT_LEAK, check, parse_bounds
 from voxaudit.report.audit import level_summary
 
 
