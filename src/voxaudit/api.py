@@ -15,16 +15,16 @@ import csv
 import io
 import json
 import tempfile
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from voxaudit.data.corpus import Corpus
-from voxaudit.data.splits import AuditSplit
+from voxaudit.data.splits import AuditSplit, IdList, read_ids
 from voxaudit.errors import VoxauditError
 from voxaudit.mia import families
-from voxaudit.mia.core import AuditedModel, run_audit
+from voxaudit.mia.core import AuditConfig, AuditedModel, run_audit
 from voxaudit.mia.results import (
     examples_csv,
     interval_text,
@@ -33,9 +33,8 @@ from voxaudit.mia.results import (
     without_examples,
 )
 
-Ids = Iterable[str] | str | Path
 #: A shadow (reference) model with the ids it trained on and ids it never saw.
-Shadow = tuple[Any, Ids, Ids]
+Shadow = tuple[Any, IdList, IdList]
 
 
 @dataclass(frozen=True)
@@ -118,18 +117,19 @@ class AuditResult:
 def audit(
     model: Any,
     corpus: Corpus | str | Path,
-    members: Ids,
-    nonmembers: Ids,
+    members: IdList,
+    nonmembers: IdList,
     *,
     family: str | None = None,
     label: str = "speaker",
     level: str = "sample",
     shadows: Sequence[Shadow] = (),
     null: Any = None,
-    reference: Ids = (),
-    unseen: Ids = (),
+    reference: IdList = (),
+    unseen: IdList = (),
     threat: str = "grey",
     out_dir: str | Path | None = None,
+    config: AuditConfig | None = None,
     progress: bool = False,
     **options: Any,
 ) -> AuditResult:
@@ -139,7 +139,9 @@ def audit(
     ----------
     model : the audited model: any ``SpeechRecognizer``, ``UtteranceClassifier`` or
         ``SpeakerEncoder`` (e.g. ``voxaudit.models.adapters.torch.TorchClassifier`` around a
-        torch module), or an :class:`~voxaudit.mia.core.AuditedModel`.
+        torch module), an :class:`~voxaudit.mia.core.AuditedModel`, or a spec string
+        (:func:`voxaudit.mia.families.resolve_model`: a run folder, a Hugging Face folder,
+        ``pocketsphinx``, ``resemblyzer`` or ``module.path:factory``; then give ``family``).
     corpus : the recordings (a :class:`~voxaudit.data.corpus.Corpus`, or a folder any loader
         reads).
     members, nonmembers : utterance ids the model trained on and never saw (lists, or a text
@@ -147,9 +149,9 @@ def audit(
     family : ``"asr"``, ``"classifier"`` or ``"speaker"``; told from the model when None.
     label : classifiers: what the classes are (``"speaker"`` or ``"transcript"``).
     level : ``"sample"`` (was this recording used?) or ``"speaker"`` (this voice?).
-    shadows : optional ``(model, members, nonmembers)`` reference models trained like the
-        target; attacks are fitted on them. Without any, attacks are cross-fitted on halves of
-        the target's own known membership (no calibrated attacks then).
+    shadows : optional ``(model, members, nonmembers)`` reference models (models or specs)
+        trained like the target; attacks are fitted on them. Without any, attacks are
+        cross-fitted on halves of the target's own known membership (no calibrated attacks).
     null : optional model that never saw the evaluated recordings (the null control); without
         one, a shadow that did not, or the same attacks with permuted labels.
     reference : speaker level: imposter recordings no model trained on (SLMIA-SR compares
@@ -160,6 +162,7 @@ def audit(
     out_dir : where ``report.json``, ``examples.csv``, ``report.html`` and the feature caches
         go (a temporary folder, removed afterwards, when None).
     progress : show progress bars.
+    config : the family's audit config, instead of ``threat`` and ``options``.
     **options : fields of the family's audit config (e.g. ``max_per_side``, ``draws``).
 
     Returns
@@ -170,39 +173,54 @@ def audit(
         from voxaudit.data.loaders import load_corpus
 
         corpus = load_corpus(Path(corpus), progress=progress)
-    chosen = families.get(family or infer_family(model))
-    config = chosen.config(threat=threat, **options)
-    shadow_models = [
-        AuditedModel(
-            f"shadow-{k}", _source(m), _inner(m), frozenset(ids(i, corpus, "members")), label
-        )
-        for k, (m, i, _) in enumerate(shadows)
-    ]
+    if family is None:
+        family = infer_family(model)
+    chosen = families.get(family)
+    if config is None:
+        config = chosen.config(threat=threat, **options)
+    elif options or threat != "grey":
+        raise VoxauditError("give either config or threat and config options, not both")
+
+    def audited(given: Any, role: str, trained: IdList | None = None) -> AuditedModel:
+        if isinstance(given, str | Path):
+            given = families.resolve_model(family, given, role, label=label)
+        ids = None if trained is None else frozenset(read_ids(trained, corpus, f"{role} members"))
+        if isinstance(given, AuditedModel):
+            return AuditedModel(role, given.source, given.model,
+                                ids if ids is not None else given.trained_ids,
+                                given.label or label)  # fmt: skip
+        return AuditedModel(role, _source(given), given, ids, label)
+
+    lists = [(read_ids(i, corpus, f"shadow {k} members"),
+              read_ids(o, corpus, f"shadow {k} non-members"))
+             for k, (_, i, o) in enumerate(shadows)]  # fmt: skip
     split = AuditSplit.from_membership(
-        corpus, ids(members, corpus, "members"), ids(nonmembers, corpus, "non-members"),
+        corpus,
+        read_ids(members, corpus, "members"),
+        read_ids(nonmembers, corpus, "non-members"),
         level=level,
-        shadows=[(ids(i, corpus, "members"), ids(o, corpus, "non-members")) for _, i, o in shadows],
-        reference=ids(reference, corpus, "reference"),
-        unseen=ids(unseen, corpus, "unseen"),
-    )  # fmt: skip
-    target = model if isinstance(model, AuditedModel) else AuditedModel(
-        "target", _source(model), model, label=label)  # fmt: skip
-    null_model = None if null is None else AuditedModel("null", _source(null), _inner(null),
-                                                         label=label)  # fmt: skip
+        shadows=lists,
+        reference=read_ids(reference, corpus, "reference"),
+        unseen=read_ids(unseen, corpus, "unseen"),
+    )
+    target = audited(model, "target")
+    shadow_models = [audited(m, f"shadow-{k}", lists[k][0]) for k, (m, _, _) in enumerate(shadows)]
+    null_model = None if null is None else audited(null, "null")
     with tempfile.TemporaryDirectory(prefix="voxaudit-") as scratch:
         folder = Path(out_dir) if out_dir is not None else Path(scratch)
         report = run_audit(chosen, corpus, split, target, shadow_models, folder,
                            null=null_model, config=config, progress=progress)  # fmt: skip
-        result = AuditResult(report)
         if out_dir is not None:
             from voxaudit.report.mia import write_report
 
             write_report(folder, report)
-    return result
+    return AuditResult(report)
 
 
 def infer_family(model: Any) -> str:
     """The audit family a model's methods say it belongs to."""
+    if isinstance(model, str | Path):
+        raise VoxauditError(f"{model}: give family= for a model given by name or path")
     inner = _inner(model)
     for method, name in (("predict_proba", "classifier"), ("embed", "speaker"),
                          ("transcribe", "asr")):  # fmt: skip
@@ -213,32 +231,6 @@ def infer_family(model: Any) -> str:
         "(classifier), embed (speaker encoder) or transcribe (ASR), or wrap a torch module in "
         "voxaudit.models.adapters.torch"
     )
-
-
-def ids(values: Ids, corpus: Corpus, what: str) -> list[str]:
-    """Utterance ids from a list, or from a file of one id or audio path per line."""
-    if isinstance(values, str | Path):
-        path = Path(values)
-        if not path.is_file():
-            raise VoxauditError(f"{what}: {path} is not a file of ids")
-        lines = [line.strip() for line in path.read_text("utf-8").splitlines()]
-        by_path = {str(u.path.resolve()): u.id for u in corpus if u.path is not None}
-        out = []
-        for number, line in enumerate(lines, 1):
-            if not line or line.startswith("#"):
-                continue
-            if line in corpus:
-                out.append(line)
-                continue
-            resolved = str((path.parent / line).resolve())
-            if resolved not in by_path:
-                raise VoxauditError(
-                    f"{path}:{number}: {line!r} is neither an utterance id nor an audio file "
-                    f"of corpus {corpus.name!r}"
-                )
-            out.append(by_path[resolved])
-        return out
-    return [str(v) for v in values]
 
 
 def _inner(model: Any) -> Any:

@@ -410,7 +410,8 @@ def mia_asr_score(
     """Membership scores (not verdicts) for recordings on a model with no ground truth."""
     from voxaudit.data.loaders import load_corpus
     from voxaudit.data.splits import AuditSplit
-    from voxaudit.mia.families.asr import AsrAuditConfig, load_scored_model
+    from voxaudit.mia.families import resolve_model
+    from voxaudit.mia.families.asr import AsrAuditConfig
     from voxaudit.report.console import scores_table
 
     config = AsrAuditConfig(
@@ -420,8 +421,9 @@ def mia_asr_score(
         max_per_side=max_per_side,
         seed=seed,
     )
+    target = resolve_model("asr", model, device=device)
     report = _scoring(
-        "asr", load_corpus(recordings, progress=True), load_scored_model(model, device),
+        "asr", load_corpus(recordings, progress=True), target,
         load_corpus(corpus, layout, pattern=pattern, progress=True), AuditSplit.load(split_path),
         shadow, out, config, device,
     )  # fmt: skip
@@ -531,7 +533,8 @@ def mia_speaker_score(
     """Speaker membership scores (not verdicts) on an encoder with no ground truth."""
     from voxaudit.data.loaders import load_corpus
     from voxaudit.data.splits import AuditSplit
-    from voxaudit.mia.families.speaker import SpeakerAuditConfig, load_scored_encoder
+    from voxaudit.mia.families import resolve_model
+    from voxaudit.mia.families.speaker import SpeakerAuditConfig
     from voxaudit.report.console import scores_table
 
     config = SpeakerAuditConfig(
@@ -541,8 +544,9 @@ def mia_speaker_score(
         select_features=select_features,
         seed=seed,
     )
+    target = resolve_model("speaker", model, device=device)
     report = _scoring(
-        "speaker", load_corpus(recordings, progress=True), load_scored_encoder(model, device),
+        "speaker", load_corpus(recordings, progress=True), target,
         load_corpus(corpus, layout, pattern=pattern, progress=True), AuditSplit.load(split_path),
         shadow, out, config, device,
     )  # fmt: skip

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import importlib.util
-import json
 import socket
 from pathlib import Path
 
@@ -11,6 +10,7 @@ import numpy as np
 import pytest
 import torch
 
+from tests.model_fixtures import tiny_wav2vec2
 from voxaudit.data.audio import resample
 from voxaudit.data.synth import ESPEAK_RATE, make_speakers, speak, synthesize
 from voxaudit.errors import VoxauditError
@@ -135,34 +135,7 @@ LETTERS = "abcdefghijklmnopqrstuvwxyz'"
 @pytest.fixture(scope="module")
 def ctc_dir(tmp_path_factory) -> Path:
     """A tiny randomly initialized wav2vec2 CTC model with a character tokenizer."""
-    import transformers as tf
-
-    path = tmp_path_factory.mktemp("wav2vec2")
-    vocab = {"<pad>": 0, "<unk>": 1, "|": 2, **{c: i + 3 for i, c in enumerate(LETTERS)}}
-    (path / "vocab.json").write_text(json.dumps(vocab))
-    tokenizer = tf.Wav2Vec2CTCTokenizer(
-        str(path / "vocab.json"), unk_token="<unk>", pad_token="<pad>", word_delimiter_token="|"
-    )
-    extractor = tf.Wav2Vec2FeatureExtractor(
-        feature_size=1, sampling_rate=16000, do_normalize=True, return_attention_mask=False
-    )
-    tf.Wav2Vec2Processor(feature_extractor=extractor, tokenizer=tokenizer).save_pretrained(path)
-    config = tf.Wav2Vec2Config(
-        vocab_size=len(vocab),
-        hidden_size=32,
-        num_hidden_layers=2,
-        num_attention_heads=2,
-        intermediate_size=64,
-        conv_dim=(16, 16),
-        conv_stride=(5, 4),
-        conv_kernel=(10, 8),
-        num_conv_pos_embeddings=16,
-        num_conv_pos_embedding_groups=2,
-        pad_token_id=0,
-    )
-    torch.manual_seed(0)
-    tf.Wav2Vec2ForCTC(config).save_pretrained(path)
-    return path
+    return tiny_wav2vec2(tmp_path_factory.mktemp("wav2vec2"), LETTERS)
 
 
 @pytest.fixture(scope="module")

@@ -760,3 +760,35 @@ def _balanced_halves(n_units: int, n_models: int, rng: np.random.Generator) -> n
         f"{n_units} shadow units are too few for {n_models} random-halves shadow models "
         "(some model would train on nothing); add data or use fewer shadow models"
     )
+
+
+#: Utterance ids: a list, or a text file of one id or audio path per line.
+IdList = Iterable[str] | str | Path
+
+
+def read_ids(values: IdList, corpus: Corpus, what: str) -> list[str]:
+    """Utterance ids from a list, or from a file of one id or audio path per line (``#``
+    comments and blank lines skipped; paths relative to the file); an unknown line is an
+    error naming the file and line."""
+    if isinstance(values, str | Path):
+        path = Path(values)
+        if not path.is_file():
+            raise VoxauditError(f"{what}: {path} is not a file of ids")
+        lines = [line.strip() for line in path.read_text("utf-8").splitlines()]
+        by_path = {str(u.path.resolve()): u.id for u in corpus if u.path is not None}
+        out = []
+        for number, line in enumerate(lines, 1):
+            if not line or line.startswith("#"):
+                continue
+            if line in corpus:
+                out.append(line)
+                continue
+            resolved = str((path.parent / line).resolve())
+            if resolved not in by_path:
+                raise VoxauditError(
+                    f"{path}:{number}: {line!r} is neither an utterance id nor an audio file "
+                    f"of corpus {corpus.name!r}"
+                )
+            out.append(by_path[resolved])
+        return out
+    return [str(v) for v in values]

@@ -72,7 +72,7 @@ def backend_from_spec(spec: str, timeout_s: float = 30.0, device: str = "cpu") -
         return HTTPBackend(spec, timeout_s)
     if spec != "pocketsphinx" and not Path(spec).exists():
         raise VoxauditError(f"backend: {spec} is no run folder, URL or 'pocketsphinx'")
-    from voxaudit.mia.families.asr import load_scored_model
+    from voxaudit.mia.families import resolve_model
 
-    model = load_scored_model(spec, device=device)
+    model = resolve_model("asr", spec, device=device)
     return RecognizerBackend(model.model, name=model.source)

@@ -280,12 +280,10 @@ def _score(
     """Scoring mode for an adapter target: membership scores, no verdicts."""
     assert config.target.adapter is not None and config.target.recordings is not None
     recordings = load_corpus(config.target.recordings, progress=progress)
-    if config.target.family == "asr":
-        from voxaudit.mia.families.asr import load_scored_model as load_scored
-    else:
-        from voxaudit.mia.families.speaker import load_scored_encoder as load_scored
+    from voxaudit.mia.families import resolve_model
+
     family = _family(config.target.family)
-    target = load_scored(config.target.adapter, config.device)
+    target = resolve_model(config.target.family, config.target.adapter, device=config.device)
     report = core.run_scoring(family, recordings, target, corpus, split, shadows, report_dir,
                          config=audit_config, progress=progress)  # fmt: skip
     write_mia_report(report_dir, report)

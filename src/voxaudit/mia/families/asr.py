@@ -203,24 +203,3 @@ class AsrFamily(TabularFamily):
 
 #: Scoring mode's features: what means the same for any recognizer.
 SCORING_FAMILIES = ("transcript", "noise")
-
-
-def load_scored_model(spec: str, device: str = "auto") -> AuditedModel:
-    """The model a scoring run queries: ``pocketsphinx``, a run folder or a local HF CTC model."""
-    if spec == "pocketsphinx":
-        from voxaudit.models.adapters.pocketsphinx import PocketSphinxRecognizer
-
-        return AuditedModel("target", "pocketsphinx (bundled en-us models)",
-                            PocketSphinxRecognizer())  # fmt: skip
-    path = Path(spec)
-    if not path.exists():
-        raise VoxauditError(f"{spec}: no such model folder (or use `pocketsphinx`)")
-    if (path / "config.json").is_file():
-        from voxaudit.models.adapters.huggingface import HFCTCRecognizer
-        from voxaudit.models.checkpoints import resolve_device
-
-        return AuditedModel(
-            "target", str(path), HFCTCRecognizer(path, device=resolve_device(device))
-        )
-    # Any built-in model may be scored, whatever role it was trained for ("null" checks none).
-    return AsrFamily().load(path, "null", device).as_role("target")

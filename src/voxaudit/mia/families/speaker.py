@@ -653,14 +653,3 @@ class _Audit:
                 1,
                 headline_candidate=False,
             )
-
-
-def load_scored_encoder(spec: str, device: str = "auto") -> AuditedModel:
-    """The encoder a scoring run queries: ``resemblyzer`` or a ``voxaudit train`` run folder."""
-    if spec == "resemblyzer":
-        from voxaudit.models.adapters.resemblyzer import ResemblyzerEncoder
-
-        return AuditedModel("target", "resemblyzer (pretrained GE2E)", ResemblyzerEncoder())
-    if not Path(spec).exists():
-        raise VoxauditError(f"{spec}: no such model folder (or use `resemblyzer`)")
-    return SpeakerFamily().load(spec, "null", device).as_role("target")
