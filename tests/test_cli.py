@@ -441,3 +441,76 @@ def test_an_audit_lists_bad_corpus_files_and_a_strict_corpus_refuses_them(tmp_pa
     result = runner.invoke(app, ["audit", str(path), "--out", str(tmp_path / "lenient")])
     assert result.exit_code == 2 and "stopped after the corpus" in result.output
     assert "3_amy_99.wav" in result.output and "unreadable" in result.output
+
+
+MODULE = '''
+import numpy as np
+
+from voxaudit.data.loaders import load_corpus
+
+
+class Lookup:
+    """Sure of the clips it memorized (takes 0-3), unsure of the others."""
+
+    sample_rate = 16000
+
+    def __init__(self, memorize=True):
+        corpus = load_corpus(CORPUS)
+        self.classes = sorted({u.speaker for u in corpus})
+        self.known = {self.key(u.load(16000)): u.speaker for u in corpus
+                      if memorize and int(u.id.rsplit("_", 1)[1]) < 4}
+
+    @staticmethod
+    def key(wave):
+        return round(float(np.asarray(wave, np.float64)[:300].sum()), 3)
+
+    def predict_proba(self, waveforms):
+        rows = []
+        for w in waveforms:
+            p = np.ones(len(self.classes)) + np.abs(np.asarray(w[: len(self.classes)], float))
+            if self.key(w) in self.known:
+                p[self.classes.index(self.known[self.key(w)])] = 50.0
+            rows.append(p / p.sum())
+        return np.array(rows)
+
+    def utterance_loss(self, waveforms, labels):
+        p = self.predict_proba(waveforms)
+        return -np.log(p[np.arange(len(labels)), [self.classes.index(x) for x in labels]])
+
+
+def memorizer():
+    return Lookup()
+'''
+
+
+def test_mia_classifier_gives_a_verdict_on_a_users_model_from_membership_lists(
+    tmp_path, monkeypatch
+):
+    corpus_dir = tmp_path / "clips"
+    for s in range(6):
+        for k in range(8):
+            write_wav(corpus_dir / f"spk{s}" / f"spk{s}_{k}.wav", seconds=0.3, freq=150 + 30 * s,
+                      seed=10 * s + k)  # fmt: skip
+    ids = [f"spk{s}/spk{s}_{k}" for s in range(6) for k in range(8)]
+    (tmp_path / "members.txt").write_text("\n".join(i for i in ids if int(i[-1]) < 4))
+    (tmp_path / "nonmembers.txt").write_text("\n".join(i for i in ids if int(i[-1]) >= 4))
+    (tmp_path / "usermodel.py").write_text(f"CORPUS = {str(corpus_dir)!r}\n" + MODULE)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    args = [
+        "mia", "classifier", "--corpus", str(corpus_dir), "--target", "usermodel:memorizer",
+        "--members", str(tmp_path / "members.txt"),
+        "--nonmembers", str(tmp_path / "nonmembers.txt"), "--out", str(tmp_path / "out"),
+        "--draws", "1", "--bootstrap", "200", "--threat", "grey",
+    ]  # fmt: skip
+    result = runner.invoke(app, args)
+    assert result.exit_code == 0, result.output
+    report = json.loads((tmp_path / "out" / "report.json").read_text())
+    assert report["setup"]["target"] == "usermodel:memorizer"
+    assert report["headline"]["metrics"]["auroc"]["value"] > 0.9
+    assert (tmp_path / "out" / "examples.csv").is_file()
+    both = runner.invoke(app, [*args, "--split", str(tmp_path / "split.json")])
+    assert both.exit_code == 2 and "either --split, or --members" in both.output
+    shadowed = runner.invoke(app, [*args, "--shadow", "usermodel:memorizer"])
+    assert shadowed.exit_code == 2 and "one members and one non-members file per shadow" in (
+        shadowed.output
+    )

@@ -5,6 +5,7 @@ from __future__ import annotations
 import functools
 import json
 from collections.abc import Callable
+from dataclasses import dataclass
 from enum import Enum
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, TypeVar
@@ -70,6 +71,36 @@ DecisionOpt = Annotated[
         help="The attacks' operating point, fixed on shadow data: 'accuracy' (most accurate), "
         "'recall=R' (flag at least R of the members) or 'fpr=F' (at most F of the non-members)."
     ),
+]
+
+TargetOpt = Annotated[
+    str,
+    typer.Option(
+        help="The audited model: a `voxaudit train` run folder; with --members also a Hugging "
+        "Face folder, pocketsphinx, resemblyzer or module.path:factory (your function that "
+        "returns the model)."
+    ),
+]
+ShadowOpt = Annotated[
+    list[str] | None,
+    typer.Option(help="Shadow model (as --target); repeat for each shadow."),
+]
+MembersOpt = Annotated[
+    Path | None,
+    typer.Option(
+        help="Instead of --split: a file of the target's member ids or audio paths, one a line."
+    ),
+]
+NonmembersOpt = Annotated[
+    Path | None, typer.Option(help="With --members: the target's non-members, one a line.")
+]
+ShadowMembersOpt = Annotated[
+    list[Path] | None,
+    typer.Option(help="With --members: each --shadow's members file, in the same order."),
+]
+ShadowNonmembersOpt = Annotated[
+    list[Path] | None,
+    typer.Option(help="With --members: each --shadow's non-members file, in the same order."),
 ]
 
 
@@ -320,14 +351,18 @@ class Evidence(str, Enum):
 @_friendly_errors
 def mia_asr(
     corpus: Annotated[Path, typer.Option(help="The corpus the split was made from.")],
-    split_path: Annotated[Path, typer.Option("--split", help="Split file from `voxaudit split`.")],
-    target: Annotated[Path, typer.Option(help="Target model run folder (`voxaudit train`).")],
-    shadow: Annotated[
-        list[Path], typer.Option(help="Shadow model run folder; repeat for each shadow.")
-    ],
+    target: TargetOpt,
     out: Annotated[Path, typer.Option(help="Report folder: report.json, report.html, features.")],
+    split_path: Annotated[
+        Path | None, typer.Option("--split", help="Split file from `voxaudit split`.")
+    ] = None,
+    shadow: ShadowOpt = None,
+    members: MembersOpt = None,
+    nonmembers: NonmembersOpt = None,
+    shadow_members: ShadowMembersOpt = None,
+    shadow_nonmembers: ShadowNonmembersOpt = None,
     null: Annotated[
-        Path | None,
+        str | None,
         typer.Option(
             help="Null-control model that never saw the target's data (default: a "
             "shadow that qualifies)."
@@ -357,10 +392,15 @@ def mia_asr(
     from voxaudit.data.splits import AuditSplit
     from voxaudit.mia.families.asr import AsrAuditConfig
 
-    audit_split = AuditSplit.load(split_path)
-    if level is not None and level.value != audit_split.level:
+    if split_path is not None:
+        audit_split = AuditSplit.load(split_path)
+        if level is not None and level.value != audit_split.level:
+            raise VoxauditError(
+                f"--level {level.value} but {split_path} is a {audit_split.level}-level split"
+            )
+    elif level is not None and level.value != "sample":
         raise VoxauditError(
-            f"--level {level.value} but {split_path} is a {audit_split.level}-level split"
+            "with --members the ASR audit is sample-level; use a split for speaker level"
         )
     config = AsrAuditConfig(
         threat=threat.value,
@@ -372,9 +412,10 @@ def mia_asr(
         n_bootstrap=bootstrap,
         seed=seed,
     )
+    lists = _Lists(members, nonmembers, shadow_members, shadow_nonmembers)
     _membership_audit(
         "asr", config, corpus, layout, pattern, split_path, target,
-        shadow, null, out, device,
+        shadow or [], null, out, device, lists=lists,
     )  # fmt: skip
 
 
@@ -459,16 +500,25 @@ SelectFeaturesOpt = Annotated[
 @_friendly_errors
 def mia_speaker(
     corpus: Annotated[Path, typer.Option(help="The corpus the split was made from.")],
-    split_path: Annotated[
-        Path, typer.Option("--split", help="Speaker-level split from `voxaudit split`.")
-    ],
-    target: Annotated[Path, typer.Option(help="Target speaker encoder run folder.")],
-    shadow: Annotated[
-        list[Path], typer.Option(help="Shadow encoder run folder; repeat for each shadow.")
-    ],
+    target: TargetOpt,
     out: Annotated[Path, typer.Option(help="Report folder: report.json, report.html, cache.")],
-    null: Annotated[
+    split_path: Annotated[
+        Path | None, typer.Option("--split", help="Speaker-level split from `voxaudit split`.")
+    ] = None,
+    shadow: ShadowOpt = None,
+    members: MembersOpt = None,
+    nonmembers: NonmembersOpt = None,
+    shadow_members: ShadowMembersOpt = None,
+    shadow_nonmembers: ShadowNonmembersOpt = None,
+    reference: Annotated[
+        Path | None, typer.Option(help="With --members: imposter recordings no model trained on.")
+    ] = None,
+    unseen: Annotated[
         Path | None,
+        typer.Option(help="With --members: member speakers' voices the target did not train on."),
+    ] = None,
+    null: Annotated[
+        str | None,
         typer.Option(help="Null-control encoder that never saw the target's speakers."),
     ] = None,
     voices: VoicesOpt = 10,
@@ -500,9 +550,10 @@ def mia_speaker(
         n_bootstrap=bootstrap,
         seed=seed,
     )
+    lists = _Lists(members, nonmembers, shadow_members, shadow_nonmembers, reference, unseen)
     _membership_audit(
         "speaker", config, corpus, layout, pattern, split_path, target,
-        shadow, null, out, device,
+        shadow or [], null, out, device, lists=lists,
     )  # fmt: skip
 
 
@@ -558,16 +609,21 @@ def mia_speaker_score(
 @_friendly_errors
 def mia_classifier(
     corpus: Annotated[Path, typer.Option(help="The corpus the split was made from.")],
-    split_path: Annotated[
-        Path, typer.Option("--split", help="Sample-level split from `voxaudit split`.")
-    ],
-    target: Annotated[Path, typer.Option(help="Target classifier run folder.")],
-    shadow: Annotated[
-        list[Path], typer.Option(help="Shadow model run folder; repeat for each shadow.")
-    ],
+    target: TargetOpt,
     out: Annotated[Path, typer.Option(help="Report folder: report.json, report.html, features.")],
+    split_path: Annotated[
+        Path | None, typer.Option("--split", help="Sample-level split from `voxaudit split`.")
+    ] = None,
+    shadow: ShadowOpt = None,
+    members: MembersOpt = None,
+    nonmembers: NonmembersOpt = None,
+    shadow_members: ShadowMembersOpt = None,
+    shadow_nonmembers: ShadowNonmembersOpt = None,
+    label: Annotated[
+        str, typer.Option(help="With --members: what the classes are, speaker or transcript.")
+    ] = "speaker",
     null: Annotated[
-        Path | None, typer.Option(help="Null-control model (default: a shadow that qualifies).")
+        str | None, typer.Option(help="Null-control model (default: a shadow that qualifies).")
     ] = None,
     threat: Threat = Threat.grey,
     draws: Annotated[int, typer.Option(min=1, help="Noise draws per SNR (label-only).")] = 8,
@@ -586,9 +642,10 @@ def mia_classifier(
         threat=threat.value, draws=draws, max_per_side=max_per_side, decision=decision,
         n_bootstrap=bootstrap, seed=seed,
     )  # fmt: skip
+    lists = _Lists(members, nonmembers, shadow_members, shadow_nonmembers, label=label)
     _membership_audit(
         "classifier", config, corpus, layout, pattern, split_path,
-        target, shadow, null, out, device,
+        target, shadow or [], null, out, device, lists=lists,
         metrics=("precision", "recall", "accuracy", "auroc", "tpr_at_0.1%_fpr", "tpr_at_1%_fpr"),
     )  # fmt: skip
 
@@ -620,11 +677,25 @@ def mia_table_markdown(
     typer.echo(markdown_table(written, metrics), nl=False)
 
 
+@dataclass(frozen=True)
+class _Lists:
+    """Known membership given on the command line instead of a split."""
+
+    members: Path | None
+    nonmembers: Path | None
+    shadow_members: list[Path] | None
+    shadow_nonmembers: list[Path] | None
+    reference: Path | None = None
+    unseen: Path | None = None
+    label: str = "speaker"
+
+
 def _membership_audit(
-    family: str, config, corpus: Path, layout, pattern, split_path: Path, target: Path,
-    shadows: list[Path], null: Path | None, out: Path, device: str, metrics=None,
+    family: str, config, corpus: Path, layout, pattern, split_path: Path | None, target: str,
+    shadows: list[str], null: str | None, out: Path, device: str, lists: _Lists, metrics=None,
 ) -> None:  # fmt: skip
-    """Load the corpus, split and models, run one family's audit, print its table."""
+    """Load the corpus and models, run one family's audit (on a split, or on known
+    membership), print its table."""
     from voxaudit.data.loaders import load_corpus
     from voxaudit.data.splits import AuditSplit
     from voxaudit.mia import families
@@ -634,19 +705,44 @@ def _membership_audit(
     from voxaudit.report.mia import write_report
 
     chosen = families.get(family)
-    report = run_audit(
-        chosen,
-        load_corpus(corpus, layout, pattern=pattern, progress=True),
-        AuditSplit.load(split_path),
-        chosen.load(target, "target", device),
-        [chosen.load(path, None, device) for path in shadows],
-        out,
-        null=None if null is None else chosen.load(null, "null", device),
-        config=config,
-    )
-    write_report(out, report)
+    if (split_path is None) == (lists.members is None):
+        raise VoxauditError("give either --split, or --members with --nonmembers")
+    data = load_corpus(corpus, layout, pattern=pattern, progress=True)
+    if split_path is not None:
+        report = run_audit(
+            chosen, data, AuditSplit.load(split_path), chosen.load(target, "target", device),
+            [chosen.load(path, None, device) for path in shadows], out,
+            null=None if null is None else chosen.load(null, "null", device),
+            config=config,
+        )  # fmt: skip
+        write_report(out, report)
+    else:
+        report = _known_membership(chosen.name, config, data, target, shadows, null, out, lists)
     console.print(mia_table(report, metrics or MIA_METRICS))
     console.print(f"Wrote {out / 'report.json'}, {out / 'examples.csv'} and {out / 'report.html'}")
+
+
+def _known_membership(family: str, config, data, target: str, shadows: list[str],
+                      null: str | None, out: Path, lists: _Lists) -> dict:  # fmt: skip
+    """The audit of a model trained anywhere, from its member and non-member lists."""
+    from voxaudit.api import audit
+
+    if lists.nonmembers is None:
+        raise VoxauditError("--members needs --nonmembers")
+    inside, outside = lists.shadow_members or [], lists.shadow_nonmembers or []
+    if not len(shadows) == len(inside) == len(outside):
+        raise VoxauditError(
+            f"{len(shadows)} --shadow, {len(inside)} --shadow-members and {len(outside)} "
+            "--shadow-nonmembers: give one members and one non-members file per shadow"
+        )
+    level = "speaker" if family == "speaker" else "sample"
+    result = audit(
+        target, data, lists.members, lists.nonmembers, family=family, label=lists.label,
+        level=level, shadows=list(zip(shadows, inside, outside, strict=True)), null=null,
+        reference=lists.reference or (), unseen=lists.unseen or (), out_dir=out, config=config,
+        progress=True,
+    )  # fmt: skip
+    return result.report
 
 
 def _scoring(family: str, recordings, target, corpus, split, shadows: list[Path], out: Path,

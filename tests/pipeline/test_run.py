@@ -165,3 +165,61 @@ def test_a_speaker_encoder_is_audited_at_speaker_level_with_its_eer(tmp_path):
     (level,) = report["levels"]
     assert level["utility"]["metric"] == "eer" and set(level["models"]) == {"target", "shadow-0"}
     assert any(r["name"].startswith("SLMIA-SR") for r in level["mia"]["results"])
+
+
+def test_a_model_trained_elsewhere_with_membership_lists_gets_a_verdict(tiny_audit, tmp_path):
+    """The tiny audit's target, given as a model with its member and non-member lists: the
+    shadows train on the corpus' other recordings, and the verdict is the same kind."""
+    from voxaudit.data.splits import AuditSplit
+
+    config, out, _ = tiny_audit
+    split = AuditSplit.load(out / "sample" / "split.json")
+    (tmp_path / "members.txt").write_text("\n".join(split.train_ids("target")))
+    (tmp_path / "nonmembers.txt").write_text("\n".join(split.holdout_ids("target")))
+    corpus = config.corpus.path
+    text = f"""
+seed = 0
+device = "cpu"
+[corpus]
+path = "{corpus}"
+[target]
+family = "classifier"
+adapter = "{out / "sample" / "models" / "target"}"
+members = "members.txt"
+nonmembers = "nonmembers.txt"
+model = {{ label = "speaker", hidden = 8, n_mels = 16, dropout = 0.0 }}
+train = {{ epochs = 2, lr = 3e-3, batch_size = 8 }}
+[shadows]
+count = 1
+mode = "disjoint"
+[audit]
+max_per_side = 8
+draws = 1
+classifiers = ["logistic"]
+n_bootstrap = 100
+min_per_side = 2
+"""
+    (tmp_path / "audit.toml").write_text(text)
+    loaded = PipelineConfig.load(tmp_path / "audit.toml")
+    assert loaded.target.source == "membership"
+    report = run_audit(loaded, tmp_path / "out", progress=False)
+    (level,) = report["levels"]
+    assert set(level["models"]) == {"shadow-0"}  # the target is not retrained
+    made = AuditSplit.load(tmp_path / "out" / "sample" / "split.json")
+    assert set(made.train_ids("shadow-0")).isdisjoint(
+        {*split.train_ids("target"), *split.holdout_ids("target")}
+    )
+    assert level["mia"]["setup"]["attacks_fitted_on"] == "shadow models"
+    assert level["mia"]["headline"]["name"]
+
+
+def test_membership_lists_need_the_model_and_each_other(tmp_path):
+    base = '[corpus]\npath = "c"\n[target]\nfamily = "classifier"\n'
+    for extra, message in (
+        ('members = "m.txt"\nnonmembers = "n.txt"\n', r"members = \.\.\. needs the model"),
+        ('adapter = "x:y"\nmembers = "m.txt"\n', "members and nonmembers go together"),
+        ('adapter = "x:y"\n', "a classifier adapter needs members and nonmembers"),
+    ):
+        (tmp_path / "a.toml").write_text(base + extra)
+        with pytest.raises(VoxauditError, match=message):
+            PipelineConfig.load(tmp_path / "a.toml")

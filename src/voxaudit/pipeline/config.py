@@ -55,6 +55,12 @@ train = { epochs = 30, lr = 2e-3, batch_size = 16, warmup_steps = 50, grad_clip 
 #   checkpoint = "runs/target"  and  split = "split.json"   (its level is the one audited)
 # Or a model with no membership ground truth (scores, not verdicts; asr and speaker only):
 #   adapter = "pocketsphinx"  and  recordings = "my-recordings/"
+# Or any model trained elsewhere whose training data you know (verdicts): adapter is a run
+# folder, a Hugging Face folder, pocketsphinx, resemblyzer or "module.path:factory" (your
+# function returning the model), with files of ids or audio paths, one a line:
+#   adapter = "mymodels:build"  members = "members.txt"  nonmembers = "nonmembers.txt"
+# The shadows then train on the corpus' other recordings (count = 0: none, the attacks are
+# fitted on half of the known membership at a time).
 # With a checkpoint or an adapter, model/train are the recipe of the shadow models.
 # Speaker encoders also take sampler = { speakers_per_batch = 10, utterances_per_speaker = 4 };
 # any target takes augment = { ... } (SpecAugment), as in `voxaudit train --config`.
@@ -106,11 +112,18 @@ class TargetSpec:
     split: Path | None = None
     adapter: str | None = None
     recordings: Path | None = None
+    members: Path | None = None
+    nonmembers: Path | None = None
 
     @property
     def source(self) -> str:
-        """How the target is obtained: ``train``, ``checkpoint`` or ``adapter``."""
-        return "checkpoint" if self.checkpoint else "adapter" if self.adapter else "train"
+        """How the target is obtained: ``train``, ``checkpoint``, ``adapter`` (scores only) or
+        ``membership`` (a model trained anywhere, with its member and non-member lists)."""
+        if self.checkpoint:
+            return "checkpoint"
+        if self.adapter:
+            return "membership" if self.members else "adapter"
+        return "train"
 
 
 @dataclass(frozen=True)
@@ -178,7 +191,7 @@ class PipelineConfig:
         threat = data.get("threat", "grey")
         if threat not in THREATS:
             raise VoxauditError(f"{where}: threat must be one of {', '.join(THREATS)}")
-        count, mode = _shadows(data.get("shadows", {}), f"{where}: [shadows]")
+        count, mode = _shadows(data.get("shadows", {}), f"{where}: [shadows]", target)
         defenses = checked(data.get("defenses", {}), {"sweep": Path}, f"{where}: [defenses]")
         return cls(
             corpus=_corpus(data["corpus"], root, where),
@@ -238,8 +251,11 @@ def _target(data: dict[str, Any], root: Path, where: str) -> TargetSpec:
     run_config = {name: data[name] for name in CONFIG_SECTIONS if name in data}
     kind = families.get(family).train_kind
     read_run_config(run_config, kind, where=where, table="target.")
-    paths = {key: root / path for key in ("checkpoint", "split", "recordings")
+    paths = {key: root / path
+             for key in ("checkpoint", "split", "recordings", "members", "nonmembers")
              if (path := getattr(target, key)) is not None}  # fmt: skip
+    if target.adapter and (root / target.adapter).exists():
+        paths["adapter"] = str(root / target.adapter)
     target = replace(target, **paths)
     _check_target(target, where)
     return target
@@ -261,10 +277,12 @@ def _levels(data: dict[str, Any], target: TargetSpec, where: str) -> tuple[str, 
     return tuple(levels)
 
 
-def _shadows(data: dict[str, Any], where: str) -> tuple[int, str]:
-    """The [shadows] count and mode."""
+def _shadows(data: dict[str, Any], where: str, target: TargetSpec) -> tuple[int, str]:
+    """The [shadows] count and mode; a target with known membership may have none."""
     shadows = checked(data, {"count": int, "mode": str}, where)
     count, mode = shadows.get("count", 2), shadows.get("mode", "halves")
+    if count == 0 and target.source == "membership":
+        return 0, mode
     if count < 1:
         raise VoxauditError(f"{where} count must be a whole number >= 1")
     if mode not in ("disjoint", "halves"):
@@ -283,11 +301,23 @@ def _check_target(target: TargetSpec, where: str) -> None:
         raise VoxauditError(f"{at}: give a checkpoint or an adapter, not both")
     if target.checkpoint and not target.split:
         raise VoxauditError(f"{at}: a checkpoint needs the split it was trained on (split = ...)")
-    if target.adapter:
+    if (target.members is None) != (target.nonmembers is None):
+        raise VoxauditError(f"{at}: members and nonmembers go together")
+    if target.members and not target.adapter:
+        raise VoxauditError(f"{at}: members = ... needs the model: adapter = ...")
+    if target.source == "membership" and target.recordings:
+        raise VoxauditError(f"{at}: give recordings (scores) or members (verdicts), not both")
+    if target.source == "adapter":
         if target.family == "classifier":
-            raise VoxauditError(f"{at}: adapters are supported for asr and speaker targets")
+            raise VoxauditError(
+                f"{at}: a classifier adapter needs members and nonmembers (scoring mode is for "
+                "asr and speaker targets)"
+            )
         if not target.recordings:
-            raise VoxauditError(f"{at}: an adapter target needs recordings = ... to score")
+            raise VoxauditError(
+                f"{at}: an adapter target needs recordings = ... to score, or members = ... "
+                "and nonmembers = ... for verdicts"
+            )
 
 
 def _guard(data: Any, target: TargetSpec, where: str) -> GuardEvaluation | None:
@@ -301,10 +331,10 @@ def _guard(data: Any, target: TargetSpec, where: str) -> GuardEvaluation | None:
             f"{at}: the guard's attacks make a speech recognizer transcribe a chosen command, "
             f"so it applies to asr targets only; [target] family is {target.family!r}"
         )
-    if target.source == "adapter":
+    if target.source in ("adapter", "membership"):
         raise VoxauditError(
-            f"{at}: the attacks need the target's losses and gradients, which an adapter does "
-            "not give; use a model trained here or a checkpoint"
+            f"{at}: the guard stage attacks a built-in model through its losses and gradients; "
+            "use a model trained here or a checkpoint"
         )
     from voxaudit.guard.evaluation import check_attacks, check_benign
 

@@ -32,12 +32,13 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 from rich.console import Console
 
 from voxaudit import __version__
 from voxaudit.data.corpus import Corpus
 from voxaudit.data.loaders import load_corpus
-from voxaudit.data.splits import AuditSplit, make_split
+from voxaudit.data.splits import AuditSplit, make_split, read_ids
 from voxaudit.errors import VoxauditError
 from voxaudit.files import claim_folder, write_json
 from voxaudit.mia import core
@@ -162,23 +163,31 @@ def _audit_level(
     if done.exists():
         return json.loads(done.read_text("utf-8"))
     began = time.time()
+    source = config.target.source
     split_path = _split(config, corpus, level, level_dir)
     split = AuditSplit.load(split_path)
     split.check(corpus)
     shadow_roles = split.roles[1 : 1 + config.shadows]
-    if not shadow_roles:
+    if not shadow_roles and source != "membership":
         raise VoxauditError(f"{split_path}: the split has no shadow pools; the audit needs one")
+    trains_target = source in ("train", "checkpoint")
     run_dirs = {
         role: _trained(config, family.train_kind, split_path, role, level_dir, progress)
-        for role in ([] if config.target.source == "adapter" else ["target"]) + list(shadow_roles)
+        for role in (["target"] if trains_target else []) + list(shadow_roles)
     }  # fmt: skip
     shadows = [family.load(run_dirs[role], role, config.device) for role in shadow_roles]
     report_dir = level_dir / "report"
-    if config.target.source == "adapter":
+    if source == "adapter":
         report = _score(config, corpus, split, shadows, report_dir, audit_config, progress)
         utility = None
     else:
-        target = family.load(run_dirs["target"], "target", config.device)
+        if trains_target:
+            target = family.load(run_dirs["target"], "target", config.device)
+        else:
+            from voxaudit.mia.families import resolve_model
+
+            assert config.target.adapter is not None
+            target = resolve_model(family.name, config.target.adapter, "target", config.device)
         report = core.run_audit(family, corpus, split, target, shadows, report_dir,
                                 config=audit_config, progress=progress)  # fmt: skip
         write_mia_report(report_dir, report)
@@ -233,12 +242,55 @@ def _split(config: PipelineConfig, corpus: Corpus, level: str, level_dir: Path) 
         return config.target.split
     path = level_dir / "split.json"
     if not path.exists():
-        split = make_split(
-            corpus, level, seed=config.seed, n_shadow=config.shadows,
-            shadow_mode=config.shadow_mode, **config.split,
-        )  # fmt: skip
+        if config.target.source == "membership":
+            split = _membership_split(config, corpus, level)
+        else:
+            split = make_split(
+                corpus, level, seed=config.seed, n_shadow=config.shadows,
+                shadow_mode=config.shadow_mode, **config.split,
+            )  # fmt: skip
         split.save(path)
     return path
+
+
+def _membership_split(config: PipelineConfig, corpus: Corpus, level: str) -> AuditSplit:
+    """The split of a target with known membership: its lists, and shadow pools dealt from
+    the corpus' other recordings (whole speakers at speaker level, where a fifth of the other
+    speakers, at least two, are set aside as imposters)."""
+    assert config.target.members is not None and config.target.nonmembers is not None
+    members = read_ids(config.target.members, corpus, str(config.target.members))
+    nonmembers = read_ids(config.target.nonmembers, corpus, str(config.target.nonmembers))
+    taken = set(members) | set(nonmembers)
+    if level == "speaker":
+        taken |= {u.id for u in corpus if u.speaker in {corpus[i].speaker for i in taken}}
+    rest = [u for u in corpus if u.id not in taken]
+    rng = np.random.default_rng([config.seed, *b"membership shadows"])
+    units = sorted({u.speaker for u in rest}) if level == "speaker" else [u.id for u in rest]
+    units = [units[i] for i in rng.permutation(len(units))]
+    reference: list[str] = []
+    if level == "speaker":
+        imposters = set(units[: max(2, len(units) // 5)])
+        units = units[len(imposters) :]
+        reference = [u.id for u in rest if u.speaker in imposters]
+    if config.shadows and len(units) < 2 * config.shadows:
+        raise VoxauditError(
+            f"{config.origin}: [shadows] count = {config.shadows}, but the corpus holds only "
+            f"{len(units)} {'speakers' if level == 'speaker' else 'recordings'} besides the "
+            "target's lists to train them on (use fewer shadows, or count = 0)"
+        )
+    shadows = []
+    for k in range(config.shadows):
+        if config.shadow_mode == "halves":
+            order = [units[i] for i in rng.permutation(len(units))]
+        else:
+            order = units[k :: config.shadows]
+        half = len(order) // 2
+        sides = (set(order[:half]), set(order[half:]))
+        key = (lambda u: u.speaker) if level == "speaker" else (lambda u: u.id)
+        shadows.append(tuple([u.id for u in rest if key(u) in side] for side in sides))
+    return AuditSplit.from_membership(
+        corpus, members, nonmembers, level=level, shadows=shadows, reference=reference
+    )
 
 
 def _trained(
