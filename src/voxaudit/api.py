@@ -25,13 +25,8 @@ from voxaudit.data.splits import AuditSplit, IdList, read_ids
 from voxaudit.errors import VoxauditError
 from voxaudit.mia import families
 from voxaudit.mia.core import AuditConfig, AuditedModel, run_audit
-from voxaudit.mia.results import (
-    examples_csv,
-    interval_text,
-    risk_level,
-    risk_summary,
-    without_examples,
-)
+from voxaudit.mia.results import examples_csv, without_examples
+from voxaudit.mia.verdicts import interval_text, risk_level, risk_summary
 
 #: A shadow (reference) model with the ids it trained on and ids it never saw.
 Shadow = tuple[Any, IdList, IdList]

@@ -16,7 +16,7 @@ from torch import nn
 import voxaudit
 from tests.model_fixtures import tiny_wav2vec2
 from voxaudit.data.corpus import Corpus, Utterance
-from voxaudit.mia.results import validate_report
+from voxaudit.mia.schema import validate_report
 
 RATE = 16000
 LETTERS = "abcdefghijklmnopqrstuvwxyz '"

@@ -18,21 +18,23 @@ from voxaudit.mia.results import (
     EXAMPLES_CSV,
     REPORT_JSON,
     SCHEMA,
-    SHADOW_CHOICE,
-    choose_headline,
     downsample_roc,
-    failed_null_controls,
     load_results,
     new_report,
-    null_control,
     read_report,
     result_entry,
+    save_results,
+    without_examples,
+)
+from voxaudit.mia.schema import validate_report
+from voxaudit.mia.verdicts import (
+    SHADOW_CHOICE,
+    choose_headline,
+    failed_null_controls,
+    null_control,
     risk_level,
     risk_summary,
-    save_results,
     units_for_half_width,
-    validate_report,
-    without_examples,
 )
 
 SETUP = {
@@ -253,8 +255,10 @@ def test_validation_names_the_offending_field(verdicts, change, field):
 
 
 def test_module_constants_match_the_schema():
-    assert mia_results.ROC_POINTS == 200 and mia_results.ALPHA == 0.05
-    assert mia_results.KINDS == ("verdicts", "scores") and mia_results.MODELS == ("target", "null")
+    from voxaudit.mia import schema, verdicts
+
+    assert mia_results.ROC_POINTS == 200 and verdicts.ALPHA == 0.05
+    assert schema.KINDS == ("verdicts", "scores") and verdicts.MODELS == ("target", "null")
 
 
 def test_risk_summary_levels():

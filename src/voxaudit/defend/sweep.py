@@ -66,7 +66,7 @@ from voxaudit.files import claim_folder, json_key, write_json
 from voxaudit.mia import families
 from voxaudit.mia.core import run_audit
 from voxaudit.mia.evaluation import evaluation_set
-from voxaudit.mia.results import choose_headline
+from voxaudit.mia.verdicts import choose_headline
 from voxaudit.progress import track
 from voxaudit.train.loop import CHECKPOINT, read_checkpoint
 from voxaudit.train.run import carve_validation, read_run_config, train_model

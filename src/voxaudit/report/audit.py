@@ -22,14 +22,13 @@ from typing import Any
 from voxaudit import __version__
 from voxaudit.errors import VoxauditError
 from voxaudit.files import write_atomically
-from voxaudit.mia.results import (
-    EXAMPLES_CSV,
+from voxaudit.mia.results import EXAMPLES_CSV, without_examples
+from voxaudit.mia.verdicts import (
     as_estimate,
     failed_null_controls,
     interval_text,
     risk_level,
     risk_summary,
-    without_examples,
 )
 from voxaudit.report.mia import (
     STYLE,

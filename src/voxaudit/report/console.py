@@ -14,7 +14,8 @@ from rich.table import Table
 
 from voxaudit.data.corpus import CorpusSummary, Problem
 from voxaudit.data.splits import AuditSplit
-from voxaudit.mia.results import MIA_METRICS, failed_null_controls
+from voxaudit.mia.results import MIA_METRICS
+from voxaudit.mia.verdicts import failed_null_controls
 
 
 def corpus_table(summary: CorpusSummary) -> Table:

@@ -20,16 +20,14 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
 from voxaudit.files import write_atomically
-from voxaudit.mia.results import (
-    EXAMPLES_CSV,
-    MIA_METRICS,
+from voxaudit.mia.results import EXAMPLES_CSV, MIA_METRICS, save_results
+from voxaudit.mia.schema import validate_report
+from voxaudit.mia.verdicts import (
     MODELS,
     as_estimate,
     failed_null_controls,
     interval_text,
     risk_summary,
-    save_results,
-    validate_report,
 )
 
 REPORT_HTML = "report.html"
