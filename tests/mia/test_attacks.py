@@ -19,8 +19,6 @@ from voxaudit.errors import VoxauditError
 from voxaudit.mia.attack_data import AttackData
 from voxaudit.mia.attacks import (
     CLASSIFIERS,
-    PerClassAttack,
-    SeedAveraged,
     ShadowAttack,
     ThresholdAttack,
     decision_threshold,
@@ -31,6 +29,7 @@ from voxaudit.mia.attacks import (
     unregister_attack,
 )
 from voxaudit.mia.calibrated import RMIA, LiRA
+from voxaudit.mia.composite_attacks import PerClassAttack, SeedAveraged
 from voxaudit.mia.table import (
     FAMILIES,
     FeatureTable,

@@ -15,7 +15,7 @@ from voxaudit.data.splits import make_split
 from voxaudit.data.synth import synthesize_corpus, synthesize_corpus_in_memory
 from voxaudit.errors import VoxauditError
 from voxaudit.mia.attack_data import AttackData
-from voxaudit.mia.attacks import PerClassAttack
+from voxaudit.mia.composite_attacks import PerClassAttack
 from voxaudit.mia.core import AuditedModel, run_audit
 from voxaudit.mia.families.classifier import ClassifierAuditConfig, ClassifierFamily
 from voxaudit.mia.results import read_report

@@ -21,8 +21,8 @@ import numpy as np
 
 from voxaudit.data.corpus import Corpus, Utterance
 from voxaudit.errors import VoxauditError
-from voxaudit.mia.attacks import PerClassAttack
 from voxaudit.mia.classifier_features import ClassifierFeatures, true_label_loss
+from voxaudit.mia.composite_attacks import PerClassAttack
 from voxaudit.mia.core import AuditedModel, AuditRun, Entry, grouped_folds
 from voxaudit.mia.evaluation import EvalSet
 from voxaudit.mia.families.tabular import Fitted, TabularConfig, TabularFamily, View

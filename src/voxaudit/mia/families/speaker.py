@@ -27,7 +27,8 @@ from voxaudit.data.corpus import Corpus
 from voxaudit.data.splits import AuditSplit
 from voxaudit.errors import VoxauditError
 from voxaudit.mia.attack_data import AttackData
-from voxaudit.mia.attacks import CLASSIFIERS, SeedAveraged, ShadowAttack, ThresholdAttack
+from voxaudit.mia.attacks import CLASSIFIERS, ShadowAttack, ThresholdAttack
+from voxaudit.mia.composite_attacks import SeedAveraged
 from voxaudit.mia.core import (
     AuditConfig,
     AuditedModel,
