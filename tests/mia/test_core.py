@@ -10,16 +10,10 @@ from voxaudit.data.splits import AuditSplit
 from voxaudit.errors import VoxauditError
 from voxaudit.mia import families
 from voxaudit.mia.attacks import ThresholdAttack, register_attack, unregister_attack
-from voxaudit.mia.core import (
-    CROSS_FIT,
-    PERMUTATION_NULL,
-    AuditedModel,
-    cross_fit_halves,
-    permuted,
-    run_audit,
-)
+from voxaudit.mia.core import CROSS_FIT, PERMUTATION_NULL, AuditedModel, run_audit
 from voxaudit.mia.families.asr import AsrAuditConfig
 from voxaudit.mia.families.classifier import ClassifierAuditConfig
+from voxaudit.mia.fitting import cross_fit_halves, permuted
 
 RATE = 8000
 FAST = {"classifiers": ("logistic",), "cv": 2, "n_bootstrap": 100, "draws": 1, "snrs_db": (20.0,)}

@@ -21,7 +21,7 @@ from __future__ import annotations
 import os
 import platform
 import time
-from collections.abc import Callable, Collection, Mapping, Sequence
+from collections.abc import Collection, Sequence
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any, ClassVar
@@ -32,10 +32,9 @@ import torch
 from voxaudit.data.corpus import Corpus
 from voxaudit.data.splits import AuditSplit
 from voxaudit.errors import VoxauditError
-from voxaudit.mia.attack_data import AttackData
 from voxaudit.mia.attacks import CLASSIFIERS, parse_decision
 from voxaudit.mia.evaluation import EvalSet, evaluation_set
-from voxaudit.mia.results import new_report, result_entry, save_results
+from voxaudit.mia.results import new_report, save_results
 from voxaudit.models.access import AccessLevel
 
 Report = dict[str, Any]
@@ -436,163 +435,6 @@ def evaluation_sets(
     null = null_control(run, target_set.ids, target_set.speakers)
     sets["null"] = target_set
     return sets, null
-
-
-# --- fitting and scoring --------------------------------------------------------------------
-
-
-def grouped_folds(cv: int, labels: np.ndarray, groups: np.ndarray) -> int:
-    """Cross-validation folds: ``cv``, but no more than groups on the smaller side (at least 2),
-    since a group never straddles folds."""
-    per_class = min(len(set(groups[labels])), len(set(groups[~labels])))
-    return max(2, min(cv, per_class))
-
-
-def permuted(labels: np.ndarray, groups: np.ndarray, seed: int) -> np.ndarray:
-    """Membership labels shuffled, the null control when there is no null model: what the
-    pipeline gives when membership is noise. Where every group (speaker) holds one label, whole
-    groups are shuffled, so that a speaker keeps one label for all its rows."""
-    rng = np.random.default_rng([seed, *b"permutation null"])
-    names = sorted(set(groups.tolist()))
-    pure = all(len(set(labels[groups == g].tolist())) == 1 for g in names)
-    if not pure:
-        return rng.permutation(labels)
-    first = [bool(labels[groups == g][0]) for g in names]
-    shuffled = dict(zip(names, rng.permutation(first).tolist(), strict=True))
-    return np.array([shuffled[g] for g in groups.tolist()], dtype=bool)
-
-
-def cross_fit_halves(groups: np.ndarray, labels: np.ndarray, seed: int) -> np.ndarray:
-    """Fold 0 or 1 for each row: two halves of the groups (speakers), so that no speaker is
-    on both sides, each half holding members and non-members."""
-    rng = np.random.default_rng([seed, *b"cross-fit"])
-    names = [str(g) for g in rng.permutation(sorted(set(groups.tolist())))]
-    # Member speakers first, then the rest, dealt alternately: both halves get both sides.
-    names.sort(key=lambda g: not labels[groups == g].all())
-    fold = np.zeros(len(groups), dtype=int)
-    for k, name in enumerate(names):
-        fold[groups == name] = k % 2
-    for half in (0, 1):
-        side = labels[fold == half]
-        if side.all() or not side.any():
-            raise VoxauditError(
-                "cross-fitting (no shadow models) needs members and non-members in both halves "
-                f"of the evaluated speakers; {len(names)} speaker(s) cannot give that: give "
-                "shadow models, or evaluate more speakers"
-            )
-    return fold
-
-
-@dataclass
-class Scored:
-    """One attack's scores and decisions on the rows of one model, and its AUROC on the data
-    it was fitted on (shadow rows, or the other half when cross-fitting; never these rows)."""
-
-    scores: np.ndarray
-    predictions: np.ndarray
-    shadow_auroc: float | None
-
-
-@dataclass
-class View:
-    """The rows one model is scored on, and their membership labels."""
-
-    data: AttackData
-    labels: np.ndarray
-
-
-def fit_and_score(
-    make: Callable[[View], Any],
-    shadow: View | None,
-    evaluated: Mapping[str, View],
-    groups: np.ndarray,
-    seed: int,
-) -> tuple[dict[str, Scored], Any]:
-    """Fit attacks from ``make`` (fresh estimators for the rows they will be fitted on) and
-    score each model's rows; the scores by role, and the attack fitted on shadow rows (None
-    when cross-fitting, where each role had two).
-
-    With ``shadow`` rows the attack is fitted once on them. Without (cross-fitting), every
-    model's rows are scored by two attacks, each fitted on the target's rows of the other half
-    of the speakers (``groups``) with that model's labels, so that the permuted-label null
-    control goes through exactly the pipeline of the target.
-    """
-    if shadow is not None:
-        attack = make(shadow).fit(shadow.data, shadow.labels)
-        return {role: _scored(attack, view.data) for role, view in evaluated.items()}, attack
-    target = evaluated["target"]
-    fold = cross_fit_halves(groups, target.labels, seed)
-    out = {}
-    for role, view in evaluated.items():
-        scores = np.empty(len(view.labels))
-        predictions = np.empty(len(view.labels), dtype=bool)
-        aurocs = []
-        for k in (0, 1):
-            fitted_on, scored = np.flatnonzero(fold != k), np.flatnonzero(fold == k)
-            fitting = View(take(target.data, fitted_on), view.labels[fitted_on])
-            attack = make(fitting).fit(fitting.data, fitting.labels)
-            part = _scored(attack, take(view.data, scored))
-            scores[scored], predictions[scored] = part.scores, part.predictions
-            if part.shadow_auroc is not None:
-                aurocs.append(part.shadow_auroc)
-        out[role] = Scored(scores, predictions, float(np.mean(aurocs)) if aurocs else None)
-    return out, None
-
-
-def _scored(attack: Any, data: AttackData) -> Scored:
-    return Scored(
-        np.asarray(attack.score(data), dtype=np.float64),
-        np.asarray(attack.predict(data), dtype=bool),
-        getattr(attack, "shadow_auroc_", None),
-    )
-
-
-def take(data: AttackData, rows: np.ndarray) -> AttackData:
-    """These rows of ``data`` (by position), with their per-row extras."""
-
-    def part(values: np.ndarray | None, axis: int = 0) -> np.ndarray | None:
-        return None if values is None else np.take(values, rows, axis=axis)
-
-    return AttackData(
-        data.table.rows([data.table.ids[i] for i in rows]),
-        classes=part(data.classes),
-        groups=part(data.groups),
-        reference=part(data.reference, axis=1),
-        reference_in=part(data.reference_in, axis=1),
-        population=part(data.population),
-    )
-
-
-def entries(
-    name: str,
-    features: str,
-    scored: Mapping[str, Scored],
-    labels: Mapping[str, np.ndarray],
-    ids: Mapping[str, Sequence[str]],
-    speakers: Mapping[str, Sequence[str]],
-    config: AuditConfig,
-    *,
-    importances: Mapping[str, float] | None = None,
-    notes: Mapping[str, str | None] | str | None = None,
-    headline_candidate: bool = True,
-) -> list[Entry]:
-    """Result rows of one attack: the target first, then the null control."""
-    rows = []
-    for role in ("target", "null"):
-        if role not in scored:
-            continue
-        note = notes.get(role) if isinstance(notes, Mapping) else notes
-        rows.append(
-            result_entry(
-                name, features, role, scored[role].scores, labels[role],
-                ids=list(ids[role]), speakers=list(speakers[role]),
-                predictions=scored[role].predictions,
-                feature_importances=importances if role == "target" else None,
-                n_bootstrap=config.n_bootstrap, seed=config.seed, notes=note,
-                shadow_auroc=scored[role].shadow_auroc, headline_candidate=headline_candidate,
-            )
-        )  # fmt: skip
-    return rows
 
 
 # --- setup ----------------------------------------------------------------------------------

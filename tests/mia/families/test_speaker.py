@@ -14,7 +14,8 @@ from voxaudit.data.splits import make_split
 from voxaudit.data.synth import synthesize_corpus_in_memory
 from voxaudit.errors import VoxauditError
 from voxaudit.mia.core import AuditedModel, run_audit, run_scoring
-from voxaudit.mia.families.speaker import FEATURE_SETS, SpeakerAuditConfig, SpeakerFamily
+from voxaudit.mia.families.speaker import SpeakerAuditConfig, SpeakerFamily
+from voxaudit.mia.families.speaker_attacks import FEATURE_SETS
 from voxaudit.mia.families.speaker_queries import (
     draws_for,
     embed,

@@ -25,9 +25,10 @@ from voxaudit.data.text import normalize_transcript
 from voxaudit.errors import VoxauditError
 from voxaudit.mia.asr_features import AsrFeatures
 from voxaudit.mia.attacks import ShadowAttack
-from voxaudit.mia.core import AuditedModel, AuditRun, grouped_folds
+from voxaudit.mia.core import AuditedModel, AuditRun
 from voxaudit.mia.evaluation import EVIDENCE, EvalSet, evaluation_set
 from voxaudit.mia.families.tabular import Fitted, TabularConfig, TabularFamily
+from voxaudit.mia.fitting import grouped_folds
 from voxaudit.models.access import Access
 
 

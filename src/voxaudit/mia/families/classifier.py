@@ -23,9 +23,10 @@ from voxaudit.data.corpus import Corpus, Utterance
 from voxaudit.errors import VoxauditError
 from voxaudit.mia.classifier_features import ClassifierFeatures, true_label_loss
 from voxaudit.mia.composite_attacks import PerClassAttack
-from voxaudit.mia.core import AuditedModel, AuditRun, Entry, grouped_folds
+from voxaudit.mia.core import AuditedModel, AuditRun, Entry
 from voxaudit.mia.evaluation import EvalSet
 from voxaudit.mia.families.tabular import Fitted, TabularConfig, TabularFamily, View
+from voxaudit.mia.fitting import grouped_folds
 from voxaudit.mia.table import FeatureTable
 from voxaudit.models.access import Access
 from voxaudit.models.classifier import label_function

@@ -34,18 +34,13 @@ from voxaudit.mia.core import (
     Entry,
     Family,
     Outcome,
-    Scored,
-    View,
-    entries,
     evaluation_sets,
-    fit_and_score,
-    grouped_folds,
     membership,
     membership_ids,
-    permuted,
 )
 from voxaudit.mia.evaluation import EvalSet
 from voxaudit.mia.feature_cache import model_digest
+from voxaudit.mia.fitting import Scored, View, entries, fit_and_score, grouped_folds, permuted
 from voxaudit.mia.table import FeatureTable
 from voxaudit.models.access import Access
 from voxaudit.progress import track
