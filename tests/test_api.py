@@ -163,3 +163,16 @@ def test_examples_csv_is_written_beside_the_report(recordings, tmp_path):
         header = next(csv.reader(f))
     assert header[:3] == ["attack", "features", "model"]
     assert json.loads((tmp_path / "out" / "report.json").read_text())["setup"]["threat"] == "black"
+
+
+def test_the_package_exports_the_api_lazily():
+    import subprocess
+    import sys
+
+    for name in voxaudit.__all__:
+        assert getattr(voxaudit, name) is not None
+    with pytest.raises(AttributeError):
+        voxaudit.not_a_name  # noqa: B018
+    # `import voxaudit` (and so the CLI's --help) does not import torch.
+    code = "import sys, voxaudit.cli; sys.exit('torch' in sys.modules)"
+    assert subprocess.run([sys.executable, "-c", code]).returncode == 0

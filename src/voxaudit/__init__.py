@@ -5,18 +5,28 @@
 >>> print(result)
 """
 
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
 __version__ = "0.1.0"
 
-from voxaudit.api import AuditResult, audit
-from voxaudit.data.corpus import Corpus, Problem, Utterance
-from voxaudit.data.splits import AuditSplit
-from voxaudit.mia.core import AuditConfig, AuditedModel
-from voxaudit.models.adapters.torch import (
-    TorchClassifier,
-    TorchRecognizer,
-    TorchSpeakerEncoder,
-)
-
+#: The public API and where each name lives. Imported on first use, so that ``import voxaudit``
+#: (and the command line's ``--help``) does not pay for torch and scikit-learn up front.
+_EXPORTS = {
+    "audit": "voxaudit.api",
+    "AuditResult": "voxaudit.api",
+    "AuditConfig": "voxaudit.mia.core",
+    "AuditedModel": "voxaudit.mia.core",
+    "AuditSplit": "voxaudit.data.splits",
+    "Corpus": "voxaudit.data.corpus",
+    "Problem": "voxaudit.data.corpus",
+    "Utterance": "voxaudit.data.corpus",
+    "TorchClassifier": "voxaudit.models.adapters.torch",
+    "TorchRecognizer": "voxaudit.models.adapters.torch",
+    "TorchSpeakerEncoder": "voxaudit.models.adapters.torch",
+}
 __all__ = [
     "AuditConfig",
     "AuditResult",
@@ -31,3 +41,24 @@ __all__ = [
     "__version__",
     "audit",
 ]
+
+if TYPE_CHECKING:
+    from voxaudit.api import AuditResult, audit
+    from voxaudit.data.corpus import Corpus, Problem, Utterance
+    from voxaudit.data.splits import AuditSplit
+    from voxaudit.mia.core import AuditConfig, AuditedModel
+    from voxaudit.models.adapters.torch import (
+        TorchClassifier,
+        TorchRecognizer,
+        TorchSpeakerEncoder,
+    )
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _EXPORTS:
+        raise AttributeError(f"module 'voxaudit' has no attribute {name!r}")
+    return getattr(importlib.import_module(_EXPORTS[name]), name)
+
+
+def __dir__() -> list[str]:
+    return sorted([*globals(), *_EXPORTS])

@@ -185,6 +185,21 @@ class Family:
         """The model's utility on ``ids``: (metric name, value)."""
         raise NotImplementedError
 
+    def score(
+        self,
+        recordings: Corpus,
+        target: AuditedModel,
+        corpus: Corpus,
+        split: AuditSplit,
+        shadows: Sequence[AuditedModel],
+        out_dir: Path,
+        config: Any,
+        progress: bool,
+    ) -> tuple[list[dict[str, Any]], dict[str, Any], dict[str, Any]]:
+        """Scoring mode (:func:`run_scoring`): membership scores of ``recordings`` from a
+        reference attack fitted on ``shadows``; the scores, setup facts and the selection."""
+        raise VoxauditError(f"the {self.name} family has no scoring mode")
+
     def describe(self, model: AuditedModel) -> dict[str, Any]:
         """Family-specific facts about the target for the report."""
         return {}
@@ -286,7 +301,7 @@ def run_scoring(
     is fitted on the shadow models (trained on ``corpus`` under ``split``) and applied to the
     target's features on the user's ``recordings``. The report (kind ``scores``) ranks them; how
     well the attack separates the shadows' own members is recorded as context, not as an
-    accuracy on the target. The family must have a ``score`` method (ASR, speaker).
+    accuracy on the target. The ASR and speaker families have a scoring mode.
     """
     config = config or family.config_type()
     out_dir = Path(out_dir)
@@ -296,10 +311,7 @@ def run_scoring(
         raise VoxauditError("scoring mode needs at least one shadow model for its reference attack")
     if len(recordings) == 0:
         raise VoxauditError(f"corpus {recordings.name!r}: no recordings to score")
-    scorer = getattr(family, "score", None)
-    if scorer is None:
-        raise VoxauditError(f"the {family.name} family has no scoring mode")
-    scores, facts, selection = scorer(
+    scores, facts, selection = family.score(
         recordings, target, corpus, split, shadows, out_dir, config, progress
     )
     setup = {

@@ -68,7 +68,7 @@ class Scored:
     it was fitted on (shadow rows, or the other half when cross-fitting; never these rows)."""
 
     scores: np.ndarray
-    predictions: np.ndarray
+    predictions: np.ndarray | None  # None: the attack gives scores only
     shadow_auroc: float | None
 
 

@@ -428,13 +428,16 @@ def _reference_attack(
     keep: int | None = None,
 ) -> list[Entry]:
     """A calibrated attack fitted once on the references, scoring target and null control;
-    ``keep`` drops RMIA's population columns from the scored rows."""
+    ``keep`` drops RMIA's population columns from the scored rows.
+
+    Scores only: LiRA's and RMIA's ``predict`` cut at a fixed rule, not at a threshold chosen on
+    shadow data as every other attack's is, so their decisions would not be comparable."""
     attack.fit(data["target"])
-    scored = {}
-    for role, part in data.items():
-        scores = np.asarray(attack.score(part), dtype=np.float64)[:keep]
-        predictions = np.asarray(attack.predict(part), dtype=bool)[:keep]
-        scored[role] = Scored(scores, predictions, attack.shadow_auroc_)
+    scored = {
+        role: Scored(np.asarray(attack.score(part), dtype=np.float64)[:keep], None,
+                     attack.shadow_auroc_)
+        for role, part in data.items()
+    }  # fmt: skip
     return entries(name, features, scored, labels, ids, speakers, config)
 
 
