@@ -174,8 +174,14 @@ class Family:
         """A built-in model from its ``voxaudit train`` run folder (or checkpoint file)."""
         raise NotImplementedError
 
+    def check_data(
+        self, corpus: Corpus, split: AuditSplit, shadow_roles: Sequence[str], config: Any
+    ) -> None:
+        """Refuse, before any model is trained or queried, a split or corpus the family cannot
+        audit (the split's level, clip lengths); the pipeline calls it before training."""
+
     def check(self, run: AuditRun) -> None:
-        """Refuse, before any query, what the family cannot audit (split level, clip lengths)."""
+        """Refuse, before any query, models the family cannot audit (missing methods)."""
 
     def attack(self, run: AuditRun) -> Outcome:
         """Fit the family's attacks and score the target and the null control."""
@@ -252,6 +258,7 @@ def run_audit(
     if not shadows and not family.cross_fits:
         raise VoxauditError(f"a {family.name} membership audit needs at least one shadow model")
     run = AuditRun(corpus, split, target, list(shadows), null, config, out_dir, progress)
+    family.check_data(corpus, split, run.shadow_roles, config)
     family.check(run)
     warnings = check_trained_ids(split, target)
     outcome = family.attack(run)

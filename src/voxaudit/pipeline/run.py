@@ -170,6 +170,8 @@ def _audit_level(
     shadow_roles = split.roles[1 : 1 + config.shadows]
     if not shadow_roles and source != "membership":
         raise VoxauditError(f"{split_path}: the split has no shadow pools; the audit needs one")
+    # Split-level checks (a clip too short for the speaker audit) fail before any training.
+    family.check_data(corpus, split, shadow_roles, audit_config)
     trains_target = source in ("train", "checkpoint")
     run_dirs = {
         role: _trained(config, family.train_kind, split_path, role, level_dir, progress)

@@ -220,3 +220,40 @@ def test_scoring_mode_scores_each_speaker_of_the_recordings(corpus, split, tmp_p
     assert all(0.0 <= item["score"] <= 1.0 for item in report["scores"])
     assert report["setup"]["recordings"]["voices_each"] == 3
     assert np.isfinite(report["setup"]["reference_attack"]["shadow_cv_auroc"])
+
+
+def test_one_voice_per_speaker_with_clips_shorter_than_a_chunk_fails_before_any_work():
+    """SLMIA-SR needs two embeddings per speaker: with one voice each and no chunk that fits,
+    the audit refuses the split at once (the pipeline asks before training anything)."""
+    from voxaudit.data.corpus import Utterance
+    from voxaudit.data.splits import AuditSplit
+
+    rate = 16000
+    clips = Corpus(
+        [
+            Utterance(
+                f"s{s}_{k}",
+                f"s{s}",
+                "",
+                samples=np.full(rate // 2, 0.1, np.float32),
+                sample_rate=rate,
+            )
+            for s in range(16)
+            for k in range(2)
+        ]
+    )
+    speakers = {s: [f"s{s}_0", f"s{s}_1"] for s in range(16)}
+    split = AuditSplit.from_membership(
+        clips,
+        [speakers[s][0] for s in range(4)],
+        [i for s in range(4, 8) for i in speakers[s]],
+        level="speaker",
+        reference=[i for s in range(8, 12) for i in speakers[s]],
+        shadows=[
+            ([speakers[s][0] for s in range(12, 16)], [i for s in range(4, 8) for i in speakers[s]])
+        ],
+    )
+    family = SpeakerFamily()
+    with pytest.raises(VoxauditError, match=r"chunk_seconds = 1.6 but some clip lasts 0.50 s"):
+        family.check_data(clips, split, ["shadow-0"], SpeakerAuditConfig())
+    family.check_data(clips, split, ["shadow-0"], SpeakerAuditConfig(chunk_seconds=0.25))

@@ -20,6 +20,7 @@ from typing import Any, ClassVar
 import numpy as np
 
 from voxaudit.data.corpus import Corpus, Utterance
+from voxaudit.data.splits import AuditSplit
 from voxaudit.errors import VoxauditError
 from voxaudit.mia.classifier_features import ClassifierFeatures, true_label_loss
 from voxaudit.mia.composite_attacks import PerClassAttack
@@ -97,11 +98,15 @@ class ClassifierFamily(TabularFamily):
     def loss(self, access: Access, waves: list[np.ndarray], labels: list[str]) -> np.ndarray:
         return true_label_loss(access, waves, labels)
 
-    def check(self, run: AuditRun) -> None:
-        if run.split.level != "sample":
+    def check_data(
+        self, corpus: Corpus, split: AuditSplit, shadow_roles: Sequence[str], config: Any
+    ) -> None:
+        if split.level != "sample":
             raise VoxauditError(
                 "a classifier membership audit asks about recordings: it needs a sample-level split"
             )
+
+    def check(self, run: AuditRun) -> None:
         target = run.target
         for model in (target, *run.shadows, *([run.null] if run.null else [])):
             if not hasattr(model.model, "predict_proba"):

@@ -110,20 +110,35 @@ class SpeakerFamily(Family):
     levels = ("speaker",)
     config_type = SpeakerAuditConfig
 
+    def check_data(
+        self, corpus: Corpus, split: AuditSplit, shadow_roles: Sequence[str], config: Any
+    ) -> None:
+        if split.level != "speaker":
+            raise VoxauditError(
+                f"a speaker-level membership audit needs a speaker-level split; split of corpus "
+                f"{split.corpus_name!r} is {split.level}-level (make one with "
+                "`voxaudit split --level speaker`)"
+            )
+        if not split.pools.get("reference"):
+            raise VoxauditError(
+                "the split has no reference (imposter) speakers, which SLMIA-SR compares "
+                "against: make it with reference_speakers > 0"
+            )
+        if not shadow_roles:
+            raise VoxauditError("a speaker membership audit needs at least one shadow model")
+        speakers = {role: evaluated_speakers(corpus, split, role, config)
+                    for role in ("target", *shadow_roles)}  # fmt: skip
+        ratios = {role: config.train_ratios for role in shadow_roles}
+        k = voice_count(speakers, ratios | {"target": (config.mixing_ratio,)}, config)
+        check_embeddings(corpus, speakers, k, config)
+
     def check(self, run: AuditRun) -> None:
-        check_split(run.split, run.shadows)
         for model in (run.target, *run.shadows):
             if not hasattr(model.model, "embed"):
                 raise VoxauditError(
                     f"{model.source}: {type(model.model).__name__} has no embed(); the speaker "
                     "audit needs a SpeakerEncoder (voxaudit.models.base)"
                 )
-        c = run.config
-        speakers = {m.role: evaluated_speakers(run.corpus, run.split, m.role, c)
-                    for m in (run.target, *run.shadows)}  # fmt: skip
-        ratios = {m.role: c.train_ratios for m in run.shadows} | {"target": (c.mixing_ratio,)}
-        k = voice_count(speakers, ratios, c)
-        check_embeddings(run.corpus, speakers, k, c)
 
     def attack(self, run: AuditRun) -> Outcome:
         corpus, split, config = run.corpus, run.split, run.config
@@ -180,7 +195,7 @@ class SpeakerFamily(Family):
         between encoders, so the scores rank speakers; the attack's cross-validated AUROC on
         the shadows is context only. Returns the scores, setup facts and the selection.
         """
-        check_split(split, shadows)
+        self.check_data(corpus, split, [s.role for s in shadows], config)
         by_speaker: dict[str, list[str]] = {}
         for u in recordings:
             by_speaker.setdefault(u.speaker, []).append(u.id)
@@ -273,39 +288,27 @@ def check_embeddings(
     corpus: Corpus, speakers: Mapping[str, Sequence[Speaker]], k: int, config: SpeakerAuditConfig
 ) -> None:
     """SLMIA-SR compares a speaker's embeddings with each other: with one voice per speaker it
-    needs chunks, i.e. clips at least ``chunk_seconds`` long. Checked before any query."""
+    needs chunks, i.e. clips at least ``chunk_seconds`` long. Checked before any training or
+    query, from the clips' lengths (read from their headers when the loader has them)."""
     if k >= 2:
         return
-    shortest = min(
-        corpus[i].load().size / (corpus[i].sample_rate or 1) if corpus[i].duration is None
-        else corpus[i].duration
-        for group in speakers.values() for s in group for i in (*s.unseen, *s.trained)[:1]
-    )  # fmt: skip
-    if config.chunk_seconds is None or shortest < config.chunk_seconds:
-        have = (
-            "no chunk splitting"
-            if config.chunk_seconds is None
-            else (f"chunk_seconds = {config.chunk_seconds:g} but some clip lasts {shortest:.2f} s")
-        )
-        raise VoxauditError(
-            "SLMIA-SR needs at least 2 embeddings per speaker, and the split leaves 1 voice "
-            f"per speaker with {have}: set [audit] chunk_seconds below the shortest clip "
-            "(e.g. 0.5), or give the member speakers more voices"
-        )  # fmt: skip
+    ids = {i for group in speakers.values() for s in group for i in (*s.unseen, *s.trained)}
+    shortest = min(_seconds(corpus[i]) for i in ids)
+    if config.chunk_seconds is not None and shortest >= config.chunk_seconds:
+        return
+    have = (
+        "no chunk splitting"
+        if config.chunk_seconds is None
+        else f"chunk_seconds = {config.chunk_seconds:g} but some clip lasts {shortest:.2f} s"
+    )
+    raise VoxauditError(
+        "SLMIA-SR needs at least 2 embeddings per speaker, and the split leaves 1 voice per "
+        f"speaker with {have}: set [audit] chunk_seconds below the shortest clip (e.g. "
+        f"{max(0.1, round(shortest / 2, 1)):g}), or give the member speakers more voices"
+    )
 
 
-def check_split(split: AuditSplit, shadows: Sequence[AuditedModel]) -> None:
-    """A speaker-level split with imposters, and at least one shadow model."""
-    if split.level != "speaker":
-        raise VoxauditError(
-            f"a speaker-level membership audit needs a speaker-level split; split of corpus "
-            f"{split.corpus_name!r} is {split.level}-level (make one with "
-            "`voxaudit split --level speaker`)"
-        )
-    if not split.pools.get("reference"):
-        raise VoxauditError(
-            "the split has no reference (imposter) speakers, which SLMIA-SR compares against: "
-            "make it with reference_speakers > 0"
-        )
-    if not shadows:
-        raise VoxauditError("a speaker membership audit needs at least one shadow model")
+def _seconds(utterance: Any) -> float:
+    if utterance.duration is not None:
+        return float(utterance.duration)
+    return utterance.load().size / float(utterance.sample_rate or 16000)
