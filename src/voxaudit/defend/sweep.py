@@ -4,8 +4,8 @@ For every setting of a sweep config, the target and the shadow models are traine
 defense (the attacker is adaptive: its shadows copy the defense), served through the setting's
 serve-time defense, and audited by the family's membership audit. Utility (ASR: CER;
 classifier: accuracy; speaker encoder: EER on non-member speakers) is measured on the target's
-non-members, leakage is the strongest attack on the target (highest AUROC) with its interval
-and its null control. A finished setting is written atomically to
+non-members, leakage is the audit's headline attack on the target (chosen on shadow data, see
+:func:`voxaudit.mia.verdicts.choose_headline`) with its interval and its null control. A finished setting is written atomically to
 ``OUT/settings/NAME/result.json`` and never recomputed. Models live in ``OUT/models/RECIPE/``,
 one folder per training recipe (run config, hooks, held-out share), so settings that train
 alike (every serve-time defense, and the distillation teachers) share the undefended models
@@ -316,7 +316,7 @@ def run_setting(
         "definition": definition,
         "threat": threat,
         "utility": {"metric": metric, "value": round(utility, 4)},
-        "leakage": _strongest(report["results"]),
+        "leakage": _leakage(report["results"]),
         "epsilon": epsilons or None,
         "seconds": round(time.time() - started, 1),
     }
@@ -373,10 +373,10 @@ def _claim(config: SweepConfig, out_dir: Path) -> None:
     claim_folder(out_dir, SWEEP_RECORD, record, "a sweep")
 
 
-def _strongest(results: Sequence[dict[str, Any]]) -> dict[str, Any]:
+def _leakage(results: Sequence[dict[str, Any]]) -> dict[str, Any]:
     """The headline attack on the target, with its null-control AUROC: chosen on shadow data
     where the rows say how they did there, else the maximum target AUROC with an interval that
-    accounts for the choice (:func:`voxaudit.mia.results.choose_headline`)."""
+    accounts for the choice (:func:`voxaudit.mia.verdicts.choose_headline`)."""
     best = choose_headline(results)
     null = next(
         r for r in results
@@ -456,7 +456,7 @@ def _plot(summary: dict[str, Any], path: Path) -> None:
     metric = summary["utility_metric"]
     better = "lower is better" if metric in LOWER_IS_BETTER else "higher is better"
     axes.set_xlabel(f"{metric} on non-members ({better})")
-    axes.set_ylabel("strongest attack AUROC (95% CI)")
+    axes.set_ylabel("headline attack AUROC (95% CI)")
     axes.set_title(f"{summary['family']}, {summary['threat']} box: privacy against utility")
     axes.legend(loc="best", fontsize=8)
     heading = f"setting  ({metric}, AUROC)\n* on the Pareto frontier\n\n"
