@@ -210,5 +210,5 @@ def test_the_guard_needs_a_model_not_an_adapter(tmp_path):
         _guarded(data)
         data["target"] |= {"adapter": "pocketsphinx", "recordings": "mine"}
 
-    with pytest.raises(VoxauditError, match=r"\[guard\]: the attacks need the target's losses"):
+    with pytest.raises(VoxauditError, match=r"\[guard\]: the guard stage attacks a built-in model"):
         PipelineConfig.load(_write(tmp_path, adapter))

@@ -5,8 +5,9 @@ defense (the attacker is adaptive: its shadows copy the defense), served through
 serve-time defense, and audited by the family's membership audit. Utility (ASR: CER;
 classifier: accuracy; speaker encoder: EER on non-member speakers) is measured on the target's
 non-members, leakage is the audit's headline attack on the target (chosen on shadow data, see
-:func:`voxaudit.mia.verdicts.choose_headline`) with its interval and its null control. A finished setting is written atomically to
-``OUT/settings/NAME/result.json`` and never recomputed. Models live in ``OUT/models/RECIPE/``,
+:func:`voxaudit.mia.verdicts.choose_headline`) with its interval and its null control. A
+finished setting is written atomically to ``OUT/settings/NAME/result.json`` and never
+recomputed. Models live in ``OUT/models/RECIPE/``,
 one folder per training recipe (run config, hooks, held-out share), so settings that train
 alike (every serve-time defense, and the distillation teachers) share the undefended models
 instead of retraining them; trained models resume from their checkpoints. The summary
@@ -122,8 +123,6 @@ class SweepConfig:
     def load(cls, path: str | Path) -> SweepConfig:
         """A sweep config file; every key and type is checked now, not when a setting runs,
         and errors name the file, the setting and the key."""
-        from voxaudit.pipeline.config import audit_options
-
         where = str(path)
         root = Path(path).parent
         config = from_mapping(cls, read_config_file(path), where)
@@ -143,7 +142,7 @@ class SweepConfig:
             config,
             corpus=root / config.corpus,
             split=root / config.split,
-            audit=audit_options(config.family, config.audit, f"{where}: [audit]"),
+            audit=families.audit_options(config.family, config.audit, f"{where}: [audit]"),
         )
 
 

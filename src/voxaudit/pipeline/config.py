@@ -15,17 +15,15 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from voxaudit.config import checked, field_types, from_mapping, keyword_types, read_config_file
+from voxaudit.config import checked, from_mapping, keyword_types, read_config_file
 from voxaudit.errors import VoxauditError
+from voxaudit.mia import families
 
 if sys.version_info >= (3, 11):
     import tomllib
 else:  # pragma: no cover
     import tomli as tomllib
 
-FAMILIES = ("asr", "classifier", "speaker")
-#: The membership questions each family can be asked: a recording (sample) or a voice (speaker).
-LEVELS = {"asr": ("sample", "speaker"), "classifier": ("sample",), "speaker": ("speaker",)}
 THREATS = ("black", "grey", "white")
 
 EXAMPLE = """\
@@ -203,29 +201,11 @@ class PipelineConfig:
             shadows=count,
             shadow_mode=mode,
             split=_split_options(data.get("split", {}), f"{where}: [split]"),
-            audit=audit_options(target.family, data.get("audit", {}), f"{where}: [audit]"),
+            audit=families.audit_options(target.family, data.get("audit", {}), f"{where}: [audit]"),
             defense_sweep=root / defenses["sweep"] if "sweep" in defenses else None,
             guard=_guard(data.get("guard"), target, where),
             origin=where,
         )
-
-
-def audit_options(family: str, options: Any, where: str) -> dict[str, Any]:
-    """``[audit]`` options checked against the fields of the ``family``'s audit config.
-
-    Checked as they are read, not when the audit config is built, because the families'
-    audits take wrong types until they use them, after the target and shadows have trained.
-    ``threat`` is no option: it is the config's own top-level key.
-    """
-    types = field_types(audit_config_class(family))
-    return checked(options, {key: kind for key, kind in types.items() if key != "threat"}, where)
-
-
-def audit_config_class(family: str) -> type:
-    """The dataclass a family's ``[audit]`` options build (``voxaudit.mia.families``)."""
-    from voxaudit.mia import families
-
-    return families.get(family).config_type
 
 
 def _corpus(data: dict[str, Any], root: Path, where: str) -> CorpusSpec:
@@ -239,13 +219,13 @@ def _corpus(data: dict[str, Any], root: Path, where: str) -> CorpusSpec:
 def _target(data: dict[str, Any], root: Path, where: str) -> TargetSpec:
     """The [target] section, its run config (the sections of `voxaudit train --config`)
     checked against the family's model as `voxaudit train` would check it."""
-    from voxaudit.mia import families
     from voxaudit.train.run import CONFIG_SECTIONS, read_run_config
 
     family = data.get("family")
-    if family not in FAMILIES:
+    if family not in families.names():
         raise VoxauditError(
-            f"{where}: [target] family must be one of {', '.join(FAMILIES)}, got {family!r}"
+            f"{where}: [target] family must be one of {', '.join(families.names())}, "
+            f"got {family!r}"
         )
     target = from_mapping(TargetSpec, data, f"{where}: [target]")
     run_config = {name: data[name] for name in CONFIG_SECTIONS if name in data}
@@ -265,12 +245,13 @@ def _levels(data: dict[str, Any], target: TargetSpec, where: str) -> tuple[str, 
     family = target.family
     if target.source == "checkpoint":
         return ()  # the checkpoint's split decides; see run.levels_of
-    levels = data.get("levels", LEVELS[family][:1])
+    allowed = families.get(family).levels
+    levels = data.get("levels", allowed[:1])
     for level in levels:
-        if level not in LEVELS[family]:
+        if level not in allowed:
             raise VoxauditError(
                 f"{where}: levels: a {family} model is audited at "
-                f"{' or '.join(LEVELS[family])} level, not {level!r}"
+                f"{' or '.join(allowed)} level, not {level!r}"
             )
     if target.source == "train" and not levels:
         raise VoxauditError(f"{where}: levels is empty; name at least one level")

@@ -53,6 +53,19 @@ def get(name: str) -> Family:
     return _FAMILIES[name]()
 
 
+def audit_options(name: str, options: Any, where: str) -> dict[str, Any]:
+    """``[audit]`` options of a config file checked against the fields of family ``name``'s
+    audit config, naming ``where`` (file and section) on a wrong key or type.
+
+    Checked as they are read, before anything trains. ``threat`` is no option: it is the
+    config's own top-level key.
+    """
+    from voxaudit.config import checked, field_types
+
+    types = field_types(get(name).config_type)
+    return checked(options, {key: kind for key, kind in types.items() if key != "threat"}, where)
+
+
 def register(family: Family) -> None:
     """Add a user's family (a :class:`Family` subclass instance) under ``family.name``."""
     if not isinstance(family, Family):
