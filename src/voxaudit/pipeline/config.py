@@ -224,8 +224,7 @@ def _target(data: dict[str, Any], root: Path, where: str) -> TargetSpec:
     family = data.get("family")
     if family not in families.names():
         raise VoxauditError(
-            f"{where}: [target] family must be one of {', '.join(families.names())}, "
-            f"got {family!r}"
+            f"{where}: [target] family must be one of {', '.join(families.names())}, got {family!r}"
         )
     target = from_mapping(TargetSpec, data, f"{where}: [target]")
     run_config = {name: data[name] for name in CONFIG_SECTIONS if name in data}
