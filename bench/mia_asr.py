@@ -35,8 +35,9 @@ from voxaudit.data.corpus import Corpus
 from voxaudit.data.loaders import load_corpus
 from voxaudit.data.splits import AuditSplit, make_split
 from voxaudit.data.synth import synthesize_corpus
+from voxaudit.mia.configs import AsrAuditConfig
 from voxaudit.mia.core import run_audit
-from voxaudit.mia.families.asr import AsrAuditConfig, AsrFamily
+from voxaudit.mia.families.asr import AsrFamily
 from voxaudit.mia.results import read_report
 from voxaudit.report.console import mia_table
 from voxaudit.report.mia import markdown_table, write_report

@@ -33,8 +33,9 @@ import torch
 from voxaudit.data.loaders import load_corpus
 from voxaudit.data.splits import AuditSplit, make_split
 from voxaudit.data.synth import synthesize_corpus
+from voxaudit.mia.configs import ClassifierAuditConfig
 from voxaudit.mia.core import run_audit
-from voxaudit.mia.families.classifier import ClassifierAuditConfig, ClassifierFamily
+from voxaudit.mia.families.classifier import ClassifierFamily
 from voxaudit.report.console import mia_table
 from voxaudit.report.mia import markdown_table, write_report
 from voxaudit.train.run import train_model

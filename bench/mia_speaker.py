@@ -29,8 +29,9 @@ import torch
 from voxaudit.data.loaders import load_corpus
 from voxaudit.data.splits import AuditSplit, make_split
 from voxaudit.data.synth import synthesize_corpus
+from voxaudit.mia.configs import SpeakerAuditConfig
 from voxaudit.mia.core import run_audit
-from voxaudit.mia.families.speaker import SpeakerAuditConfig, SpeakerFamily
+from voxaudit.mia.families.speaker import SpeakerFamily
 from voxaudit.mia.results import read_report
 from voxaudit.models.speaker import Encoder, equal_error_rate, verification_trials
 from voxaudit.report.console import mia_table

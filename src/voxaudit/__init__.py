@@ -46,7 +46,8 @@ if TYPE_CHECKING:
     from voxaudit.api import AuditResult, audit
     from voxaudit.data.corpus import Corpus, Problem, Utterance
     from voxaudit.data.splits import AuditSplit
-    from voxaudit.mia.core import AuditConfig, AuditedModel
+    from voxaudit.mia.configs import AuditConfig
+    from voxaudit.mia.core import AuditedModel
     from voxaudit.models.adapters.torch import (
         TorchClassifier,
         TorchRecognizer,

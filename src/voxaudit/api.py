@@ -24,7 +24,8 @@ from voxaudit.data.corpus import Corpus
 from voxaudit.data.splits import AuditSplit, IdList, read_ids
 from voxaudit.errors import VoxauditError
 from voxaudit.mia import families
-from voxaudit.mia.core import AuditConfig, AuditedModel, run_audit
+from voxaudit.mia.configs import AuditConfig
+from voxaudit.mia.core import AuditedModel, run_audit
 from voxaudit.mia.results import examples_csv, without_examples
 from voxaudit.mia.verdicts import interval_text, risk_level, risk_summary
 

@@ -16,6 +16,9 @@ from rich.markup import escape
 
 from voxaudit.errors import VoxauditError
 from voxaudit.guard.cli import guard_app
+from voxaudit.mia.configs import AsrAuditConfig as _ASR
+from voxaudit.mia.configs import ClassifierAuditConfig as _CLASSIFIER
+from voxaudit.mia.configs import SpeakerAuditConfig as _SPEAKER
 
 if TYPE_CHECKING:
     from voxaudit.data.corpus import Corpus
@@ -347,6 +350,12 @@ class Evidence(str, Enum):
     trained = "trained"
 
 
+# The audits' defaults come from their config dataclasses (voxaudit.mia.configs), never a copy.
+THREAT_DEFAULT = Threat(_ASR.threat)
+EVIDENCE_DEFAULT = Evidence(_ASR.evidence)
+BootstrapOpt = Annotated[int, typer.Option(min=100, help="Bootstrap resamples.")]
+
+
 @mia_app.command("asr")
 @_friendly_errors
 def mia_asr(
@@ -371,26 +380,26 @@ def mia_asr(
     level: Annotated[
         Level | None, typer.Option(help="sample or speaker; must match the split's level.")
     ] = None,
-    threat: Threat = Threat.grey,
-    draws: Annotated[int, typer.Option(min=1, help="Gaussian noise draws per SNR.")] = 8,
+    threat: Threat = THREAT_DEFAULT,
+    draws: Annotated[int, typer.Option(min=1, help="Gaussian noise draws per SNR.")] = _ASR.draws,
     snr: Annotated[list[float] | None, typer.Option(help="Noise SNR in dB; repeatable.")] = None,
     max_per_side: Annotated[
         int, typer.Option(min=1, help="Members (speaker level: speakers) evaluated per model.")
-    ] = 500,
+    ] = _ASR.max_per_side,
     evidence: Annotated[
         Evidence,
         typer.Option(help="Speaker level: query member speakers' unseen or trained voices."),
-    ] = Evidence.unseen,
-    bootstrap: Annotated[int, typer.Option(min=100, help="Bootstrap resamples.")] = 1000,
-    decision: DecisionOpt = "accuracy",
+    ] = EVIDENCE_DEFAULT,
+    bootstrap: BootstrapOpt = _ASR.n_bootstrap,
+    decision: DecisionOpt = _ASR.decision,
     device: str = "auto",
-    seed: int = 0,
+    seed: int = _ASR.seed,
     layout: LayoutOpt = None,
     pattern: PatternOpt = None,
 ) -> None:
     """Was this recording (or speaker) in the ASR model's training set? Writes a report."""
     from voxaudit.data.splits import AuditSplit
-    from voxaudit.mia.families.asr import AsrAuditConfig
+    from voxaudit.mia.configs import AsrAuditConfig
 
     if split_path is not None:
         audit_split = AuditSplit.load(split_path)
@@ -438,21 +447,21 @@ def mia_asr_score(
         list[Path], typer.Option(help="Shadow model run folder; repeat for each shadow.")
     ],
     out: Annotated[Path, typer.Option(help="Report folder: report.json, report.html, features.")],
-    draws: Annotated[int, typer.Option(min=1, help="Gaussian noise draws per SNR.")] = 8,
+    draws: Annotated[int, typer.Option(min=1, help="Gaussian noise draws per SNR.")] = _ASR.draws,
     snr: Annotated[list[float] | None, typer.Option(help="Noise SNR in dB; repeatable.")] = None,
     max_per_side: Annotated[
         int, typer.Option(min=1, help="Members evaluated per shadow model.")
-    ] = 500,
+    ] = _ASR.max_per_side,
     device: str = "auto",
-    seed: int = 0,
+    seed: int = _ASR.seed,
     layout: LayoutOpt = None,
     pattern: PatternOpt = None,
 ) -> None:
     """Membership scores (not verdicts) for recordings on a model with no ground truth."""
     from voxaudit.data.loaders import load_corpus
     from voxaudit.data.splits import AuditSplit
+    from voxaudit.mia.configs import AsrAuditConfig
     from voxaudit.mia.families import resolve_model
-    from voxaudit.mia.families.asr import AsrAuditConfig
     from voxaudit.report.console import scores_table
 
     config = AsrAuditConfig(
@@ -521,23 +530,25 @@ def mia_speaker(
         str | None,
         typer.Option(help="Null-control encoder that never saw the target's speakers."),
     ] = None,
-    voices: VoicesOpt = 10,
+    voices: VoicesOpt = _SPEAKER.voices,
     mixing_ratio: Annotated[
         float, typer.Option(help="Share of non-training voices of a target member speaker.")
-    ] = 0.0,
-    chunk_seconds: ChunksOpt = 1.6,
-    select_chunking: SelectChunkingOpt = True,
-    select_features: SelectFeaturesOpt = False,
-    seeds: Annotated[int, typer.Option(min=1, help="Attack-classifier seeds averaged.")] = 10,
-    bootstrap: Annotated[int, typer.Option(min=100, help="Bootstrap resamples.")] = 1000,
-    decision: DecisionOpt = "accuracy",
+    ] = _SPEAKER.mixing_ratio,
+    chunk_seconds: ChunksOpt = _SPEAKER.chunk_seconds or 0.0,
+    select_chunking: SelectChunkingOpt = _SPEAKER.select_chunking,
+    select_features: SelectFeaturesOpt = _SPEAKER.select_features,
+    seeds: Annotated[
+        int, typer.Option(min=1, help="Attack-classifier seeds averaged.")
+    ] = _SPEAKER.attack_seeds,
+    bootstrap: BootstrapOpt = _SPEAKER.n_bootstrap,
+    decision: DecisionOpt = _SPEAKER.decision,
     device: str = "auto",
-    seed: int = 0,
+    seed: int = _SPEAKER.seed,
     layout: LayoutOpt = None,
     pattern: PatternOpt = None,
 ) -> None:
     """Was this person's voice used to train the speaker encoder? SLMIA-SR and baselines."""
-    from voxaudit.mia.families.speaker import SpeakerAuditConfig
+    from voxaudit.mia.configs import SpeakerAuditConfig
 
     config = SpeakerAuditConfig(
         voices=voices,
@@ -572,20 +583,20 @@ def mia_speaker_score(
         list[Path], typer.Option(help="Shadow encoder run folder; repeat for each shadow.")
     ],
     out: Annotated[Path, typer.Option(help="Report folder: report.json, report.html, cache.")],
-    voices: VoicesOpt = 10,
-    chunk_seconds: ChunksOpt = 1.6,
-    select_chunking: SelectChunkingOpt = True,
-    select_features: SelectFeaturesOpt = False,
+    voices: VoicesOpt = _SPEAKER.voices,
+    chunk_seconds: ChunksOpt = _SPEAKER.chunk_seconds or 0.0,
+    select_chunking: SelectChunkingOpt = _SPEAKER.select_chunking,
+    select_features: SelectFeaturesOpt = _SPEAKER.select_features,
     device: str = "auto",
-    seed: int = 0,
+    seed: int = _SPEAKER.seed,
     layout: LayoutOpt = None,
     pattern: PatternOpt = None,
 ) -> None:
     """Speaker membership scores (not verdicts) on an encoder with no ground truth."""
     from voxaudit.data.loaders import load_corpus
     from voxaudit.data.splits import AuditSplit
+    from voxaudit.mia.configs import SpeakerAuditConfig
     from voxaudit.mia.families import resolve_model
-    from voxaudit.mia.families.speaker import SpeakerAuditConfig
     from voxaudit.report.console import scores_table
 
     config = SpeakerAuditConfig(
@@ -625,18 +636,22 @@ def mia_classifier(
     null: Annotated[
         str | None, typer.Option(help="Null-control model (default: a shadow that qualifies).")
     ] = None,
-    threat: Threat = Threat.grey,
-    draws: Annotated[int, typer.Option(min=1, help="Noise draws per SNR (label-only).")] = 8,
-    max_per_side: Annotated[int, typer.Option(min=1, help="Members evaluated per model.")] = 500,
-    bootstrap: Annotated[int, typer.Option(min=100, help="Bootstrap resamples.")] = 1000,
-    decision: DecisionOpt = "accuracy",
+    threat: Threat = THREAT_DEFAULT,
+    draws: Annotated[
+        int, typer.Option(min=1, help="Noise draws per SNR (label-only).")
+    ] = _CLASSIFIER.draws,
+    max_per_side: Annotated[
+        int, typer.Option(min=1, help="Members evaluated per model.")
+    ] = _CLASSIFIER.max_per_side,
+    bootstrap: BootstrapOpt = _CLASSIFIER.n_bootstrap,
+    decision: DecisionOpt = _CLASSIFIER.decision,
     device: str = "auto",
-    seed: int = 0,
+    seed: int = _CLASSIFIER.seed,
     layout: LayoutOpt = None,
     pattern: PatternOpt = None,
 ) -> None:
     """Was this recording in the classifier's training set? Writes a report."""
-    from voxaudit.mia.families.classifier import ClassifierAuditConfig
+    from voxaudit.mia.configs import ClassifierAuditConfig
 
     config = ClassifierAuditConfig(
         threat=threat.value, draws=draws, max_per_side=max_per_side, decision=decision,

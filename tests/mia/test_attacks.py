@@ -18,18 +18,17 @@ from sklearn.preprocessing import StandardScaler
 from voxaudit.errors import VoxauditError
 from voxaudit.mia.attack_data import AttackData
 from voxaudit.mia.attacks import (
-    CLASSIFIERS,
     ShadowAttack,
     ThresholdAttack,
     decision_threshold,
     default_classifier,
-    parse_decision,
     register_attack,
     registered_attacks,
     unregister_attack,
 )
 from voxaudit.mia.calibrated import RMIA, LiRA
 from voxaudit.mia.composite_attacks import PerClassAttack, SeedAveraged
+from voxaudit.mia.configs import CLASSIFIERS, parse_decision
 from voxaudit.mia.table import (
     FAMILIES,
     FeatureTable,
@@ -253,9 +252,7 @@ def test_the_default_mlp_fits_on_a_table_too_small_for_early_stopping():
 
 @pytest.mark.parametrize("family", ["asr", "classifier", "speaker"])
 def test_audit_configs_refuse_a_bad_decision(family):
-    from voxaudit.mia.families.asr import AsrAuditConfig
-    from voxaudit.mia.families.classifier import ClassifierAuditConfig
-    from voxaudit.mia.families.speaker import SpeakerAuditConfig
+    from voxaudit.mia.configs import AsrAuditConfig, ClassifierAuditConfig, SpeakerAuditConfig
 
     config = {
         "asr": AsrAuditConfig,

@@ -10,9 +10,8 @@ from voxaudit.data.splits import AuditSplit
 from voxaudit.errors import VoxauditError
 from voxaudit.mia import families
 from voxaudit.mia.attacks import ThresholdAttack, register_attack, unregister_attack
+from voxaudit.mia.configs import AsrAuditConfig, ClassifierAuditConfig
 from voxaudit.mia.core import CROSS_FIT, PERMUTATION_NULL, AuditedModel, run_audit
-from voxaudit.mia.families.asr import AsrAuditConfig
-from voxaudit.mia.families.classifier import ClassifierAuditConfig
 from voxaudit.mia.fitting import cross_fit_halves, permuted
 
 RATE = 8000

@@ -37,9 +37,8 @@ from sklearn.utils.validation import check_is_fitted
 
 from voxaudit.errors import VoxauditError
 from voxaudit.mia.attack_data import AttackData, as_attack_data
+from voxaudit.mia.configs import CLASSIFIERS, parse_decision
 from voxaudit.mia.table import THREATS, FeatureTable
-
-CLASSIFIERS = ("logistic", "random_forest", "gradient_boosting", "mlp")
 
 
 def default_classifier(
@@ -89,27 +88,6 @@ def _matrix(table: FeatureTable, columns: Sequence[str]) -> np.ndarray:
             f"feature column {columns[j]!r} has {int(bad[:, j].sum())} non-finite value(s)"
         )
     return values
-
-
-def parse_decision(decision: str) -> tuple[str, float | None]:
-    """``"accuracy"``, ``"recall=R"`` (0 < R <= 1) or ``"fpr=F"`` (0 <= F <= 1) as (kind, rate)."""
-    kind, _, value = decision.strip().partition("=")
-    kind = kind.strip().lower()
-    if kind == "accuracy" and not value:
-        return "accuracy", None
-    if kind in ("recall", "fpr") and value:
-        try:
-            rate = float(value)
-        except ValueError:
-            rate = float("nan")
-        lowest = 0.0 if kind == "fpr" else np.nextafter(0.0, 1.0)
-        if lowest <= rate <= 1.0:
-            return kind, rate
-        bounds = "[0, 1]" if kind == "fpr" else "(0, 1]"
-        raise VoxauditError(f"decision {decision!r}: {kind} must be a number in {bounds}")
-    raise VoxauditError(
-        f"unknown decision {decision!r}; use 'accuracy', 'recall=R' or 'fpr=F' (e.g. recall=0.9)"
-    )
 
 
 def decision_threshold(labels: np.ndarray, scores: np.ndarray, decision: str = "accuracy") -> float:

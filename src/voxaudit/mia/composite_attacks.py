@@ -13,7 +13,8 @@ from sklearn.utils.validation import check_is_fitted
 
 from voxaudit.errors import VoxauditError
 from voxaudit.mia.attack_data import AttackData, as_attack_data
-from voxaudit.mia.attacks import CLASSIFIERS, ShadowAttack, fitted_data, member_labels
+from voxaudit.mia.attacks import ShadowAttack, fitted_data, member_labels
+from voxaudit.mia.configs import CLASSIFIERS
 from voxaudit.mia.metrics import tpr_at_fpr
 from voxaudit.mia.table import FeatureTable
 

@@ -22,7 +22,7 @@ import os
 import platform
 import time
 from collections.abc import Collection, Sequence
-from dataclasses import asdict, dataclass, replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -32,10 +32,9 @@ import torch
 from voxaudit.data.corpus import Corpus
 from voxaudit.data.splits import AuditSplit
 from voxaudit.errors import VoxauditError
-from voxaudit.mia.attacks import CLASSIFIERS, parse_decision
+from voxaudit.mia.configs import AuditConfig
 from voxaudit.mia.evaluation import EvalSet, evaluation_set
 from voxaudit.mia.results import new_report, save_results
-from voxaudit.models.access import AccessLevel
 
 Report = dict[str, Any]
 Entry = dict[str, Any]
@@ -66,59 +65,6 @@ class AuditedModel:
     def as_role(self, role: str, source: str | None = None) -> AuditedModel:
         """The same model in another role (e.g. a shadow serving as the null control)."""
         return replace(self, role=role, source=self.source if source is None else source)
-
-
-@dataclass(frozen=True)
-class AuditConfig:
-    """What every family's audit shares; each family's config adds its own fields.
-
-    Parameters
-    ----------
-    threat : what the attacker sees: ``"black"`` (outputs), ``"grey"`` (+ scores and losses) or
-        ``"white"`` (+ input gradients).
-    max_per_side : members (and as many non-members) evaluated per model: utterances at sample
-        level, speakers at speaker level; None for all.
-    classifiers : the shadow attacks' candidate classifiers, chosen by cross-validation on
-        shadow data.
-    cv : cross-validation folds on shadow data (fewer when there are fewer speakers).
-    decision : the attacks' operating point on shadow rows: ``accuracy``, ``recall=R`` or
-        ``fpr=F``.
-    batch_size : waveforms per model query.
-    n_bootstrap : bootstrap resamples behind every 95% interval.
-    seed : seeds every random choice of the audit.
-    """
-
-    threat: str = "grey"
-    max_per_side: int | None = 500
-    classifiers: tuple[str, ...] = CLASSIFIERS
-    cv: int = 5
-    decision: str = "accuracy"
-    batch_size: int = 32
-    n_bootstrap: int = 1000
-    seed: int = 0
-
-    def __post_init__(self) -> None:
-        if self.threat not in [level.value for level in AccessLevel]:
-            raise VoxauditError(f"unknown threat {self.threat!r}; use black, grey or white")
-        parse_decision(self.decision)
-        rules = [
-            (self.max_per_side is None or self.max_per_side >= 1, "max_per_side must be >= 1"),
-            (self.cv >= 2, "cv must be at least 2"),
-            (self.batch_size >= 1, "batch_size must be at least 1"),
-            (self.n_bootstrap >= 1, "n_bootstrap must be at least 1"),
-            (bool(self.classifiers), "classifiers needs at least one classifier"),
-        ]
-        for ok, message in rules:
-            if not ok:
-                raise VoxauditError(f"{type(self).__name__}: {message}")
-
-    def allows(self, threat: str) -> bool:
-        """Whether this audit's threat model includes what ``threat`` shows."""
-        return AccessLevel(self.threat).rank >= AccessLevel(threat).rank
-
-    def record(self) -> dict[str, Any]:
-        """The config as the report stores it."""
-        return asdict(self)
 
 
 @dataclass

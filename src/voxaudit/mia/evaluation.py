@@ -23,8 +23,7 @@ import numpy as np
 from voxaudit.data.corpus import Corpus
 from voxaudit.data.splits import AuditSplit
 from voxaudit.errors import VoxauditError
-
-EVIDENCE = ("unseen", "trained")
+from voxaudit.mia.configs import EVIDENCE
 
 
 @dataclass(frozen=True)

@@ -16,7 +16,8 @@ import numpy as np
 
 from voxaudit.errors import VoxauditError
 from voxaudit.mia.attack_data import AttackData
-from voxaudit.mia.core import AuditConfig, Entry
+from voxaudit.mia.configs import AuditConfig
+from voxaudit.mia.core import Entry
 from voxaudit.mia.results import result_entry
 
 

@@ -35,9 +35,9 @@ import numpy as np
 from scipy.spatial.distance import cdist
 
 from voxaudit.errors import VoxauditError
+from voxaudit.mia.configs import MEASURES
 from voxaudit.mia.table import FeatureTable
 
-MEASURES = ("cosine", "l2")
 STATISTICS = ("mean", "std", "max", "min")
 
 #: Intra-similarity sets: to the centroid, pairwise, and each embedding's statistics to the others.

@@ -11,9 +11,10 @@ import torch
 from voxaudit.data.splits import make_split
 from voxaudit.data.synth import synthesize_corpus_in_memory
 from voxaudit.errors import VoxauditError
+from voxaudit.mia.configs import AsrAuditConfig
 from voxaudit.mia.core import AuditedModel as AuditModel
 from voxaudit.mia.core import run_audit, run_scoring
-from voxaudit.mia.families.asr import AsrAuditConfig, AsrFamily
+from voxaudit.mia.families.asr import AsrFamily
 from voxaudit.mia.results import read_report
 from voxaudit.models.ctc import CTCModel
 from voxaudit.models.recognizer import Recognizer

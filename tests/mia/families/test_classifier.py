@@ -16,8 +16,9 @@ from voxaudit.data.synth import synthesize_corpus, synthesize_corpus_in_memory
 from voxaudit.errors import VoxauditError
 from voxaudit.mia.attack_data import AttackData
 from voxaudit.mia.composite_attacks import PerClassAttack
+from voxaudit.mia.configs import ClassifierAuditConfig
 from voxaudit.mia.core import AuditedModel, run_audit
-from voxaudit.mia.families.classifier import ClassifierAuditConfig, ClassifierFamily
+from voxaudit.mia.families.classifier import ClassifierFamily
 from voxaudit.mia.results import read_report
 from voxaudit.mia.table import FeatureTable
 from voxaudit.models.classifier import SpokenClassifier, classifier_for

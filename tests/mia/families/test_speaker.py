@@ -13,8 +13,9 @@ from voxaudit.data.corpus import Corpus
 from voxaudit.data.splits import make_split
 from voxaudit.data.synth import synthesize_corpus_in_memory
 from voxaudit.errors import VoxauditError
+from voxaudit.mia.configs import SpeakerAuditConfig
 from voxaudit.mia.core import AuditedModel, run_audit, run_scoring
-from voxaudit.mia.families.speaker import SpeakerAuditConfig, SpeakerFamily
+from voxaudit.mia.families.speaker import SpeakerFamily
 from voxaudit.mia.families.speaker_attacks import FEATURE_SETS
 from voxaudit.mia.families.speaker_queries import (
     draws_for,

@@ -12,7 +12,7 @@ level, features are aggregated per speaker as the utterances per speaker grow.
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -25,41 +25,12 @@ from voxaudit.data.text import normalize_transcript
 from voxaudit.errors import VoxauditError
 from voxaudit.mia.asr_features import AsrFeatures
 from voxaudit.mia.attacks import ShadowAttack
+from voxaudit.mia.configs import AsrAuditConfig
 from voxaudit.mia.core import AuditedModel, AuditRun
-from voxaudit.mia.evaluation import EVIDENCE, EvalSet, evaluation_set
-from voxaudit.mia.families.tabular import Fitted, TabularConfig, TabularFamily
+from voxaudit.mia.evaluation import EvalSet, evaluation_set
+from voxaudit.mia.families.tabular import Fitted, TabularFamily
 from voxaudit.mia.fitting import grouped_folds
 from voxaudit.models.access import Access
-
-
-@dataclass(frozen=True)
-class AsrAuditConfig(TabularConfig):
-    """What an ASR audit extracts and how it evaluates (and :class:`AuditConfig`'s fields).
-
-    Parameters
-    ----------
-    snrs_db : signal-to-noise ratios of the Gaussian-noise features.
-    draws : noisy copies per SNR.
-    adversarial_eps : FGSM/PGD step sizes, relative to the waveform's peak (white box).
-    pgd_steps : PGD iterations.
-    evidence : speaker level: which member-speaker utterances are queried, ``"unseen"`` (voices
-        the model never trained on: the question is the speaker) or ``"trained"``.
-    utterances_per_speaker : speaker level: the counts the curve is measured at.
-    """
-
-    snrs_db: tuple[float, ...] = (30.0, 20.0, 10.0)
-    draws: int = 8
-    adversarial_eps: tuple[float, ...] = (0.002, 0.01)
-    pgd_steps: int = 5
-    evidence: str = "unseen"
-    utterances_per_speaker: tuple[int, ...] = (1, 2, 5, 10, 20)
-
-    def __post_init__(self) -> None:
-        super().__post_init__()
-        if self.evidence not in EVIDENCE:
-            raise VoxauditError(f"unknown evidence {self.evidence!r}; use one of: unseen, trained")
-        if self.draws < 1:
-            raise VoxauditError("AsrAuditConfig: draws must be at least 1")
 
 
 class AsrFamily(TabularFamily):

@@ -13,7 +13,6 @@ gradient features yet, so a white-box audit runs the grey-box attacks.
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -24,40 +23,14 @@ from voxaudit.data.splits import AuditSplit
 from voxaudit.errors import VoxauditError
 from voxaudit.mia.classifier_features import ClassifierFeatures, true_label_loss
 from voxaudit.mia.composite_attacks import PerClassAttack
+from voxaudit.mia.configs import ClassifierAuditConfig
 from voxaudit.mia.core import AuditedModel, AuditRun, Entry
 from voxaudit.mia.evaluation import EvalSet
-from voxaudit.mia.families.tabular import Fitted, TabularConfig, TabularFamily, View
+from voxaudit.mia.families.tabular import Fitted, TabularFamily, View
 from voxaudit.mia.fitting import grouped_folds
 from voxaudit.mia.table import FeatureTable
 from voxaudit.models.access import Access
 from voxaudit.models.classifier import label_function
-
-
-@dataclass(frozen=True)
-class ClassifierAuditConfig(TabularConfig):
-    """What a classifier audit extracts and how it evaluates (and :class:`AuditConfig`'s fields).
-
-    Parameters
-    ----------
-    top_k : length of the sorted probability vector.
-    snrs_db : signal-to-noise ratios of the label-only noise features.
-    draws : noisy copies per SNR.
-    min_per_side : per-class attack: a class's fewest member / non-member shadow rows for a
-        model of its own.
-    """
-
-    top_k: int = 3
-    snrs_db: tuple[float, ...] = (30.0, 20.0, 10.0, 5.0, 0.0, -5.0)
-    draws: int = 8
-    min_per_side: int = 4
-    batch_size: int = 16
-
-    def __post_init__(self) -> None:
-        super().__post_init__()
-        if self.top_k < 1 or self.draws < 1 or self.min_per_side < 2:
-            raise VoxauditError(
-                "ClassifierAuditConfig: top_k and draws must be at least 1, min_per_side at least 2"
-            )
 
 
 class ClassifierFamily(TabularFamily):

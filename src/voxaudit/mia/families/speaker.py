@@ -17,15 +17,15 @@ encoder with no membership ground truth, such as the pretrained resemblyzer enco
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 from voxaudit.data.corpus import Corpus
 from voxaudit.data.splits import AuditSplit
 from voxaudit.errors import VoxauditError
-from voxaudit.mia.attacks import CLASSIFIERS
-from voxaudit.mia.core import AuditConfig, AuditedModel, AuditRun, Family, Outcome, null_control
+from voxaudit.mia.configs import SpeakerAuditConfig
+from voxaudit.mia.core import AuditedModel, AuditRun, Family, Outcome, null_control
 from voxaudit.mia.families.speaker_attacks import FEATURE_SETS, SlmiaAudit
 from voxaudit.mia.families.speaker_queries import (
     Embeddings,
@@ -37,69 +37,8 @@ from voxaudit.mia.families.speaker_queries import (
     imposters_of,
     voice_count,
 )
-from voxaudit.mia.slmia import MEASURES
 
 MINE = "recordings/"  # prefix of the user's recording ids in scoring mode
-
-
-@dataclass(frozen=True)
-class SpeakerAuditConfig(AuditConfig):
-    """What a speaker-level audit queries, which attacks it fits and how it evaluates (and
-    :class:`AuditConfig`'s fields; ``max_per_side`` counts speakers here).
-
-    Parameters
-    ----------
-    voices : voices queried per evaluated speaker (fewer when the split has fewer).
-    voice_counts, imposter_counts, imposter_voices : query reduction: target voices,
-        imposters, voices per imposter.
-    mixing_ratio : share of non-training voices among a target member speaker's queries.
-    train_ratios : mixing-ratio training on shadow member speakers.
-    chunk_seconds : voice chunk splitting (chunk length); None (``"none"`` in a config): whole
-        voices only.
-    select_chunking : keep chunk splitting only where it wins on shadow cross-validation
-        (never on the target): it adds noise for encoders trained on whole utterances.
-    select_features : choose SLMIA-SR's feature set (intra + inter, intra, inter) on shadow
-        cross-validation. Off, as in paper 001: on the GE2E targets of
-        docs/results-speaker.md it gave no reliable gain.
-    chunk_overlap : overlap of consecutive chunks.
-    measures : SLMIA-SR's similarity measures.
-    views : EncoderMI: augmented views per voice.
-    curve_classifiers : classifiers of the ablations and query-reduction curves.
-    attack_seeds : seeds of the attack classifier, averaged.
-    """
-
-    voices: int = 10
-    voice_counts: tuple[int, ...] = tuple(range(1, 11))
-    imposter_counts: tuple[int, ...] = (1, 5, 10, 20)
-    imposter_voices: tuple[int, ...] = (1, 2, 5)
-    mixing_ratio: float = 0.0
-    train_ratios: tuple[float, ...] = (0.0, 0.5)
-    chunk_seconds: float | None = 1.6
-    select_chunking: bool = True
-    select_features: bool = False
-    chunk_overlap: float = 0.5
-    measures: tuple[str, ...] = MEASURES
-    views: int = 4
-    curve_classifiers: tuple[str, ...] = ("mlp",)
-    attack_seeds: int = 10
-    classifiers: tuple[str, ...] = CLASSIFIERS
-
-    def __post_init__(self) -> None:
-        super().__post_init__()
-        ratios = (self.mixing_ratio, *self.train_ratios)
-        rules = [
-            (self.threat == "grey", f"the speaker audit is grey-box only (embeddings), "
-                                    f"not {self.threat!r}"),
-            (self.voices >= 1, "voices must be at least 1"),
-            (all(0 <= r <= 1 for r in ratios), "mixing_ratio and train_ratios must lie in [0, 1]"),
-            (bool(self.train_ratios), "train_ratios needs at least one ratio"),
-            (self.attack_seeds >= 1, "attack_seeds must be at least 1"),
-            (self.views >= 2, "views must be at least 2 (EncoderMI compares views)"),
-            (self.chunk_seconds is None or self.chunk_seconds > 0, "chunk_seconds must be > 0"),
-        ]  # fmt: skip
-        for ok, message in rules:
-            if not ok:
-                raise VoxauditError(f"speaker audit config: {message}")
 
 
 class SpeakerFamily(Family):

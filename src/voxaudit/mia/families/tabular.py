@@ -28,7 +28,6 @@ from voxaudit.mia.attack_data import AttackData
 from voxaudit.mia.attacks import ShadowAttack, ThresholdAttack, registered_attacks
 from voxaudit.mia.calibrated import RMIA, LiRA, logit_confidence
 from voxaudit.mia.core import (
-    AuditConfig,
     AuditedModel,
     AuditRun,
     Entry,
@@ -44,18 +43,6 @@ from voxaudit.mia.fitting import Scored, View, entries, fit_and_score, grouped_f
 from voxaudit.mia.table import FeatureTable
 from voxaudit.models.access import Access
 from voxaudit.progress import track
-
-
-@dataclass(frozen=True)
-class TabularConfig(AuditConfig):
-    """Audit config fields of the families with per-utterance feature rows.
-
-    Parameters
-    ----------
-    population : RMIA's population: utterances known to be non-members of the target.
-    """
-
-    population: int = 500
 
 
 class TabularFamily(Family):
