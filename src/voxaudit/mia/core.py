@@ -272,8 +272,8 @@ def run_scoring(
         "mode": "scoring (no membership ground truth)",
         "model_class": model_class(target.model),
         "target": target.source,
-        **facts,
-        "threat": "black" if family.name == "asr" else config.threat,
+        "threat": config.threat,
+        **facts,  # a family may score at another threat (ASR: black box), and says so here
         "config": config.record(),
         "seconds": round(time.time() - started, 1),
         "machine": machine(target.model),

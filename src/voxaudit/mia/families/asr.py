@@ -159,6 +159,7 @@ class AsrFamily(TabularFamily):
         ]
         best = max(attack.cv_results_, key=lambda row: row["auroc_mean"])
         setup = {
+            "threat": config.threat,
             "recordings": {"name": recordings.name, "count": len(recordings)},
             "reference_attack": {
                 "features": list(SCORING_FAMILIES),
