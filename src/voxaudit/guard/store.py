@@ -1,10 +1,11 @@
 """Where the guard keeps its state: detector memory, the landmark index, flags and bans.
 
-``InMemoryStore`` (the default) lives in one process and is bounded by construction: the index
-is a fixed table of ``index_keys`` buckets of ``bucket_size`` entries, each bucket a ring that
-overwrites its oldest entry, and query records live in a ring of ``max_queries``. ``RedisStore``
-keeps the same structures in Redis (bounded lists with a time to live), so several gateway
-replicas share one state and bans and memory survive a restart.
+``InMemoryStore`` lives in one process and is bounded by construction: the index is a fixed
+table of ``index_keys`` buckets of ``bucket_size`` entries, each bucket a ring that overwrites
+its oldest entry, and query records live in a ring of ``max_queries``. ``SQLiteStore`` (the
+gateway's default) keeps the same rings in one SQLite file, so bans, flags, memory and the index
+survive a crash and a restart of a single gateway. ``RedisStore`` keeps the same structures in
+Redis (bounded lists with a time to live), so several gateway replicas share one state.
 
 Index entries are uint64: query id (32 bits) | anchor frame (16 bits) | hash tag (16 bits);
 0 marks an empty slot, so query ids start at 1.
@@ -13,7 +14,10 @@ Index entries are uint64: query id (32 bits) | anchor frame (16 bits) | hash tag
 from __future__ import annotations
 
 import json
+import sqlite3
+import threading
 from collections import deque
+from pathlib import Path
 from typing import Any, Protocol
 
 import numpy as np
@@ -54,6 +58,10 @@ class GuardStore(Protocol):
     def flags(self) -> list[dict[str, Any]]: ...
 
     def nbytes(self) -> int: ...
+
+    def ping(self) -> bool:
+        """True when the state can be reached; raises (or is False) when it cannot."""
+        ...
 
 
 def _check_sizes(index_keys: int, bucket_size: int) -> None:
@@ -164,6 +172,9 @@ class InMemoryStore:
             + self._query_times.nbytes
         )
         return tables + sum(len(i) for m in self._memories.values() for i in m)
+
+    def ping(self) -> bool:
+        return True  # the state is this process's memory
 
     def _intern(self, account: str) -> int:
         index = self._account_ids.get(account)

@@ -30,6 +30,7 @@ from voxaudit.mia.core import AuditedModel, AuditRun
 from voxaudit.mia.evaluation import EvalSet, evaluation_set
 from voxaudit.mia.families.tabular import Fitted, TabularFamily
 from voxaudit.mia.fitting import grouped_folds
+from voxaudit.mia.table import FeatureTable
 from voxaudit.models.access import Access
 
 
@@ -53,7 +54,9 @@ class AsrFamily(TabularFamily):
         ),
     }
 
-    def feature_sets_for(self, config: Any, table: Any) -> dict[str, tuple[str, ...]]:
+    def feature_sets_for(
+        self, config: AsrAuditConfig, table: FeatureTable
+    ) -> dict[str, tuple[str, ...]]:
         sets = super().feature_sets_for(config, table)
         # "WER + noise" only adds over "WER only" when no loss is available.
         if config.allows("grey"):

@@ -22,11 +22,13 @@ from dataclasses import dataclass
 from typing import Any, ClassVar
 
 import numpy as np
+from sklearn.base import BaseEstimator, clone
 
 from voxaudit.data.corpus import Utterance
 from voxaudit.mia.attack_data import AttackData
 from voxaudit.mia.attacks import ShadowAttack, ThresholdAttack, registered_attacks
 from voxaudit.mia.calibrated import RMIA, LiRA, logit_confidence
+from voxaudit.mia.configs import TabularConfig
 from voxaudit.mia.core import (
     AuditedModel,
     AuditRun,
@@ -64,7 +66,7 @@ class TabularFamily(Family):
         """What each utterance is queried with (its transcript, its class)."""
         raise NotImplementedError
 
-    def extractor(self, config: Any) -> Any:
+    def extractor(self, config: TabularConfig) -> Any:
         """The feature extractor (``extract(access, waves, labels, ids, speakers, ...)``)."""
         raise NotImplementedError
 
@@ -72,7 +74,9 @@ class TabularFamily(Family):
         """Per-example non-negative loss (NLL) for the calibrated attacks."""
         raise NotImplementedError
 
-    def feature_sets_for(self, config: Any, table: FeatureTable) -> dict[str, tuple[str, ...]]:
+    def feature_sets_for(
+        self, config: TabularConfig, table: FeatureTable
+    ) -> dict[str, tuple[str, ...]]:
         """The shadow attacks' feature sets that the threat allows and the table has."""
         present = set(table.families)
         return {
@@ -342,19 +346,21 @@ class Fitted:
 
         return make
 
-    def evaluate(self, name: str, features: str, make: Callable[[View], Any], **kw) -> list[Entry]:
+    def evaluate(
+        self, name: str, features: str, make: Callable[[View], BaseEstimator], **kw: Any
+    ) -> list[Entry]:
         return self.evaluate_with_attack(name, features, make, **kw)[0]
 
     def evaluate_with_attack(
         self,
         name: str,
         features: str,
-        make: Callable[[View], Any],
+        make: Callable[[View], BaseEstimator],
         *,
         importances: bool = False,
         headline_candidate: bool = True,
         notes: str | None = None,
-    ) -> tuple[list[Entry], Any]:
+    ) -> tuple[list[Entry], BaseEstimator | None]:
         """Fit (on shadow rows, or cross-fitted), score target and null; their result rows and
         the shadow-fitted attack (None when cross-fitting)."""
         evaluated = {role: self.view(role) for role in ("target", "null")}
@@ -386,14 +392,12 @@ def prefixed(table: FeatureTable, role: str) -> FeatureTable:
     )
 
 
-def selected(attack: Any) -> dict[str, Any]:
+def selected(attack: ShadowAttack) -> dict[str, Any]:
     """What cross-validation on shadow data chose, for the report."""
     return {"selected": list(attack.selected_), "cv_results": attack.cv_results_}
 
 
-def _fresh(attack: Any) -> Any:
-    from sklearn.base import clone
-
+def _fresh(attack: BaseEstimator) -> BaseEstimator:
     return clone(attack)
 
 
@@ -406,12 +410,12 @@ def _statistic_table(
 def _reference_attack(
     name: str,
     features: str,
-    attack: Any,
+    attack: BaseEstimator,
     data: Mapping[str, AttackData],
     labels: Mapping[str, np.ndarray],
     ids: Mapping[str, Sequence[str]],
     speakers: Mapping[str, Sequence[str]],
-    config: Any,
+    config: TabularConfig,
     keep: int | None = None,
 ) -> list[Entry]:
     """A calibrated attack fitted once on the references, scoring target and null control;
