@@ -1,4 +1,5 @@
-"""Shared guard fixtures: small synthetic speech, and a real redis-server when it can run."""
+"""Shared guard fixtures: small synthetic speech, a real redis-server when it can run, and a
+working directory of its own per test."""
 
 from __future__ import annotations
 
@@ -14,6 +15,13 @@ import pytest
 
 from voxaudit.data.synth import synthesize_corpus_in_memory
 from voxaudit.guard.fingerprint import Fingerprinter
+
+
+@pytest.fixture(autouse=True)
+def _default_store_in_tmp(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Each test in its own folder: a gateway on the default (SQLite) store writes its file
+    into the working directory, and bans left there would leak into the next test."""
+    monkeypatch.chdir(tmp_path)
 
 
 @pytest.fixture(scope="session")

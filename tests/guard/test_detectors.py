@@ -1,4 +1,4 @@
-"""Detectors: paper 003's account memory and the global landmark index, on both stores."""
+"""Detectors: paper 003's account memory and the global landmark index, on every store."""
 
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ from voxaudit.guard.detectors import (
     inverse_variance_weights,
     window_lengths,
 )
-from voxaudit.guard.store import InMemoryStore, RedisStore
+from voxaudit.guard.store import InMemoryStore, RedisStore, SQLiteStore
 
 from .helpers import with_noise
 
@@ -175,10 +175,12 @@ def test_bad_settings_name_the_field():
         MemoryDetector(k=5).calibrate([], fpr=0.01)
 
 
-@pytest.fixture(params=["memory", "redis"])
-def store(request, redis_server_or_none):
+@pytest.fixture(params=["memory", "sqlite", "redis"])
+def store(request, redis_server_or_none, tmp_path):
     if request.param == "memory":
         return InMemoryStore(index_keys=2**12, bucket_size=4)
+    if request.param == "sqlite":
+        return SQLiteStore(tmp_path / "guard.sqlite", index_keys=2**12, bucket_size=4)
     if redis_server_or_none is None:
         pytest.skip("redis-server cannot run here")
     store = RedisStore(

@@ -103,7 +103,7 @@ BAD = {
         "too_long",
     ),
     "too short": (lambda s: wav(s[0][:160]), 400, "too_short"),
-    "wrong rate": (lambda s: wav(s[0], rate=8000), 422, "wrong_rate"),
+    "implausible rate": (lambda s: wav(s[0][:1000], rate=500), 422, "wrong_rate"),
     "NaN": (_nan_wav, 422, "not_finite"),
 }
 

@@ -85,7 +85,7 @@ def serve(
         str | None, typer.Option(help="Run folder, 'pocketsphinx' or an http(s) ASR URL.")
     ] = None,
 ) -> None:
-    """Run the gateway: POST /v1/transcribe, admin endpoints, /healthz and /metrics."""
+    """Run the gateway: POST /v1/transcribe, admin endpoints, /healthz, /readyz and /metrics."""
     import dataclasses
 
     import uvicorn

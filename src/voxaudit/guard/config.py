@@ -8,7 +8,9 @@ and ``index,memory`` in the environment. Thresholds come from ``voxaudit guard c
 paper 003's robust variant: noise at an SNR drawn from that range is added to each query
 before it is fingerprinted; calibrate with the same setting. File values must have the field's
 type (``k = 75``, not ``k = "75"``; ``"none"`` for an unset threshold) and the error names the
-file and the key; environment values are text, read as the field's type.
+file and the key; environment values are text, read as the field's type. ``store`` is
+``"sqlite"`` (the default: one file at ``store_path``, kept across restarts), ``"memory"``
+(lost when the process ends) or ``"redis"`` (``redis_url``, shared by replicas).
 """
 
 from __future__ import annotations
@@ -27,7 +29,7 @@ from voxaudit.files import write_atomically
 
 ENV_PREFIX = "VOXAUDIT_GUARD_"
 DETECTORS = ("index", "memory")
-STORES = ("memory", "redis")
+STORES = ("sqlite", "memory", "redis")
 
 
 @dataclass(frozen=True)
@@ -45,7 +47,8 @@ class GuardConfig:
     window_s: float = 24 * 3600.0
     fingerprint_noise_db: tuple[float, float] | None = None  # paper 003's robust variant
     ban_related: bool = True  # also ban the accounts whose queries a flagged one matched
-    store: str = "memory"
+    store: str = "sqlite"  # state that survives a restart; "memory" forgets it, "redis" shares it
+    store_path: str = "voxaudit-guard.sqlite"  # the SQLite store's file, relative to the cwd
     redis_url: str = "redis://localhost:6379/0"
     redis_prefix: str = "voxaudit:guard"
     sample_rate: int = 16000
@@ -59,6 +62,8 @@ class GuardConfig:
             raise VoxauditError(f"detectors: choose from {', '.join(DETECTORS)}; got {unknown}")
         if self.store not in STORES:
             raise VoxauditError(f"store: one of {', '.join(STORES)}; got {self.store!r}")
+        if self.store == "sqlite" and not self.store_path:
+            raise VoxauditError("store_path: the SQLite store needs a file; got ''")
         for name in ("max_bytes", "max_seconds", "sample_rate", "k"):
             if getattr(self, name) <= 0:
                 raise VoxauditError(f"{name}: must be positive; got {getattr(self, name)}")

@@ -397,6 +397,7 @@ def through_gateway(
             memory_threshold=thresholds[detector] if kind == "memory" else None,
             k=K,
             fingerprint_noise_db=ROBUST_NOISE_DB if path == "robust" else None,
+            store="memory",  # each detector's run starts with no bans, not a file's old ones
         )
         # The gateway's own fingerprinter for this config, seeded so the run repeats.
         fingerprinter = Fingerprinter(noise_snr_db=config.fingerprint_noise_db, seed=seed)

@@ -1,12 +1,14 @@
 """The guard gateway: a FastAPI app in front of an ASR backend.
 
 ``POST /v1/transcribe`` (header ``X-API-Key``; body: one audio file, any format libsndfile
-reads) decodes the audio, fingerprints it, checks it with the configured detectors and, unless
-flagged, forwards it to the backend and returns ``{"text": ...}``. A flagged account is banned
-(403 with the reason) until an admin lifts the ban. Admin endpoints take ``X-Admin-Key``:
+reads, any rate and channel count) decodes it to mono at the configured rate, fingerprints
+it, checks it with the configured detectors and, unless flagged, forwards it to the backend
+and returns ``{"text": ...}``. A flagged account is banned (403 with the reason) until an
+admin lifts the ban. Admin endpoints take ``X-Admin-Key``:
 ``GET /admin/flags``, ``GET /admin/bans``, ``DELETE /admin/bans/{account}``. ``/healthz``
-answers liveness, ``/metrics`` Prometheus text. Bad input gets a 4xx with a JSON body
-``{"error": code, "detail": message}``; a failing backend gets 502.
+answers liveness (the process answers), ``/readyz`` readiness (503 while the store is
+unreachable), ``/metrics`` Prometheus text. Bad input gets a 4xx with a JSON body
+``{"error": code, "detail": message}``; a failing backend gets 502, an unreachable store 503.
 """
 
 from __future__ import annotations
@@ -14,9 +16,11 @@ from __future__ import annotations
 import io
 import logging
 import secrets
+import sqlite3
 import struct
 import threading
 import time
+from collections.abc import Iterator
 from dataclasses import asdict
 from typing import Any
 
@@ -33,16 +37,23 @@ from prometheus_client import (
     generate_latest,
 )
 from starlette.concurrency import run_in_threadpool
+from starlette.datastructures import UploadFile
 
-from voxaudit.data.audio import to_mono
+from voxaudit.data.audio import resample, to_mono
 from voxaudit.errors import VoxauditError
 from voxaudit.guard.backends import Backend, BackendError
 from voxaudit.guard.config import GuardConfig
 from voxaudit.guard.detectors import Decision, Detector, IndexDetector, MemoryDetector
 from voxaudit.guard.fingerprint import Fingerprinter
-from voxaudit.guard.store import GuardStore, InMemoryStore, RedisStore
+from voxaudit.guard.store import GuardStore, InMemoryStore, RedisStore, SQLiteStore
 
 log = logging.getLogger(__name__)
+
+# Sample rates an upload may have: telephony's lowest to studio's highest, with margin.
+MIN_RATE, MAX_RATE = 1000, 384_000
+# Bits per sample a WAV may declare, by format tag: integer PCM and IEEE float.
+_PCM, _FLOAT, _EXTENSIBLE = 1, 3, 0xFFFE
+_WAV_BITS = {_PCM: (8, 16, 24, 32), _FLOAT: (32, 64)}
 
 
 class RequestError(VoxauditError):
@@ -58,6 +69,8 @@ def make_store(config: GuardConfig) -> GuardStore:
     """The store ``config.store`` names."""
     if config.store == "redis":
         return RedisStore(config.redis_url, prefix=config.redis_prefix, ttl_s=config.window_s)
+    if config.store == "sqlite":
+        return SQLiteStore(config.store_path)
     return InMemoryStore()
 
 
@@ -120,39 +133,54 @@ class Gateway:
             raise RequestError(403, "banned", f"account {account} is banned: {ban['reason']}")
 
     def decode(self, body: bytes) -> np.ndarray:
-        """Mono float32 samples of an uploaded file, or a RequestError saying what is wrong."""
+        """Mono float32 samples of an uploaded file at ``config.sample_rate``, or a RequestError
+        saying what is wrong. Any channel count is averaged to mono and any rate resampled."""
         config = self.config
         if not body:
             raise RequestError(400, "empty", "body: no audio (0 bytes)")
         if len(body) > config.max_bytes:
             raise RequestError(413, "too_large", f"body: over {config.max_bytes} bytes")
-        try:
-            with sf.SoundFile(io.BytesIO(body)) as f:
-                rate = int(f.samplerate)
-                samples = f.read(dtype="float32", always_2d=True)
-        except Exception as exc:  # libsndfile raises several types for unreadable input
-            raise RequestError(415, "not_audio", f"body: not readable audio ({exc})") from exc
+        problem = _wav_header_problem(body)
+        if problem is not None:
+            raise RequestError(400, "bad_header", f"body: {problem}")
         if _truncated_wav(body):
             raise RequestError(400, "truncated", "body: the WAV data chunk is cut short")
-        if rate != config.sample_rate:
+        try:
+            with sf.SoundFile(io.BytesIO(body)) as f:
+                rate, frames = int(f.samplerate), f.frames
+                if not MIN_RATE <= rate <= MAX_RATE:
+                    raise RequestError(
+                        422,
+                        "wrong_rate",
+                        f"sample_rate: {rate} Hz is outside {MIN_RATE}-{MAX_RATE} Hz",
+                    )
+                # By the header's frame count (what read() returns at most): nothing too long
+                # is read or resampled.
+                if frames / rate > config.max_seconds:
+                    raise RequestError(
+                        413,
+                        "too_long",
+                        f"duration: {frames / rate:.1f} s is over {config.max_seconds} s",
+                    )
+                samples = f.read(dtype="float32", always_2d=True)
+        except RequestError:
+            raise
+        except Exception as exc:  # libsndfile raises several types for unreadable input
             raise RequestError(
-                422, "wrong_rate", f"sample_rate: {config.sample_rate} Hz required; got {rate}"
-            )
+                415, "not_audio", f"body: not readable audio ({_plain(exc)})"
+            ) from exc
         wave = to_mono(samples)
-        seconds = wave.size / rate
         if wave.size == 0:
             raise RequestError(400, "empty", "body: the audio has no samples")
-        if seconds > config.max_seconds:
-            raise RequestError(
-                413, "too_long", f"duration: {seconds:.1f} s is over {config.max_seconds} s"
-            )
+        seconds = wave.size / rate
         if seconds < config.min_seconds:
             raise RequestError(
                 400, "too_short", f"duration: {seconds:.3f} s is under {config.min_seconds} s"
             )
+        # Before resampling: the filter would smear one bad sample over its neighbours.
         if not np.isfinite(wave).all():
             raise RequestError(422, "not_finite", "samples: NaN or infinite values")
-        return wave
+        return resample(wave, rate, config.sample_rate)
 
     def check(self, account: str, wave: np.ndarray) -> list[Decision]:
         """Every detector's decision on the query; bans and records the flagged ones."""
@@ -223,25 +251,25 @@ def create_app(gateway: Gateway) -> FastAPI:
         metrics.requests.labels("backend_error").inc()
         return JSONResponse({"error": "backend_error", "detail": str(exc)}, status_code=502)
 
+    async def store_down(_: Request, exc: Exception) -> JSONResponse:
+        metrics.requests.labels("store_unavailable").inc()
+        detail = f"store: the guard's state is unreachable ({type(exc).__name__})"
+        return JSONResponse({"error": "store_unavailable", "detail": detail}, status_code=503)
+
+    # A locked, full or unreadable SQLite file is the store failing, not the request.
+    app.add_exception_handler(sqlite3.Error, store_down)
     try:
         from redis.exceptions import RedisError
     except ImportError:  # without the redis client there is no Redis store to fail
-        RedisError = None
+        pass
+    else:
+        app.add_exception_handler(RedisError, store_down)
 
-    if RedisError is not None:
-
-        @app.exception_handler(RedisError)
-        async def store_down(_: Request, exc: Exception) -> JSONResponse:
-            metrics.requests.labels("store_unavailable").inc()
-            detail = f"store: the guard's state is unreachable ({type(exc).__name__})"
-            return JSONResponse({"error": "store_unavailable", "detail": detail}, status_code=503)
-
-    @app.post("/v1/transcribe")
-    async def transcribe(request: Request) -> dict[str, Any]:
-        account = gateway.account_for(request.headers.get("x-api-key"))
-        gateway.refuse_banned(account)
-        body = await _read_limited(request, gateway.config.max_bytes)
-        wave = gateway.decode(body)
+    async def guarded(account: str, body: bytes) -> tuple[str, float]:
+        """Decode, check and transcribe one upload of ``account``: its transcript and length in
+        seconds, or a RequestError (403 when a detector flags it)."""
+        # Decoding and resampling take CPU time: off the event loop, like the checks.
+        wave = await run_in_threadpool(gateway.decode, body)
         started = time.perf_counter()
         decisions = await run_in_threadpool(gateway.check, account, wave)
         metrics.check_seconds.observe(time.perf_counter() - started)
@@ -252,6 +280,45 @@ def create_app(gateway: Gateway) -> FastAPI:
             raise RequestError(403, "flagged", flagged[0].reason)
         text = await run_in_threadpool(gateway.backend.transcribe, wave, gateway.config.sample_rate)
         metrics.requests.labels("ok").inc()
+        return text, len(wave) / gateway.config.sample_rate
+
+    @app.post("/v1/transcribe")
+    async def transcribe(request: Request) -> dict[str, Any]:
+        account = gateway.account_for(request.headers.get("x-api-key"))
+        gateway.refuse_banned(account)
+        body = await _read_limited(request, gateway.config.max_bytes)
+        text, _ = await guarded(account, body)
+        return {"text": text}
+
+    @app.post("/v1/audio/transcriptions", response_model=None)
+    async def openai_transcriptions(request: Request) -> dict[str, Any] | PlainTextResponse:
+        """OpenAI's transcription API, so the gateway drops in front of Whisper-style servers
+        and their clients: multipart ``file`` (any rate and channel count), ``model``
+        (recorded, not chosen: the gateway has one backend), ``response_format`` (``json``,
+        ``text`` or ``verbose_json``); the key as ``Authorization: Bearer`` or ``X-API-Key``."""
+        account = gateway.account_for(_api_key(request))
+        gateway.refuse_banned(account)
+        declared = int(request.headers.get("content-length") or 0)
+        if declared > gateway.config.max_bytes + MULTIPART_SLACK:
+            raise RequestError(413, "too_large", f"upload over {gateway.config.max_bytes} bytes")
+        form = await _form(request)
+        upload = form.get("file")
+        if not isinstance(upload, UploadFile):
+            raise RequestError(400, "bad_request", "multipart field 'file' (the audio) is missing")
+        body = await upload.read(gateway.config.max_bytes + 1)
+        if len(body) > gateway.config.max_bytes:
+            raise RequestError(413, "too_large", f"upload over {gateway.config.max_bytes} bytes")
+        response_format = str(form.get("response_format") or "json")
+        if response_format not in OPENAI_FORMATS:
+            raise RequestError(
+                400, "bad_request",
+                f"response_format {response_format!r}: use one of {', '.join(OPENAI_FORMATS)}",
+            )  # fmt: skip
+        text, seconds = await guarded(account, body)
+        if response_format == "text":
+            return PlainTextResponse(text)
+        if response_format == "verbose_json":
+            return {"task": "transcribe", "duration": round(seconds, 3), "text": text}
         return {"text": text}
 
     @app.get("/admin/flags")
@@ -275,7 +342,21 @@ def create_app(gateway: Gateway) -> FastAPI:
 
     @app.get("/healthz")
     def healthz() -> dict[str, Any]:
+        """Liveness: the process answers, whatever the state of its store."""
         return {"status": "ok", "detectors": [d.name for d in gateway.detectors]}
+
+    @app.get("/readyz")
+    def readyz() -> JSONResponse:
+        """Readiness: 200 when the store answers, 503 while it does not (e.g. Redis down)."""
+        try:
+            reachable = gateway.store.ping()
+            problem = "" if reachable else "the store did not answer"
+        except Exception as exc:  # any failure to reach the store means "not ready"
+            reachable, problem = False, f"{type(exc).__name__}: {exc}"
+        if not reachable:
+            detail = f"store: the guard's state is unreachable ({problem})"
+            return JSONResponse({"status": "unavailable", "detail": detail}, status_code=503)
+        return JSONResponse({"status": "ready", "store": type(gateway.store).__name__})
 
     @app.get("/metrics")
     def prometheus() -> PlainTextResponse:
@@ -298,16 +379,81 @@ async def _read_limited(request: Request, limit: int) -> bytes:
     return b"".join(chunks)
 
 
-def _truncated_wav(body: bytes) -> bool:
-    """Whether a RIFF/WAVE body declares more data than it holds (libsndfile reads what there
-    is and says nothing). Streamed WAVs that declare no size are not judged."""
+def _riff_chunks(body: bytes) -> Iterator[tuple[bytes, int, int]]:
+    """``(id, offset of its data, declared size)`` of each chunk of a RIFF/WAVE body, in order;
+    nothing for a body that is no RIFF/WAVE file."""
     if len(body) < 12 or body[:4] != b"RIFF" or body[8:12] != b"WAVE":
-        return False
+        return
     position = 12
     while position + 8 <= len(body):
         chunk_id = body[position : position + 4]
         (size,) = struct.unpack("<I", body[position + 4 : position + 8])
-        if chunk_id == b"data":
-            return size not in (0, 0xFFFFFFFF) and position + 8 + size > len(body)
+        yield chunk_id, position + 8, size
         position += 8 + size + (size & 1)  # chunks are padded to an even length
+
+
+def _wav_header_problem(body: bytes) -> str | None:
+    """What is wrong with a WAV body's ``fmt`` chunk, or None. libsndfile accepts some invalid
+    headers silently: 7 bits per sample, for one, is read as 8."""
+    for chunk_id, start, size in _riff_chunks(body):
+        if chunk_id != b"fmt ":
+            continue
+        if size < 16 or start + 16 > len(body):
+            return "the WAV fmt chunk is too short"
+        tag, channels, rate, _, _, bits = struct.unpack("<HHIIHH", body[start : start + 16])
+        if tag == _EXTENSIBLE and size >= 40 and start + 40 <= len(body):
+            # The real format is the first two bytes of the sub-format GUID.
+            (tag,) = struct.unpack("<H", body[start + 24 : start + 26])
+        if channels == 0:
+            return "the WAV header declares 0 channels"
+        if rate == 0:
+            return "the WAV header declares a sample rate of 0 Hz"
+        allowed = _WAV_BITS.get(tag)
+        if allowed is not None and bits not in allowed:
+            listed = "/".join(str(b) for b in allowed)
+            return f"the WAV header declares {bits} bits per sample; {listed} expected"
+        return None
+    return None
+
+
+def _truncated_wav(body: bytes) -> bool:
+    """Whether a RIFF/WAVE body declares more data than it holds (libsndfile reads what there
+    is and says nothing). Streamed WAVs that declare no size are not judged."""
+    for chunk_id, start, size in _riff_chunks(body):
+        if chunk_id == b"data":
+            return size not in (0, 0xFFFFFFFF) and start + size > len(body)
     return False
+
+
+def _plain(exc: Exception) -> str:
+    """An exception as text a client may see: libsndfile's own message where there is one
+    (its ``str`` names the Python file object it read, address and all), else the type."""
+    message = getattr(exc, "error_string", None)
+    return str(message) if message else type(exc).__name__
+
+
+#: What ``/v1/audio/transcriptions`` answers in (OpenAI's names; subtitles are not offered).
+OPENAI_FORMATS = ("json", "text", "verbose_json")
+#: Room for the multipart envelope and form fields around an upload of ``max_bytes``.
+MULTIPART_SLACK = 64 * 1024
+
+
+def _api_key(request: Request) -> str | None:
+    """The API key of a request: ``X-API-Key``, or OpenAI clients' ``Authorization: Bearer``."""
+    key = request.headers.get("x-api-key")
+    if key:
+        return key
+    scheme, _, token = request.headers.get("authorization", "").partition(" ")
+    return (token.strip() or None) if scheme.lower() == "bearer" else None
+
+
+async def _form(request: Request) -> Any:
+    """The multipart form of a request; a malformed one is a 400, never a 500."""
+    if not request.headers.get("content-type", "").startswith("multipart/form-data"):
+        raise RequestError(415, "unsupported_media_type", "send multipart/form-data with a file")
+    try:
+        return await request.form(max_files=1, max_fields=16)
+    except Exception as exc:  # starlette raises its own MultiPartException / HTTPException
+        raise RequestError(
+            400, "bad_request", f"malformed multipart body ({type(exc).__name__})"
+        ) from exc

@@ -17,6 +17,8 @@ import json
 import sqlite3
 import threading
 from collections import deque
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -182,6 +184,219 @@ class InMemoryStore:
             index = self._account_ids[account] = len(self._account_names)
             self._account_names.append(account)
         return index
+
+
+_SQLITE_SCHEMA = """
+CREATE TABLE IF NOT EXISTS meta (name TEXT PRIMARY KEY, value INTEGER NOT NULL);
+CREATE TABLE IF NOT EXISTS buckets (key INTEGER PRIMARY KEY, head INTEGER NOT NULL,
+    entries BLOB NOT NULL);
+CREATE TABLE IF NOT EXISTS queries (slot INTEGER PRIMARY KEY, id INTEGER NOT NULL,
+    account TEXT NOT NULL, time REAL NOT NULL);
+CREATE TABLE IF NOT EXISTS memories (seq INTEGER PRIMARY KEY, account TEXT NOT NULL,
+    item BLOB NOT NULL);
+CREATE INDEX IF NOT EXISTS memories_by_account ON memories (account, seq);
+CREATE TABLE IF NOT EXISTS bans (account TEXT PRIMARY KEY, reason TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS flags (seq INTEGER PRIMARY KEY, record TEXT NOT NULL);
+"""
+#: Rows asked for in one ``IN (...)``, well under SQLite's limit on bound parameters.
+_SQLITE_CHUNK = 500
+
+
+class SQLiteStore:
+    """``InMemoryStore``'s rings in one SQLite file, so that state survives a crash or restart.
+
+    Each index bucket is one row (its ring head and ``bucket_size`` uint64 entries as a blob),
+    so the file is bounded like ``InMemoryStore``'s tables, and each ``index_add`` is one
+    transaction. The file is in WAL mode with ``synchronous=NORMAL``: a committed write
+    survives the process being killed (only a power cut may lose the last ones), and a commit
+    costs no fsync. One connection is shared by the gateway's threads behind a lock. The
+    sizes are recorded in the file, and reopening it with other sizes is refused, since the
+    buckets' layout and keys depend on them. Meant for one gateway process; replicas share
+    state through ``RedisStore``.
+    """
+
+    def __init__(
+        self,
+        path: str | Path = "voxaudit-guard.sqlite",
+        index_keys: int = 2**18,
+        bucket_size: int = 16,
+        max_queries: int = 2**20,
+        max_flags: int = 10_000,
+    ) -> None:
+        _check_sizes(index_keys, bucket_size)
+        self.index_keys = index_keys
+        self.bucket_size = bucket_size
+        self.max_queries = max_queries
+        self.max_flags = max_flags
+        self.path = Path(path)
+        self._lock = threading.Lock()
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            # isolation_level=None: transactions are the explicit BEGIN IMMEDIATE of _write.
+            self._db = sqlite3.connect(
+                self.path, timeout=10.0, isolation_level=None, check_same_thread=False
+            )
+            self._db.execute("PRAGMA journal_mode=WAL")
+            self._db.execute("PRAGMA synchronous=NORMAL")
+            self._db.executescript(_SQLITE_SCHEMA)
+            with self._write() as db:
+                sizes = {"index_keys": index_keys, "bucket_size": bucket_size, "last_query": 0}
+                db.executemany("INSERT OR IGNORE INTO meta VALUES (?, ?)", sizes.items())
+                stored = dict(db.execute("SELECT name, value FROM meta").fetchall())
+        except (OSError, sqlite3.Error) as exc:
+            raise VoxauditError(
+                f"store_path: cannot use {self.path} as a SQLite store: {exc}"
+            ) from exc
+        for name in ("index_keys", "bucket_size"):
+            if stored[name] != getattr(self, name):
+                self._db.close()
+                raise VoxauditError(
+                    f"{name}: {self.path} was made with {name} = {stored[name]}; got "
+                    f"{getattr(self, name)} (use another store_path, or the same {name})"
+                )
+
+    @contextmanager
+    def _write(self) -> Iterator[sqlite3.Connection]:
+        """One write transaction, under the lock; IMMEDIATE takes the file's write lock at the
+        start, so a read-modify-write (a ring update) cannot interleave with another writer."""
+        with self._lock:
+            self._db.execute("BEGIN IMMEDIATE")
+            try:
+                yield self._db
+            except BaseException:
+                if self._db.in_transaction:
+                    self._db.execute("ROLLBACK")
+                raise
+            self._db.execute("COMMIT")
+
+    def _read(self, sql: str, parameters: Iterable[Any] = ()) -> list[tuple[Any, ...]]:
+        with self._lock:
+            return self._db.execute(sql, tuple(parameters)).fetchall()
+
+    def _where_in(self, sql: str, values: list[int]) -> list[tuple[Any, ...]]:
+        """The rows of ``sql`` (ending in ``IN``) for ``values``, asked for in chunks."""
+        rows: list[tuple[Any, ...]] = []
+        for start in range(0, len(values), _SQLITE_CHUNK):
+            chunk = values[start : start + _SQLITE_CHUNK]
+            marks = ",".join("?" * len(chunk))
+            rows.extend(self._db.execute(f"{sql} ({marks})", chunk).fetchall())
+        return rows
+
+    def _buckets(self, unique: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Ring heads and entries of the buckets ``unique`` (sorted keys); zeros where empty.
+        The caller holds the lock."""
+        heads = np.zeros(unique.size, dtype=np.int64)
+        table = np.zeros((unique.size, self.bucket_size), dtype=np.uint64)
+        found = self._where_in(
+            "SELECT key, head, entries FROM buckets WHERE key IN", unique.tolist()
+        )
+        for key, head, blob in found:
+            i = int(np.searchsorted(unique, key))
+            heads[i] = head
+            table[i] = np.frombuffer(blob, dtype=np.uint64)
+        return heads, table
+
+    def index_add(self, keys: np.ndarray, entries: np.ndarray) -> None:
+        keys = np.asarray(keys, dtype=np.int64)
+        order = np.argsort(keys, kind="stable")
+        keys, entries = keys[order], np.asarray(entries, dtype=np.uint64)[order]
+        unique, position, counts = np.unique(keys, return_inverse=True, return_counts=True)
+        with self._write() as db:
+            heads, table = self._buckets(unique)
+            # The ring arithmetic of InMemoryStore.index_add, over the buckets touched.
+            first = np.searchsorted(keys, keys, side="left")
+            rank = np.arange(keys.size) - first
+            table[position, (heads[position] + rank) % self.bucket_size] = entries
+            heads = (heads + counts) % self.bucket_size
+            db.executemany(
+                "INSERT OR REPLACE INTO buckets VALUES (?, ?, ?)",
+                zip(unique.tolist(), heads.tolist(), map(np.ndarray.tobytes, table), strict=True),
+            )
+
+    def index_read(self, keys: np.ndarray) -> np.ndarray:
+        unique, position = np.unique(np.asarray(keys, dtype=np.int64), return_inverse=True)
+        with self._lock:
+            _, table = self._buckets(unique)
+        return table[position]
+
+    def new_query(self, account: str, timestamp: float) -> int:
+        with self._write() as db:
+            (last,) = db.execute("SELECT value FROM meta WHERE name = 'last_query'").fetchone()
+            query_id = last + 1
+            if query_id >= 2**32:
+                raise VoxauditError("query ids: the 32-bit id space is used up; reset the store")
+            db.execute("UPDATE meta SET value = ? WHERE name = 'last_query'", (query_id,))
+            db.execute(
+                "INSERT OR REPLACE INTO queries VALUES (?, ?, ?, ?)",
+                (query_id % self.max_queries, query_id, account, timestamp),
+            )
+        return query_id
+
+    def query_info(self, ids: np.ndarray) -> list[tuple[str, float] | None]:
+        ids = np.asarray(ids, dtype=np.int64).tolist()
+        slots = sorted({i % self.max_queries for i in ids})
+        with self._lock:
+            rows = self._where_in("SELECT id, account, time FROM queries WHERE slot IN", slots)
+        # A slot reused by a newer query means the one asked for has expired.
+        alive = {query_id: (account, float(stamp)) for query_id, account, stamp in rows}
+        return [alive.get(i) for i in ids]
+
+    def memory_push(self, account: str, item: bytes, depth: int) -> None:
+        with self._write() as db:
+            db.execute("INSERT INTO memories (account, item) VALUES (?, ?)", (account, item))
+            db.execute(
+                "DELETE FROM memories WHERE account = ? AND seq NOT IN (SELECT seq FROM memories"
+                " WHERE account = ? ORDER BY seq DESC LIMIT ?)",
+                (account, account, depth),
+            )
+
+    def memory(self, account: str) -> list[bytes]:
+        rows = self._read("SELECT item FROM memories WHERE account = ? ORDER BY seq", (account,))
+        return [bytes(item) for (item,) in rows]
+
+    def memory_clear(self, account: str) -> None:
+        with self._write() as db:
+            db.execute("DELETE FROM memories WHERE account = ?", (account,))
+
+    def ban(self, account: str, reason: dict[str, Any]) -> None:
+        with self._write() as db:
+            db.execute("INSERT OR IGNORE INTO bans VALUES (?, ?)", (account, json.dumps(reason)))
+
+    def unban(self, account: str) -> bool:
+        with self._write() as db:
+            return db.execute("DELETE FROM bans WHERE account = ?", (account,)).rowcount > 0
+
+    def ban_of(self, account: str) -> dict[str, Any] | None:
+        rows = self._read("SELECT reason FROM bans WHERE account = ?", (account,))
+        return json.loads(rows[0][0]) if rows else None
+
+    def bans(self) -> dict[str, dict[str, Any]]:
+        return {a: json.loads(r) for a, r in self._read("SELECT account, reason FROM bans")}
+
+    def add_flag(self, record: dict[str, Any]) -> None:
+        with self._write() as db:
+            seq = db.execute(
+                "INSERT INTO flags (record) VALUES (?)", (json.dumps(record),)
+            ).lastrowid
+            db.execute("DELETE FROM flags WHERE seq <= ?", (seq - self.max_flags,))
+
+    def flags(self) -> list[dict[str, Any]]:
+        return [json.loads(r) for (r,) in self._read("SELECT record FROM flags ORDER BY seq")]
+
+    def nbytes(self) -> int:
+        """The size of the database's pages (the rings bound the index and query tables)."""
+        (pages,), (page_size,) = (
+            self._read("PRAGMA page_count")[0],
+            self._read("PRAGMA page_size")[0],
+        )
+        return int(pages) * int(page_size)
+
+    def ping(self) -> bool:
+        return bool(self._read("SELECT value FROM meta WHERE name = 'last_query'"))
+
+    def close(self) -> None:
+        with self._lock:
+            self._db.close()
 
 
 class RedisStore:

@@ -3,12 +3,15 @@
 The ``pocketsphinx`` wheel ships its US English acoustic model, language model and
 dictionary, so nothing is downloaded. Only ``transcribe`` and ``scores`` exist: an HMM
 decoder gives no frame posteriors or gradients to expose, so access wrappers offer this model
-at black-box level only, whatever level they are given.
+at black-box level only, whatever level they are given. One decoder decodes one utterance at
+a time: calls from several threads take turns (make one recognizer per thread to decode in
+parallel).
 """
 
 from __future__ import annotations
 
 import math
+import threading
 from itertools import islice
 from typing import Any, TypedDict
 
@@ -39,21 +42,33 @@ class PocketSphinxRecognizer:
         # Decoder() without hmm/lm/dict uses the models inside the installed package.
         self._decoder = pocketsphinx.Decoder(**{"loglevel": "FATAL", **decoder_config})
         self._rate = int(self._decoder.config["samprate"])
+        # The decoder holds the utterance in progress and its lattice: two threads in it at
+        # once mix their audio or fail to start an utterance.
+        self._lock = threading.Lock()
 
     def transcribe(self, waveforms: Waveforms) -> list[str]:
         """Normalized best hypothesis of each utterance."""
-        return [normalize_transcript(getattr(self._decode(w), "hypstr", "")) for w in waveforms]
+        texts = []
+        for w in waveforms:
+            with self._lock:
+                best = self._decode(w)
+            texts.append(normalize_transcript(getattr(best, "hypstr", "")))
+        return texts
 
     def scores(self, waveforms: Waveforms) -> list[SphinxScores]:
         """Best hypothesis, its path score and posterior, and the n-best list per utterance."""
         results = []
         for w in waveforms:
-            best = self._decode(w)
-            if best is None:
-                results.append(SphinxScores(text="", log_score=-math.inf, posterior=0.0, nbest=[]))
-                continue
+            # The n-best list is read from the lattice of this decode, so both hold the lock.
+            with self._lock:
+                best = self._decode(w)
+                if best is None:
+                    results.append(
+                        SphinxScores(text="", log_score=-math.inf, posterior=0.0, nbest=[])
+                    )
+                    continue
+                alternatives = list(islice(self._decoder.nbest(), self.n_best))
             text = normalize_transcript(best.hypstr)
-            alternatives = islice(self._decoder.nbest(), self.n_best)
             texts = [normalize_transcript(h.hypstr) for h in alternatives if h is not None]
             results.append(
                 SphinxScores(
@@ -67,7 +82,10 @@ class PocketSphinxRecognizer:
         return results
 
     def _decode(self, waveform: np.ndarray) -> Any:
-        """Decode one whole utterance: the decoder's best hypothesis, None when there is none."""
+        """Decode one whole utterance: the decoder's best hypothesis, None when there is none.
+
+        The caller holds ``self._lock``.
+        """
         samples = resample(np.asarray(waveform, dtype=np.float32), self.sample_rate, self._rate)
         pcm = (np.clip(samples, -1.0, 1.0) * 32767).astype("<i2").tobytes()
         # The noise tracker and cepstral mean carry over between utterances, which makes a
