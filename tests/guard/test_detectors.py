@@ -146,11 +146,24 @@ def test_index_detector_passes_held_out_benign_traffic(benign, prints):
 
 def test_index_forgets_queries_older_than_its_window(speech, fingerprinter):
     detector = IndexDetector(window_s=60.0, threshold=3)
-    queries = list(attack_queries(speech[47], fingerprinter, 6))
+    queries = list(attack_queries(speech[47], fingerprinter, 7))
     for i, f in enumerate(queries[:5]):
         detector.check("a", f, float(i))
     assert detector.check("a", queries[5], 10.0).score == 5
-    assert detector.check("a", queries[5], 65.0).score == 1  # only the one at t = 10 s
+    assert detector.check("a", queries[6], 65.0).score == 1  # only the one at t = 10 s
+
+
+def test_index_counts_copies_of_one_clip_once(speech, fingerprinter):
+    """A clip re-sent by many accounts scores nothing; distinct variants still count."""
+    detector = IndexDetector(threshold=3)
+    clip = fingerprinter(speech[40])
+    scores = [detector.check(f"user{i}", clip, float(i)).score for i in range(10)]
+    assert scores == [0.0] * 10
+    variants = list(attack_queries(speech[40], fingerprinter, 4))
+    scores = [detector.check("eve", f, 20.0 + i).score for i, f in enumerate(variants)]
+    # Each variant matches the (one) shared clip and every earlier variant.
+    assert scores == [1.0, 2.0, 3.0, 4.0]
+    assert fingerprinter(speech[40]).content == clip.content != variants[0].content
 
 
 def test_index_memory_is_bounded(prints):
@@ -227,7 +240,7 @@ def test_store_records_bans_flags_memory_and_queries(store):
     first = store.new_query("eve", 12.5)
     second = store.new_query("bob", 13.0)
     assert second == first + 1
-    assert store.query_info(np.array([first, second])) == [("eve", 12.5), ("bob", 13.0)]
+    assert store.query_info(np.array([first, second])) == [("eve", 12.5, 0), ("bob", 13.0, 0)]
 
 
 def test_redis_state_survives_a_new_store_object(redis_server, benign, speech, fingerprinter):

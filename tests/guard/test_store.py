@@ -48,7 +48,7 @@ def test_everything_survives_a_new_store_object(path):
 
     reopened = SQLiteStore(path, index_keys=64, bucket_size=4)
     assert sorted(reopened.index_read(np.array([3]))[0].tolist()) == [0, 0, 7, 8]
-    assert reopened.query_info(np.array([first])) == [("eve", 1.5)]
+    assert reopened.query_info(np.array([first])) == [("eve", 1.5, 0)]
     assert reopened.new_query("bob", 3.0) == first + 1  # ids go on: old entries stay valid
     assert reopened.memory("eve") == [b"a"]
     assert reopened.ban_of("eve") == {"reason": "test", "time": 2.0}

@@ -37,6 +37,22 @@ def test_benign_stream_sends_each_clip_once_plus_noisy_repeats():
             assert 29.0 < snr_db(previous, wave - previous) < 51.0
 
 
+def test_benign_stream_shares_popular_clips_between_accounts():
+    clips = [np.full(1600, i / 100 + 0.01, np.float32) for i in range(200)]
+    plain = benign_stream(clips, n_accounts=5, repeat_rate=0.2, seed=0)
+    same = benign_stream(clips, n_accounts=5, repeat_rate=0.2, seed=0, share_rate=0.0)
+    assert [(a, t) for a, _, t in plain] == [(a, t) for a, _, t in same]
+    stream = benign_stream(clips, n_accounts=20, seed=1, share_rate=0.3, rerecord_rate=0.1,
+                           popular=3)  # fmt: skip
+    copies = [(a, w) for a, w, _ in stream if sum(w is c for c in clips) and
+              sum(1 for _, v, _ in stream if v is w) > 1]  # fmt: skip
+    # Exact copies of a popular clip, sent by several accounts.
+    assert len({a for a, _ in copies}) >= 5
+    noisy = [w for _, w, _ in stream if not any(w is c for c in clips)]
+    assert 10 <= len(noisy) <= 35  # re-recordings, about 10% of 200
+    assert len(stream) > 200 + 40
+
+
 def test_music_carriers_are_deterministic_and_bounded():
     first, second = music_carriers(2, seed=3), music_carriers(2, seed=3)
     assert all(np.array_equal(a, b) for a, b in zip(first, second, strict=True))

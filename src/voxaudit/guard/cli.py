@@ -33,6 +33,13 @@ def calibrate(
     ] = 0.001,
     accounts: Annotated[int, typer.Option(help="Benign accounts the traffic is spread over.")] = 4,
     repeat_rate: Annotated[float, typer.Option(help="Share of natural repeats (replays).")] = 0.02,
+    share_rate: Annotated[
+        float,
+        typer.Option(help="Share of queries that are exact copies of a popular (shared) clip."),
+    ] = 0.1,
+    rerecord_rate: Annotated[
+        float, typer.Option(help="Share of queries that are noisy re-recordings of one.")
+    ] = 0.02,
     k: Annotated[int, typer.Option(help="Memory depth of the paper-003 detector.")] = 75,
     noise_db: Annotated[
         tuple[float, float] | None,
@@ -51,7 +58,12 @@ def calibrate(
 
     try:
         waveforms = _benign_waveforms(corpus, synth, seed)
-        stream = benign_stream(waveforms, n_accounts=accounts, repeat_rate=repeat_rate, seed=seed)
+        # Real traffic shares recordings between accounts; calibrating without them would set
+        # thresholds that flag honest users who send a clip that went around.
+        stream = benign_stream(
+            waveforms, n_accounts=accounts, repeat_rate=repeat_rate, seed=seed,
+            share_rate=share_rate, rerecord_rate=rerecord_rate,
+        )  # fmt: skip
         fingerprinter = Fingerprinter(noise_snr_db=noise_db, seed=seed)
         traffic = fingerprint_stream(stream, fingerprinter, progress=True)
         table = Table("detector", "threshold", "benign queries scored", "target FPR")

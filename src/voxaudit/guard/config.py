@@ -46,7 +46,9 @@ class GuardConfig:
     k: int = 75
     window_s: float = 24 * 3600.0
     fingerprint_noise_db: tuple[float, float] | None = None  # paper 003's robust variant
-    ban_related: bool = True  # also ban the accounts whose queries a flagged one matched
+    # Also ban the accounts whose own variants a flagged query matched (a Sybil attack's other
+    # accounts); opt-in. A recording several accounts sent is never held against them.
+    ban_related: bool = False
     store: str = "sqlite"  # state that survives a restart; "memory" forgets it, "redis" shares it
     store_path: str = "voxaudit-guard.sqlite"  # the SQLite store's file, relative to the cwd
     redis_url: str = "redis://localhost:6379/0"

@@ -8,11 +8,13 @@ crosses a threshold set by ``calibrate`` on benign traffic for a target false-po
   the inverse variance coefficient method. One account's memory only, and diluted by fake
   queries: the paper's weaknesses.
 - ``IndexDetector`` (beyond the paper): one inverted index of landmark hashes over every
-  account's recent queries. The score is the number of earlier queries, from any account,
-  that share enough hashes at one time offset with the new one, so an attack is caught
-  whatever share of fake queries it mixes in and however many accounts it spreads over. A
-  lookup reads a fixed number of bounded buckets, so its cost does not grow with the number
-  of queries stored.
+  account's recent queries. The score is the number of distinct earlier clips, from any
+  account, that share enough hashes at one time offset with the new one, so an attack is
+  caught whatever share of fake queries it mixes in and however many accounts it spreads
+  over. Copies of one recording count once (their samples are the same), and copies of the
+  new query itself not at all: a clip that many users share is one clip, while an attack's
+  perturbed variants are each a new one. A lookup reads a fixed number of bounded buckets, so
+  its cost does not grow with the number of queries stored.
 """
 
 from __future__ import annotations
@@ -44,7 +46,9 @@ class Decision:
     threshold: float | None
     detector: str
     reason: str
-    related: tuple[str, ...] = ()  # other accounts whose queries this one matched
+    # Other accounts whose own variants this query matched (copies of a recording that several
+    # accounts sent are no evidence against any of them).
+    related: tuple[str, ...] = ()
 
 
 class Detector(Protocol):
@@ -181,7 +185,9 @@ class IndexDetector(_Calibrated):
 
     An earlier query matches when at least ``max(min_matches, min_match_fraction * n)`` of the
     new query's hashes (n of them, at most ``stored_hashes``) agree with it at one time
-    offset; the score is how many earlier queries, no older than ``window_s``, match. Each
+    offset; the score is how many distinct clips (``Fingerprint.content``) other than the new
+    one's are among the earlier queries, no older than ``window_s``, that match. A fingerprint
+    of unknown content (0) counts as a clip of its own. Each
     query stores its ``stored_hashes`` hashes of lowest hash value (a bottom-k sketch, so near
     copies store the same ones) and looks up at most ``query_hashes``.
     """
@@ -223,7 +229,16 @@ class IndexDetector(_Calibrated):
     ) -> tuple[float | None, list[str]]:
         matched = self._matching_queries(fingerprint, timestamp)
         self.remember(account, fingerprint, timestamp)
-        return float(len(matched)), [a for a, _ in matched]
+        own = fingerprint.content
+        others = [info for info in matched if not (own and info[2] == own)]
+        # Copies of one clip are one clip; content 0 (unknown) keeps each query apart.
+        senders: dict[object, set[str]] = {}
+        for i, (sender, _, content) in enumerate(others):
+            senders.setdefault(content or ("query", i), set()).add(sender)
+        # Evidence against another account is a matched clip that it alone sent (a variant of
+        # its own); a recording that several accounts sent is shared content, not evidence.
+        evidence = [next(iter(who)) for who in senders.values() if len(who) == 1]
+        return float(len(senders)), evidence
 
     def _over(self, value: float) -> bool:
         return value >= self.threshold  # type: ignore[operator]
@@ -246,7 +261,9 @@ class IndexDetector(_Calibrated):
         tags = (mixed >> np.uint64(8)) & np.uint64(0xFFFF)
         return keys, tags, times.astype(np.int64)
 
-    def _matching_queries(self, fingerprint: Fingerprint, now: float) -> list[tuple[str, float]]:
+    def _matching_queries(
+        self, fingerprint: Fingerprint, now: float
+    ) -> list[tuple[str, float, int]]:
         keys, tags, times = self._sketch(fingerprint, self.query_hashes)
         if keys.size == 0:
             return []
@@ -268,7 +285,7 @@ class IndexDetector(_Calibrated):
         return [info for info in infos if info is not None and now - info[1] <= self.window_s]
 
     def remember(self, account: str, fingerprint: Fingerprint, now: float) -> None:
-        query_id = self.store.new_query(account, now)
+        query_id = self.store.new_query(account, now, fingerprint.content)
         keys, tags, times = self._sketch(fingerprint, self.stored_hashes)
         if keys.size == 0:
             return

@@ -18,6 +18,7 @@ rate rose with it. ``Fingerprinter(noise_snr_db=(25, 75))`` does that.
 
 from __future__ import annotations
 
+import hashlib
 import threading
 from dataclasses import dataclass
 
@@ -39,6 +40,9 @@ class Fingerprint:
     vector: np.ndarray  # float32 [dim], unit length (all zeros for a clip with no peaks)
     n_peaks: int
     duration: float  # seconds
+    # A digest of the clip's 16-bit samples (0: unknown). Copies of one recording, however many
+    # accounts send it, share it; every perturbed variant an attack tries has its own.
+    content: int = 0
 
     def cosine(self, other: Fingerprint) -> float:
         """Cosine similarity of the vector forms (paper 003, Eq. 1)."""
@@ -47,6 +51,14 @@ class Fingerprint:
     def matches(self, other: Fingerprint) -> int:
         """Hashes the two share at their most common time offset (Wang's histogram peak)."""
         return landmark_matches(self.hashes, self.times, other.hashes, other.times)
+
+
+def content_digest(wave: np.ndarray) -> int:
+    """A 63-bit digest of the clip as 16-bit PCM: the same recording decoded from any copy of
+    its file (or another lossless container) gets the same value. Never 0 (0 is "unknown")."""
+    pcm = np.round(np.clip(np.asarray(wave, dtype=np.float64), -1.0, 1.0) * 32767).astype("<i2")
+    digest = int.from_bytes(hashlib.blake2b(pcm.tobytes(), digest_size=8).digest(), "little")
+    return (digest >> 1) or 1
 
 
 def add_noise(wave: np.ndarray, snr_db: float, rng: np.random.Generator) -> np.ndarray:
@@ -127,6 +139,7 @@ class Fingerprinter:
     def __call__(self, waveform: np.ndarray, sample_rate: int | None = None) -> Fingerprint:
         """The fingerprint of one clip."""
         wave = self._checked(waveform, sample_rate)
+        content = content_digest(wave)
         if self.noise_snr_db is not None:
             # A gateway fingerprints from several threads; a numpy Generator is not
             # thread-safe, so each clip draws its SNR and its own noise seed under a lock.
@@ -142,6 +155,7 @@ class Fingerprinter:
             vector=self._vector(peaks_f, peaks_t),
             n_peaks=int(peaks_f.size),
             duration=wave.size / self.sample_rate,
+            content=content,
         )
 
     def peaks(self, wave: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

@@ -37,9 +37,9 @@ class GuardStore(Protocol):
 
     def index_read(self, keys: np.ndarray) -> np.ndarray: ...
 
-    def new_query(self, account: str, timestamp: float) -> int: ...
+    def new_query(self, account: str, timestamp: float, content: int = 0) -> int: ...
 
-    def query_info(self, ids: np.ndarray) -> list[tuple[str, float] | None]: ...
+    def query_info(self, ids: np.ndarray) -> list[tuple[str, float, int] | None]: ...
 
     def memory_push(self, account: str, item: bytes, depth: int) -> None: ...
 
@@ -91,6 +91,7 @@ class InMemoryStore:
         self._query_ids = np.zeros(max_queries, dtype=np.uint32)
         self._query_accounts = np.zeros(max_queries, dtype=np.int32)
         self._query_times = np.zeros(max_queries, dtype=np.float64)
+        self._query_contents = np.zeros(max_queries, dtype=np.uint64)
         self._last_id = 0
         self._account_ids: dict[str, int] = {}
         self._account_names: list[str] = []
@@ -113,7 +114,7 @@ class InMemoryStore:
     def index_read(self, keys: np.ndarray) -> np.ndarray:
         return self._table[np.asarray(keys, dtype=np.int64)]
 
-    def new_query(self, account: str, timestamp: float) -> int:
+    def new_query(self, account: str, timestamp: float, content: int = 0) -> int:
         self._last_id += 1
         if self._last_id >= 2**32:
             raise VoxauditError("query ids: the 32-bit id space is used up; restart the store")
@@ -121,16 +122,18 @@ class InMemoryStore:
         self._query_ids[slot] = self._last_id
         self._query_accounts[slot] = self._intern(account)
         self._query_times[slot] = timestamp
+        self._query_contents[slot] = content
         return self._last_id
 
-    def query_info(self, ids: np.ndarray) -> list[tuple[str, float] | None]:
+    def query_info(self, ids: np.ndarray) -> list[tuple[str, float, int] | None]:
         ids = np.asarray(ids, dtype=np.int64)
         slots = ids % self._query_ids.size
         # A slot reused by a newer query means the one asked for has expired.
         alive = self._query_ids[slots] == ids
         names, times = self._query_accounts[slots], self._query_times[slots]
+        contents = self._query_contents[slots]
         return [
-            (self._account_names[names[i]], float(times[i])) if alive[i] else None
+            (self._account_names[names[i]], float(times[i]), int(contents[i])) if alive[i] else None
             for i in range(ids.size)
         ]
 
@@ -172,6 +175,7 @@ class InMemoryStore:
             + self._query_ids.nbytes
             + self._query_accounts.nbytes
             + self._query_times.nbytes
+            + self._query_contents.nbytes
         )
         return tables + sum(len(i) for m in self._memories.values() for i in m)
 
@@ -191,7 +195,7 @@ CREATE TABLE IF NOT EXISTS meta (name TEXT PRIMARY KEY, value INTEGER NOT NULL);
 CREATE TABLE IF NOT EXISTS buckets (key INTEGER PRIMARY KEY, head INTEGER NOT NULL,
     entries BLOB NOT NULL);
 CREATE TABLE IF NOT EXISTS queries (slot INTEGER PRIMARY KEY, id INTEGER NOT NULL,
-    account TEXT NOT NULL, time REAL NOT NULL);
+    account TEXT NOT NULL, time REAL NOT NULL, content INTEGER NOT NULL DEFAULT 0);
 CREATE TABLE IF NOT EXISTS memories (seq INTEGER PRIMARY KEY, account TEXT NOT NULL,
     item BLOB NOT NULL);
 CREATE INDEX IF NOT EXISTS memories_by_account ON memories (account, seq);
@@ -319,7 +323,7 @@ class SQLiteStore:
             _, table = self._buckets(unique)
         return table[position]
 
-    def new_query(self, account: str, timestamp: float) -> int:
+    def new_query(self, account: str, timestamp: float, content: int = 0) -> int:
         with self._write() as db:
             (last,) = db.execute("SELECT value FROM meta WHERE name = 'last_query'").fetchone()
             query_id = last + 1
@@ -327,18 +331,23 @@ class SQLiteStore:
                 raise VoxauditError("query ids: the 32-bit id space is used up; reset the store")
             db.execute("UPDATE meta SET value = ? WHERE name = 'last_query'", (query_id,))
             db.execute(
-                "INSERT OR REPLACE INTO queries VALUES (?, ?, ?, ?)",
-                (query_id % self.max_queries, query_id, account, timestamp),
+                "INSERT OR REPLACE INTO queries VALUES (?, ?, ?, ?, ?)",
+                (query_id % self.max_queries, query_id, account, timestamp, content),
             )
         return query_id
 
-    def query_info(self, ids: np.ndarray) -> list[tuple[str, float] | None]:
+    def query_info(self, ids: np.ndarray) -> list[tuple[str, float, int] | None]:
         ids = np.asarray(ids, dtype=np.int64).tolist()
         slots = sorted({i % self.max_queries for i in ids})
         with self._lock:
-            rows = self._where_in("SELECT id, account, time FROM queries WHERE slot IN", slots)
+            rows = self._where_in(
+                "SELECT id, account, time, content FROM queries WHERE slot IN", slots
+            )
         # A slot reused by a newer query means the one asked for has expired.
-        alive = {query_id: (account, float(stamp)) for query_id, account, stamp in rows}
+        alive = {
+            query_id: (account, float(stamp), int(content))
+            for query_id, account, stamp, content in rows
+        }
         return [alive.get(i) for i in ids]
 
     def memory_push(self, account: str, item: bytes, depth: int) -> None:
@@ -453,15 +462,15 @@ class RedisStore:
             rows[i, : len(values)] = [int(v) for v in values]
         return rows
 
-    def new_query(self, account: str, timestamp: float) -> int:
+    def new_query(self, account: str, timestamp: float, content: int = 0) -> int:
         query_id = int(self._redis.incr(self._key("seq")))
         if query_id >= 2**32:
             raise VoxauditError("query ids: the 32-bit id space is used up; reset the store")
         name = self._key("q", query_id)
-        self._redis.set(name, json.dumps([account, timestamp]), ex=self.ttl_s)
+        self._redis.set(name, json.dumps([account, timestamp, content]), ex=self.ttl_s)
         return query_id
 
-    def query_info(self, ids: np.ndarray) -> list[tuple[str, float] | None]:
+    def query_info(self, ids: np.ndarray) -> list[tuple[str, float, int] | None]:
         if len(ids) == 0:
             return []
         values = self._redis.mget([self._key("q", i) for i in np.asarray(ids).tolist()])
