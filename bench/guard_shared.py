@@ -11,8 +11,8 @@ once (the detector now). Both are calibrated the same way, as ``voxaudit guard c
 does: on benign traffic with some shared clips (share rate 0.1, re-recordings 0.02), for the
 target FPR (and, for comparison, the detector before calibrated on traffic without
 shared clips, as the earlier default calibration was). Then, on held-out benign traffic with
-more sharing, it reports the share of queries and of accounts flagged, each with a Wilson 95% interval. Against attacks it reports
-a proxy: chains of queries that add a slowly growing random perturbation to a carrier (what
+more sharing, it reports the share of queries and of accounts flagged, each with a Wilson 95%
+interval. Against attacks it reports a proxy: chains of queries that add a slowly growing random perturbation to a carrier (what
 a black-box search sends), and the queries until the first flag; the real attacks are
 ``bench/guard_eval.py``'s. The corpus is FSDD (real speech) when present, else synthetic.
 """
