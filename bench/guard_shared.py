@@ -7,14 +7,15 @@ Real traffic shares recordings: a clip that went around is sent by many accounts
 file, a kiosk prompt is re-recorded. The index detector counts the distinct earlier clips a
 query matches; this bench compares scoring every matched query (the detector before content
 digests, emulated by fingerprints of unknown content) with counting copies of one recording
-once (the detector now). Both are calibrated the same way, as ``voxaudit guard calibrate``
-does: on benign traffic with some shared clips (share rate 0.1, re-recordings 0.02), for the
-target FPR (and, for comparison, the detector before calibrated on traffic without
-shared clips, as the earlier default calibration was). Then, on held-out benign traffic with
-more sharing, it reports the share of queries and of accounts flagged, each with a Wilson 95%
-interval. Against attacks it reports a proxy: chains of queries that add a slowly growing random perturbation to a carrier (what
-a black-box search sends), and the queries until the first flag; the real attacks are
-``bench/guard_eval.py``'s. The corpus is FSDD (real speech) when present, else synthetic.
+once (the detector now). Both are calibrated as ``voxaudit guard calibrate`` does: on benign
+traffic with some shared clips (share rate 0.1, re-recordings 0.02), for the target FPR; for
+comparison, the detector before is also calibrated on traffic without shared clips, as the
+earlier default calibration was. On held-out benign traffic with more sharing, the bench
+reports the share of queries and of accounts flagged, each with a Wilson 95% interval.
+Against attacks it reports a proxy: chains of queries that add a slowly growing random
+perturbation to a carrier (what a black-box search sends), and the queries until the first
+flag; the real attacks are ``bench/guard_eval.py``'s. The corpus is FSDD (real speech) when
+present, else synthetic.
 """
 
 from __future__ import annotations
