@@ -50,3 +50,12 @@ def test_the_environment_is_text_read_as_each_fields_type(tmp_path):
     assert config.k == 12 and config.ban_related is False
     with pytest.raises(VoxauditError, match="k: cannot read 'ten' as int"):
         load_config(path, {"VOXAUDIT_GUARD_K": "ten"})
+
+
+def test_the_backend_pool_size_is_a_setting(tmp_path):
+    path = _file(tmp_path, "backend_workers = 3\n")
+    assert load_config(path, {}).backend_workers == 3
+    assert load_config(path, {"VOXAUDIT_GUARD_BACKEND_WORKERS": "1"}).backend_workers == 1
+    assert load_config(_file(tmp_path, ""), {}).backend_workers == 2
+    with pytest.raises(VoxauditError, match="backend_workers: must be positive"):
+        load_config(_file(tmp_path, "backend_workers = 0\n"), {})

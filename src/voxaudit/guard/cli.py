@@ -110,7 +110,10 @@ def serve(
         settings = load_config(config)
         if backend is not None:
             settings = dataclasses.replace(settings, backend=backend)
-        gateway = Gateway(settings, backend_from_spec(settings.backend, settings.backend_timeout_s))
+        backend = backend_from_spec(
+            settings.backend, settings.backend_timeout_s, workers=settings.backend_workers
+        )
+        gateway = Gateway(settings, backend)
     except VoxauditError as exc:
         console.print(f"[bold red]error:[/] {exc}", highlight=False, soft_wrap=True)
         raise typer.Exit(2) from None

@@ -40,6 +40,9 @@ class GuardConfig:
     admin_key: str = ""
     backend: str = "pocketsphinx"  # a run folder, "pocketsphinx", or an http(s) URL
     backend_timeout_s: float = 30.0
+    # In-process models are loaded this many times, so that many requests decode at once (a
+    # decoder serves one request at a time: requests never share one mid-utterance).
+    backend_workers: int = 2
     detectors: tuple[str, ...] = ("index", "memory")
     index_threshold: float | None = None
     memory_threshold: float | None = None
@@ -66,7 +69,7 @@ class GuardConfig:
             raise VoxauditError(f"store: one of {', '.join(STORES)}; got {self.store!r}")
         if self.store == "sqlite" and not self.store_path:
             raise VoxauditError("store_path: the SQLite store needs a file; got ''")
-        for name in ("max_bytes", "max_seconds", "sample_rate", "k"):
+        for name in ("max_bytes", "max_seconds", "sample_rate", "k", "backend_workers"):
             if getattr(self, name) <= 0:
                 raise VoxauditError(f"{name}: must be positive; got {getattr(self, name)}")
         noise = self.fingerprint_noise_db
