@@ -21,6 +21,7 @@ from __future__ import annotations
 import os
 import platform
 import time
+from abc import ABC, abstractmethod
 from collections.abc import Collection, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -94,10 +95,9 @@ class Outcome:
     selection: dict[str, Any]
     setup: dict[str, Any]
     null: AuditedModel | None
-    warnings: list[str]
 
 
-class Family:
+class Family(ABC):
     """What one kind of speech model needs of an audit; subclasses fill in the hooks.
 
     ``name`` is the family's registry name, ``train_kind`` the ``voxaudit train`` kind that
@@ -116,26 +116,30 @@ class Family:
         """The family's audit config from keyword options."""
         return self.config_type(**options)
 
+    @abstractmethod
     def load(self, path: str | Path, role: str | None = None, device: str = "auto") -> AuditedModel:
         """A built-in model from its ``voxaudit train`` run folder (or checkpoint file)."""
-        raise NotImplementedError
 
     def check_data(
         self, corpus: Corpus, split: AuditSplit, shadow_roles: Sequence[str], config: Any
     ) -> None:
         """Refuse, before any model is trained or queried, a split or corpus the family cannot
-        audit (the split's level, clip lengths); the pipeline calls it before training."""
+        audit (the split's level, clip lengths); the pipeline calls it before training.
+        An optional hook: by default there is nothing to refuse."""
+        return None
 
     def check(self, run: AuditRun) -> None:
-        """Refuse, before any query, models the family cannot audit (missing methods)."""
+        """Refuse, before any query, models the family cannot audit (missing methods).
+        An optional hook: by default there is nothing to refuse."""
+        return None
 
+    @abstractmethod
     def attack(self, run: AuditRun) -> Outcome:
         """Fit the family's attacks and score the target and the null control."""
-        raise NotImplementedError
 
+    @abstractmethod
     def utility(self, model: AuditedModel, corpus: Corpus, ids: Sequence[str]) -> tuple[str, float]:
         """The model's utility on ``ids``: (metric name, value)."""
-        raise NotImplementedError
 
     def score(
         self,
@@ -230,7 +234,7 @@ def run_audit(
         setup,
         results=outcome.results,
         selection=outcome.selection,
-        warnings=warnings + outcome.warnings,
+        warnings=warnings,
     )
     save_results(out_dir, report)
     return report

@@ -114,7 +114,7 @@ class SpeakerFamily(Family):
             "imposters": {"speakers": len(imposters), "voices": sum(map(len, imposters.values()))},
             "queries": {role: q.queries for role, q in queried.items()},
         }
-        return Outcome(results, selection, setup, null, [])
+        return Outcome(results, selection, setup, null)
 
     def score(
         self,

@@ -17,6 +17,7 @@ and which thresholds and feature sets apply at which threat.
 
 from __future__ import annotations
 
+from abc import abstractmethod
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, ClassVar
@@ -62,17 +63,17 @@ class TabularFamily(Family):
 
     # --- hooks ---------------------------------------------------------------------------
 
+    @abstractmethod
     def label_of(self, model: AuditedModel) -> Callable[[Utterance], str]:
         """What each utterance is queried with (its transcript, its class)."""
-        raise NotImplementedError
 
+    @abstractmethod
     def extractor(self, config: TabularConfig) -> Any:
         """The feature extractor (``extract(access, waves, labels, ids, speakers, ...)``)."""
-        raise NotImplementedError
 
+    @abstractmethod
     def loss(self, access: Access, waves: list[np.ndarray], labels: list[str]) -> np.ndarray:
         """Per-example non-negative loss (NLL) for the calibrated attacks."""
-        raise NotImplementedError
 
     def feature_sets_for(
         self, config: TabularConfig, table: FeatureTable
@@ -107,7 +108,6 @@ class TabularFamily(Family):
         fitted = Fitted.of(
             run, tables, sets, self.label_of(run.target) if self.uses_classes else None
         )
-        warnings: list[str] = []
         if run.split.level == "sample":
             results, selection = self._sample_attacks(run, fitted)
             results += self.extra_attacks(run, fitted)
@@ -129,7 +129,7 @@ class TabularFamily(Family):
             },
             **self.setup_extra(run, tables, sets),
         }
-        return Outcome(results, selection, setup, null, warnings)
+        return Outcome(results, selection, setup, null)
 
     def setup_extra(
         self, run: AuditRun, tables: dict[str, FeatureTable], sets: dict[str, EvalSet]
