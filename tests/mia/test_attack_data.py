@@ -92,3 +92,22 @@ def test_as_attack_data_wraps_a_table_and_passes_attack_data_through():
         as_attack_data(np.zeros((5, 1)))
     with pytest.raises(VoxauditError, match="table must be a FeatureTable"):
         AttackData(np.zeros((5, 1)))
+
+
+def test_take_keeps_each_rows_extras_and_reference_columns():
+    reference = np.arange(15, dtype=float).reshape(3, 5)
+    data = AttackData(
+        table(),
+        classes=["a", "b", "c", "d", "e"],
+        groups=np.arange(5),
+        reference=reference,
+        reference_in=reference > 6,
+        population=np.array([False, True, False, True, False]),
+    )
+    part = data.take(np.array([3, 1]))
+    assert part.ids == ("u3", "u1")
+    assert part.table.column("loss").tolist() == [3.0, 1.0]
+    assert part.classes.tolist() == ["d", "b"] and part.groups.tolist() == [3, 1]
+    assert part.reference.tolist() == reference[:, [3, 1]].tolist()
+    assert part.reference_in.tolist() == (reference[:, [3, 1]] > 6).tolist()
+    assert part.population.tolist() == [True, True]

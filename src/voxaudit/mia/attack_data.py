@@ -101,6 +101,21 @@ class AttackData:
         """The table's row ids."""
         return self.table.ids
 
+    def take(self, rows: np.ndarray) -> AttackData:
+        """These rows (by position), with their per-row extras (reference columns too)."""
+
+        def part(values: np.ndarray | None, axis: int = 0) -> np.ndarray | None:
+            return None if values is None else np.take(values, rows, axis=axis)
+
+        return AttackData(
+            self.table.rows([self.table.ids[i] for i in rows]),
+            classes=part(self.classes),
+            groups=part(self.groups),
+            reference=part(self.reference, axis=1),
+            reference_in=part(self.reference_in, axis=1),
+            population=part(self.population),
+        )
+
 
 def _population_mask(population: np.ndarray, n: int) -> np.ndarray:
     """A checked bool mask over ``n`` rows, from a mask or row indices."""

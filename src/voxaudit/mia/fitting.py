@@ -109,9 +109,9 @@ def fit_and_score(
         aurocs = []
         for k in (0, 1):
             fitted_on, scored = np.flatnonzero(fold != k), np.flatnonzero(fold == k)
-            fitting = View(take(target.data, fitted_on), view.labels[fitted_on])
+            fitting = View(target.data.take(fitted_on), view.labels[fitted_on])
             attack = make(fitting).fit(fitting.data, fitting.labels)
-            part = _scored(attack, take(view.data, scored))
+            part = _scored(attack, view.data.take(scored))
             scores[scored], predictions[scored] = part.scores, part.predictions
             if part.shadow_auroc is not None:
                 aurocs.append(part.shadow_auroc)
@@ -124,22 +124,6 @@ def _scored(attack: Any, data: AttackData) -> Scored:
         np.asarray(attack.score(data), dtype=np.float64),
         np.asarray(attack.predict(data), dtype=bool),
         getattr(attack, "shadow_auroc_", None),
-    )
-
-
-def take(data: AttackData, rows: np.ndarray) -> AttackData:
-    """These rows of ``data`` (by position), with their per-row extras."""
-
-    def part(values: np.ndarray | None, axis: int = 0) -> np.ndarray | None:
-        return None if values is None else np.take(values, rows, axis=axis)
-
-    return AttackData(
-        data.table.rows([data.table.ids[i] for i in rows]),
-        classes=part(data.classes),
-        groups=part(data.groups),
-        reference=part(data.reference, axis=1),
-        reference_in=part(data.reference_in, axis=1),
-        population=part(data.population),
     )
 
 
