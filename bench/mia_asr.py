@@ -40,7 +40,7 @@ from voxaudit.mia.core import run_audit
 from voxaudit.mia.families.asr import AsrFamily
 from voxaudit.mia.results import read_report
 from voxaudit.report.console import mia_table
-from voxaudit.report.mia import markdown_table, write_report
+from voxaudit.report.mia import markdown_table, write_html
 from voxaudit.train.run import train_model
 
 
@@ -157,7 +157,7 @@ def main() -> None:
             seed=args.seed,
         ),
     )
-    write_report(report_dir, report)
+    write_html(report_dir, report)
     from rich.console import Console
 
     Console().print(mia_table(report))

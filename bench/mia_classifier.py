@@ -37,7 +37,7 @@ from voxaudit.mia.configs import ClassifierAuditConfig
 from voxaudit.mia.core import run_audit
 from voxaudit.mia.families.classifier import ClassifierFamily
 from voxaudit.report.console import mia_table
-from voxaudit.report.mia import markdown_table, write_report
+from voxaudit.report.mia import markdown_table, write_html
 from voxaudit.train.run import train_model
 
 COLUMNS = ("precision", "recall", "accuracy", "auroc", "tpr_at_0.1%_fpr", "tpr_at_1%_fpr")
@@ -142,7 +142,7 @@ def _audit(args, corpus, corpus_dir, split, split_path, work: Path, label: str) 
             seed=args.seed,
         ),
     )
-    write_report(out_dir, report)
+    write_html(out_dir, report)
     command = "python " + " ".join(sys.argv)
     (out_dir / "results.md").write_text(_markdown(report, command), encoding="utf-8")
     return report

@@ -35,7 +35,7 @@ from voxaudit.mia.families.speaker import SpeakerFamily
 from voxaudit.mia.results import read_report
 from voxaudit.models.speaker import Encoder, equal_error_rate, verification_trials
 from voxaudit.report.console import mia_table
-from voxaudit.report.mia import markdown_table, write_report
+from voxaudit.report.mia import markdown_table, write_html
 from voxaudit.train.data import SpeakerBatchSampler
 from voxaudit.train.run import train_model
 
@@ -175,7 +175,7 @@ def main() -> None:
                 seed=args.seed,
             ),
         )
-        write_report(args.work / family / report_name, report)
+        write_html(args.work / family / report_name, report)
         from rich.console import Console
 
         Console(width=200).print(mia_table(report))

@@ -177,10 +177,10 @@ def audit(
     elif options or threat != "grey":
         raise VoxauditError("give either config or threat and config options, not both")
 
-    def audited(given: Any, role: str, trained: IdList | None = None) -> AuditedModel:
+    def audited(given: Any, role: str, trained: Sequence[str] | None = None) -> AuditedModel:
         if isinstance(given, str | Path):
             given = families.resolve_model(family, given, role, label=label)
-        ids = None if trained is None else frozenset(read_ids(trained, corpus, f"{role} members"))
+        ids = None if trained is None else frozenset(trained)
         if isinstance(given, AuditedModel):
             return AuditedModel(role, given.source, given.model,
                                 ids if ids is not None else given.trained_ids,
@@ -207,9 +207,9 @@ def audit(
         report = run_audit(chosen, corpus, split, target, shadow_models, folder,
                            null=null_model, config=config, progress=progress)  # fmt: skip
         if out_dir is not None:
-            from voxaudit.report.mia import write_report
+            from voxaudit.report.mia import write_html
 
-            write_report(folder, report)
+            write_html(folder, report)
     return AuditResult(report)
 
 

@@ -717,7 +717,7 @@ def _membership_audit(
     from voxaudit.mia.core import run_audit
     from voxaudit.mia.results import MIA_METRICS
     from voxaudit.report.console import mia_table
-    from voxaudit.report.mia import write_report
+    from voxaudit.report.mia import write_html
 
     chosen = families.get(family)
     if (split_path is None) == (lists.members is None):
@@ -730,7 +730,7 @@ def _membership_audit(
             null=None if null is None else chosen.load(null, "null", device),
             config=config,
         )  # fmt: skip
-        write_report(out, report)
+        write_html(out, report)
     else:
         report = _known_membership(chosen.name, config, data, target, shadows, null, out, lists)
     console.print(mia_table(report, metrics or MIA_METRICS))
@@ -765,13 +765,13 @@ def _scoring(family: str, recordings, target, corpus, split, shadows: list[Path]
     """Scoring mode of one family: the report, written with its HTML."""
     from voxaudit.mia import families
     from voxaudit.mia.core import run_scoring
-    from voxaudit.report.mia import write_report
+    from voxaudit.report.mia import write_html
 
     chosen = families.get(family)
     report = run_scoring(chosen, recordings, target, corpus, split,
                          [chosen.load(path, None, device) for path in shadows], out,
                          config=config)  # fmt: skip
-    write_report(out, report)
+    write_html(out, report)
     return report
 
 

@@ -16,7 +16,7 @@ from voxaudit.mia.results import (
     result_entry,
     without_examples,
 )
-from voxaudit.report.mia import REPORT_HTML, markdown_table, render_html, write_report
+from voxaudit.report.mia import REPORT_HTML, markdown_table, render_html, write_html, write_report
 
 SETUP = {
     "model family": "ctc",
@@ -78,6 +78,15 @@ def test_write_report_writes_the_data_and_the_page(tmp_path, verdicts):
     assert load_results(tmp_path / "audit") == verdicts | {"examples_file": EXAMPLES_CSV}
     # The page shows only what report.json holds.
     assert written[REPORT_HTML].read_text() == render_html(read_report(written[REPORT_JSON]))
+
+
+def test_write_html_adds_only_the_page(tmp_path, verdicts):
+    page = write_html(tmp_path, verdicts)
+    assert [p.name for p in tmp_path.iterdir()] == [REPORT_HTML]
+    assert page.read_text() == render_html(verdicts)
+    with pytest.raises(VoxauditError):
+        write_html(tmp_path / "bad", broken(verdicts, lambda r: r.update(schema="other")))
+    assert not (tmp_path / "bad").exists()
 
 
 def test_invalid_report_is_not_written(tmp_path, verdicts):

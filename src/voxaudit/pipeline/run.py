@@ -45,7 +45,7 @@ from voxaudit.mia import core
 from voxaudit.mia.results import without_examples
 from voxaudit.pipeline.config import PipelineConfig
 from voxaudit.report.audit import build_report, write_report
-from voxaudit.report.mia import write_report as write_mia_report
+from voxaudit.report.mia import write_html
 
 CONFIG_RECORD = "audit-config.json"
 DONE = "done.json"
@@ -192,7 +192,7 @@ def _audit_level(
             target = resolve_model(family.name, config.target.adapter, "target", config.device)
         report = core.run_audit(family, corpus, split, target, shadows, report_dir,
                                 config=audit_config, progress=progress)  # fmt: skip
-        write_mia_report(report_dir, report)
+        write_html(report_dir, report)
         utility = _utility(family, target, corpus, split, config.seed)
     result = {
         "level": level,
@@ -340,7 +340,7 @@ def _score(
     target = resolve_model(config.target.family, config.target.adapter, device=config.device)
     report = core.run_scoring(family, recordings, target, corpus, split, shadows, report_dir,
                          config=audit_config, progress=progress)  # fmt: skip
-    write_mia_report(report_dir, report)
+    write_html(report_dir, report)
     return report
 
 

@@ -54,6 +54,13 @@ def write_report(out_dir: str | Path, report: dict[str, Any]) -> dict[str, Path]
     return written
 
 
+def write_html(out_dir: str | Path, report: dict[str, Any]) -> Path:
+    """Write ``report.html`` beside the ``report.json`` and ``examples.csv`` that
+    :func:`voxaudit.mia.core.run_audit` (or ``run_scoring``) already saved."""
+    validate_report(report)
+    return write_atomically(Path(out_dir) / REPORT_HTML, render_html(report))
+
+
 # --- HTML -----------------------------------------------------------------------------------
 
 STYLE = """

@@ -127,7 +127,8 @@ class TabularFamily(Family):
                 role: {"members": s.n_members, "nonmembers": s.n_nonmembers}
                 for role, s in sets.items()
             },
-            **self.setup_extra(run, tables, sets),
+            # The models really queried: a permuted-label null has no table of its own.
+            **self.setup_extra(run, {r: t for r, t in tables.items() if r in models}, sets),
         }
         return Outcome(results, selection, setup, null)
 
