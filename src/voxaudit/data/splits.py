@@ -565,7 +565,7 @@ def _sample_level(
         pools["target_train"] + pools["target_holdout"],
         p["halves_population"],
     )
-    models: Models = [(ins, outs, []) for ins, outs in _halves(units, p["n_shadow"], rng)]
+    models: Models = [(ins, outs, []) for ins, outs in shadow_halves(units, p["n_shadow"], rng)]
     return pools, speakers, models
 
 
@@ -694,7 +694,7 @@ def _speaker_level(name: str, groups: Groups, rng: np.random.Generator, p: dict[
         others = _round_robin(s_non, p["n_shadow"])
     else:
         units = _halves_units(s_member + s_non, t_member + t_non, p["halves_population"])
-        members, others = zip(*_halves(units, p["n_shadow"], rng), strict=True)
+        members, others = zip(*shadow_halves(units, p["n_shadow"], rng), strict=True)
     models = [
         (_gather(m, trained), _gather(o, every), _gather(m, unseen))
         for m, o in zip(members, others, strict=True)
@@ -726,10 +726,11 @@ def _halves_units(shadow: list[str], target: list[str], population: str) -> list
     return {"shadow": shadow, "all": shadow + target, "target": target}[population]
 
 
-def _halves(
+def shadow_halves(
     units: list[str], n_models: int, rng: np.random.Generator
 ) -> list[tuple[list[str], list[str]]]:
-    """Per shadow model, the units it trains on and the rest, each unit IN for half the models."""
+    """Per shadow model, the units it trains on and the rest, each unit IN for half the models
+    (random halves, balanced: LiRA's and RMIA's reference models)."""
     order = _permuted(sorted(units), rng)
     keep = _balanced_halves(len(order), n_models, rng)
     return [

@@ -38,7 +38,7 @@ from rich.console import Console
 from voxaudit import __version__
 from voxaudit.data.corpus import Corpus
 from voxaudit.data.loaders import load_corpus
-from voxaudit.data.splits import AuditSplit, make_split, read_ids
+from voxaudit.data.splits import AuditSplit, make_split, read_ids, shadow_halves
 from voxaudit.errors import VoxauditError
 from voxaudit.files import claim_folder, write_json
 from voxaudit.mia import core
@@ -280,15 +280,15 @@ def _membership_split(config: PipelineConfig, corpus: Corpus, level: str) -> Aud
             f"{len(units)} {'speakers' if level == 'speaker' else 'recordings'} besides the "
             "target's lists to train them on (use fewer shadows, or count = 0)"
         )
+    if config.shadow_mode == "halves":
+        dealt = shadow_halves(units, config.shadows, rng) if config.shadows else []
+    else:
+        slices = [units[k :: config.shadows] for k in range(config.shadows)]
+        dealt = [(part[: len(part) // 2], part[len(part) // 2 :]) for part in slices]
+    key = (lambda u: u.speaker) if level == "speaker" else (lambda u: u.id)
     shadows = []
-    for k in range(config.shadows):
-        if config.shadow_mode == "halves":
-            order = [units[i] for i in rng.permutation(len(units))]
-        else:
-            order = units[k :: config.shadows]
-        half = len(order) // 2
-        sides = (set(order[:half]), set(order[half:]))
-        key = (lambda u: u.speaker) if level == "speaker" else (lambda u: u.id)
+    for inside, outside in dealt:
+        sides = set(inside), set(outside)
         shadows.append(tuple([u.id for u in rest if key(u) in side] for side in sides))
     return AuditSplit.from_membership(
         corpus, members, nonmembers, level=level, shadows=shadows, reference=reference

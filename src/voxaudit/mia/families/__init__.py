@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import importlib
 from collections.abc import Callable
-from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -117,12 +116,11 @@ def resolve_model(
             return AuditedModel(
                 role, str(path), HFCTCRecognizer(path, device=resolve_device(device))
             )
-        found = get(family).load(path, "null", device)
-        return replace(found, role=role)
+        return get(family).load(path, "null", device).as_role(role)
     if ":" in text and not text.startswith(("/", ".")):
         made = _import(text)()
         if isinstance(made, AuditedModel):
-            return replace(made, role=role)
+            return made.as_role(role)
         return AuditedModel(role, text, made, label=label)
     raise VoxauditError(
         f"{text}: no such model folder, named model ({', '.join(NAMED_MODELS)}) or "
