@@ -139,8 +139,8 @@ model = { family = "ge2e", hidden = 16, layers = 1, embedding_dim = 16 }
 train = { epochs = 1, lr = 1e-3 }
 sampler = { speakers_per_batch = 4, utterances_per_speaker = 3 }
 [shadows]
-count = 1
-mode = "disjoint"
+count = {count}
+mode = "{mode}"
 [split]
 reference_speakers = 2
 [audit]
@@ -167,7 +167,10 @@ def test_a_speaker_encoder_is_audited_at_speaker_level_with_its_eer(tmp_path):
     assert any(r["name"].startswith("SLMIA-SR") for r in level["mia"]["results"])
 
 
-def test_a_model_trained_elsewhere_with_membership_lists_gets_a_verdict(tiny_audit, tmp_path):
+@pytest.mark.parametrize(("mode", "count"), [("disjoint", 1), ("halves", 2)])
+def test_a_model_trained_elsewhere_with_membership_lists_gets_a_verdict(
+    tiny_audit, tmp_path, mode, count
+):
     """The tiny audit's target, given as a model with its member and non-member lists: the
     shadows train on the corpus' other recordings, and the verdict is the same kind."""
     from voxaudit.data.splits import AuditSplit
@@ -190,8 +193,8 @@ nonmembers = "nonmembers.txt"
 model = {{ label = "speaker", hidden = 8, n_mels = 16, dropout = 0.0 }}
 train = {{ epochs = 2, lr = 3e-3, batch_size = 8 }}
 [shadows]
-count = 1
-mode = "disjoint"
+count = {count}
+mode = "{mode}"
 [audit]
 max_per_side = 8
 draws = 1
@@ -204,11 +207,18 @@ min_per_side = 2
     assert loaded.target.source == "membership"
     report = run_audit(loaded, tmp_path / "out", progress=False)
     (level,) = report["levels"]
-    assert set(level["models"]) == {"shadow-0"}  # the target is not retrained
+    roles = {f"shadow-{k}" for k in range(count)}
+    assert set(level["models"]) == roles  # the target is not retrained
     made = AuditSplit.load(tmp_path / "out" / "sample" / "split.json")
-    assert set(made.train_ids("shadow-0")).isdisjoint(
-        {*split.train_ids("target"), *split.holdout_ids("target")}
-    )
+    for role in roles:
+        assert set(made.train_ids(role)).isdisjoint(
+            {*split.train_ids("target"), *split.holdout_ids("target")}
+        )
+    if mode == "halves":  # each other recording trains exactly one of the two shadows
+        ins = [set(made.train_ids(role)) for role in sorted(roles)]
+        assert ins[0].isdisjoint(ins[1]) and ins[0] | ins[1] == set(
+            made.pools["shadow_train"]
+        ) | set(made.pools["shadow_holdout"])
     assert level["mia"]["setup"]["attacks_fitted_on"] == "shadow models"
     assert level["mia"]["headline"]["name"]
 
