@@ -139,8 +139,8 @@ model = { family = "ge2e", hidden = 16, layers = 1, embedding_dim = 16 }
 train = { epochs = 1, lr = 1e-3 }
 sampler = { speakers_per_batch = 4, utterances_per_speaker = 3 }
 [shadows]
-count = {count}
-mode = "{mode}"
+count = 1
+mode = "disjoint"
 [split]
 reference_speakers = 2
 [audit]
