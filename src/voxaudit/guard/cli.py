@@ -40,6 +40,7 @@ def calibrate(
     rerecord_rate: Annotated[
         float, typer.Option(help="Share of queries that are noisy re-recordings of one.")
     ] = 0.02,
+    popular: Annotated[int, typer.Option(help="How many popular clips are shared.")] = 10,
     k: Annotated[int, typer.Option(help="Memory depth of the paper-003 detector.")] = 75,
     noise_db: Annotated[
         tuple[float, float] | None,
@@ -62,7 +63,7 @@ def calibrate(
         # thresholds that flag honest users who send a clip that went around.
         stream = benign_stream(
             waveforms, n_accounts=accounts, repeat_rate=repeat_rate, seed=seed,
-            share_rate=share_rate, rerecord_rate=rerecord_rate,
+            share_rate=share_rate, rerecord_rate=rerecord_rate, popular=popular,
         )  # fmt: skip
         fingerprinter = Fingerprinter(noise_snr_db=noise_db, seed=seed)
         traffic = fingerprint_stream(stream, fingerprinter, progress=True)

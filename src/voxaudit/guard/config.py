@@ -15,6 +15,7 @@ file and the key; environment values are text, read as the field's type. ``store
 
 from __future__ import annotations
 
+import math
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
@@ -30,6 +31,7 @@ from voxaudit.files import write_atomically
 ENV_PREFIX = "VOXAUDIT_GUARD_"
 DETECTORS = ("index", "memory")
 STORES = ("sqlite", "memory", "redis")
+FLAGGED_RESPONSES = ("refuse", "degrade")
 
 
 @dataclass(frozen=True)
@@ -52,6 +54,18 @@ class GuardConfig:
     # Also ban the accounts whose own variants a flagged query matched (a Sybil attack's other
     # accounts); opt-in. A recording several accounts sent is never held against them.
     ban_related: bool = False
+    # How a flagged query, and every later query of a banned account, is answered. "refuse": a
+    # 403 ("flagged", then "banned"). But a 403 tells an adaptive attacker (Feng et al., CCS
+    # 2023) which query was caught, so it switches account and strengthens its evasion.
+    # "degrade": a 200 like any other answer, of a copy of the audio with white noise at
+    # degrade_snr_db: the attacker cannot tell it was caught, and its search gets bad feedback.
+    # Either way the flag and the ban are recorded for the admin endpoints.
+    flagged_response: str = "refuse"
+    degrade_snr_db: float = 0.0  # 0 dB: noise as loud as the speech
+    # Seconds a flagged or banned account waits for its answer, in either mode: it slows an
+    # attack down. Under "degrade" a wait longer than the backend's usual jitter is itself a
+    # sign an attacker can time, so keep it small there.
+    flagged_delay_s: float = 0.0
     store: str = "sqlite"  # state that survives a restart; "memory" forgets it, "redis" shares it
     store_path: str = "voxaudit-guard.sqlite"  # the SQLite store's file, relative to the cwd
     redis_url: str = "redis://localhost:6379/0"
@@ -72,6 +86,17 @@ class GuardConfig:
         for name in ("max_bytes", "max_seconds", "sample_rate", "k", "backend_workers"):
             if getattr(self, name) <= 0:
                 raise VoxauditError(f"{name}: must be positive; got {getattr(self, name)}")
+        if self.flagged_response not in FLAGGED_RESPONSES:
+            raise VoxauditError(
+                f"flagged_response: one of {', '.join(FLAGGED_RESPONSES)}; "
+                f"got {self.flagged_response!r}"
+            )
+        if not math.isfinite(self.degrade_snr_db):
+            raise VoxauditError(f"degrade_snr_db: must be finite; got {self.degrade_snr_db}")
+        if not 0 <= self.flagged_delay_s < math.inf:  # NaN fails too
+            raise VoxauditError(
+                f"flagged_delay_s: must be finite and >= 0; got {self.flagged_delay_s}"
+            )
         noise = self.fingerprint_noise_db
         if noise is not None and not (len(noise) == 2 and noise[0] <= noise[1]):
             raise VoxauditError(f"fingerprint_noise_db: [low, high] dB, low <= high; got {noise}")

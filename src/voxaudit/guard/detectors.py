@@ -8,13 +8,15 @@ crosses a threshold set by ``calibrate`` on benign traffic for a target false-po
   the inverse variance coefficient method. One account's memory only, and diluted by fake
   queries: the paper's weaknesses.
 - ``IndexDetector`` (beyond the paper): one inverted index of landmark hashes over every
-  account's recent queries. The score is the number of distinct earlier clips, from any
-  account, that share enough hashes at one time offset with the new one, so an attack is
+  account's recent queries. An attack is a run of many *distinct* variants of one carrier,
+  sent by the accounts that run the search; shared content is one recording that many
+  accounts send, each once or twice. So the score counts, per account, the distinct variants
+  among the earlier queries that match the new one (copies of one recording are one variant,
+  shared by its senders), beyond each account's first, summed over accounts: an attack is
   caught whatever share of fake queries it mixes in and however many accounts it spreads
-  over. Copies of one recording count once (their samples are the same), and copies of the
-  new query itself not at all: a clip that many users share is one clip, while an attack's
-  perturbed variants are each a new one. A lookup reads a fixed number of bounded buckets, so
-  its cost does not grow with the number of queries stored.
+  over, while a recording that went around, or one user's re-recording of it, scores
+  nothing. A lookup reads a fixed number of bounded buckets, so its cost does not grow with
+  the number of queries stored.
 """
 
 from __future__ import annotations
@@ -127,10 +129,15 @@ class _Calibrated(ABC):
 class MemoryDetector(_Calibrated):
     """Paper 003: weighted cosine similarity to the account's last ``k`` queries.
 
-    A score needs ``min_history`` queries in memory (the paper's k by default: k is "the
-    shortest depth before we can make sure"); after a flag the memory starts over, which is
-    what paper 003's DSR = detections * k / queries counts. ``threshold`` is the paper's
-    delta: a query scoring above it is flagged.
+    A score needs ``min_history`` queries in memory. Paper 003 waits for k ("the shortest
+    depth before we can make sure"), which leaves every account's first k queries unscored:
+    an attacker who stays below k per account is never seen, and a false-positive rate on
+    ordinary accounts means nothing. By default the memory scores from its first query, on the
+    partial memory it has: the paper's weighted similarity over the n queries held, times
+    n / k (the empty slots count as similarity 0), which is the paper's score once the memory
+    is full; the threshold is calibrated on scores at every depth. After a flag the memory
+    starts over, which is what paper 003's DSR = detections * k / queries counts.
+    ``threshold`` is the paper's delta: a query scoring above it is flagged.
     """
 
     name = "memory"
@@ -140,7 +147,7 @@ class MemoryDetector(_Calibrated):
         store: GuardStore | None = None,
         k: int = 75,
         threshold: float | None = None,
-        min_history: int | None = None,
+        min_history: int = 1,
         l_max: int | None = None,
     ) -> None:
         if k < 1:
@@ -148,7 +155,7 @@ class MemoryDetector(_Calibrated):
         self.store = store if store is not None else InMemoryStore()
         self.k = k
         self.threshold = threshold
-        self.min_history = k if min_history is None else min_history
+        self.min_history = min_history
         if not 1 <= self.min_history <= k:
             raise VoxauditError(f"min_history: between 1 and k={k}; got {min_history}")
         # Paper: l_max = floor(0.1 k), and at least 2 (a spread needs two values).
@@ -166,7 +173,9 @@ class MemoryDetector(_Calibrated):
         if len(memory) >= self.min_history:
             similarities = decode_vectors(memory, fingerprint.vector.size) @ fingerprint.vector
             weights = inverse_variance_weights(similarities, self.l_max)
-            value = float(weights @ similarities)
+            # A partial memory's empty slots count as similarity 0: one close pair in a new
+            # account's first queries is not k of them (paper 003's score once it is full).
+            value = float(weights @ similarities) * len(memory) / self.k
         if value is not None and self.threshold is not None and self._over(value):
             self.store.memory_clear(account)
         else:
@@ -185,11 +194,16 @@ class IndexDetector(_Calibrated):
 
     An earlier query matches when at least ``max(min_matches, min_match_fraction * n)`` of the
     new query's hashes (n of them, at most ``stored_hashes``) agree with it at one time
-    offset; the score is how many distinct clips (``Fingerprint.content``) other than the new
-    one's are among the earlier queries, no older than ``window_s``, that match. A fingerprint
-    of unknown content (0) counts as a clip of its own. Each
-    query stores its ``stored_hashes`` hashes of lowest hash value (a bottom-k sketch, so near
-    copies store the same ones) and looks up at most ``query_hashes``.
+    offset, and it is no older than ``window_s``. The matched queries and the new one are
+    grouped into clips by ``Fingerprint.content`` (the same 16-bit samples; content 0, unknown,
+    keeps a query apart). Each clip is one variant. Per account, ``alone`` counts the clips it
+    alone sent and ``shared`` its equal shares of the clips several accounts sent; the score
+    is the sum over accounts of ``max(0, alone - 1) + max(0, shared - 1)``. One account's run
+    of variants scores one per variant beyond the first, a run spread over Sybil accounts one
+    per variant beyond each account's first, while a recording that many accounts sent (any
+    number of times), and each one's own re-recording of it, score nothing. Each query stores
+    its ``stored_hashes`` hashes of lowest hash value (a bottom-k sketch, so near copies store
+    the same ones) and looks up at most ``query_hashes``.
     """
 
     name = "index"
@@ -229,25 +243,36 @@ class IndexDetector(_Calibrated):
     ) -> tuple[float | None, list[str]]:
         matched = self._matching_queries(fingerprint, timestamp)
         self.remember(account, fingerprint, timestamp)
-        own = fingerprint.content
-        others = [info for info in matched if not (own and info[2] == own)]
-        # Copies of one clip are one clip; content 0 (unknown) keeps each query apart.
         senders: dict[object, set[str]] = {}
-        for i, (sender, _, content) in enumerate(others):
+        for i, (sender, _, content) in enumerate(matched):
             senders.setdefault(content or ("query", i), set()).add(sender)
-        # Evidence against another account is a matched clip that it alone sent (a variant of
-        # its own); a recording that several accounts sent is shared content, not evidence.
-        evidence = [next(iter(who)) for who in senders.values() if len(who) == 1]
-        return float(len(senders)), evidence
+        senders.setdefault(fingerprint.content or ("new",), set()).add(account)
+        # Per account: the variants it alone sent, and its shares of those several sent.
+        alone: dict[str, float] = {}
+        shared: dict[str, float] = {}
+        for who in senders.values():
+            held = alone if len(who) == 1 else shared
+            for sender in who:
+                held[sender] = held.get(sender, 0.0) + 1.0 / len(who)
+        # Each account's first variant of either kind is free: a user who sent a clip that
+        # went around and a re-recording of it holds one of each; an attacker's run is many
+        # (and sending each variant from two accounts only halves each one's count).
+        score = sum(max(0.0, v - 1.0) for held in (alone, shared) for v in held.values())
+        # Evidence against another account is two or more variants of its own; a recording
+        # that several accounts sent is shared content, not evidence.
+        evidence = [sender for sender, held in alone.items() if held >= 2.0]
+        return round(score, 6), evidence
 
     def _over(self, value: float) -> bool:
         return value >= self.threshold  # type: ignore[operator]
 
     def _threshold_for(self, scores: np.ndarray, fpr: float) -> float:
-        # Scores are counts: the smallest count that at most fpr of benign queries reach.
-        for count in range(1, int(scores.max()) + 2):
-            if np.mean(scores >= count) <= fpr:
-                return float(count)
+        # The smallest benign score (or one past the largest) that at most fpr of benign
+        # queries reach: scores are sums of variant shares, mostly whole counts.
+        candidates = np.append(np.unique(scores), np.floor(scores.max()) + 1.0)
+        for value in candidates:
+            if np.mean(scores >= value) <= fpr:
+                return float(value)
         raise AssertionError("unreachable: no benign score exceeds its maximum")
 
     def _sketch(self, fingerprint: Fingerprint, size: int) -> tuple[np.ndarray, ...]:

@@ -39,7 +39,7 @@ import math
 import os
 import platform
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -56,6 +56,7 @@ from voxaudit.attacks.iterative import (
 from voxaudit.attacks.masking import MaskingModel
 from voxaudit.attacks.tap import QueryRefused, QueryTap
 from voxaudit.data.synth import synthesize_corpus_in_memory
+from voxaudit.data.text import normalize_transcript
 from voxaudit.errors import VoxauditError
 from voxaudit.guard.detectors import IndexDetector, MemoryDetector
 from voxaudit.guard.fingerprint import Fingerprinter, add_noise
@@ -95,12 +96,15 @@ SETTINGS = {
 }
 # detector -> (what it is, which fingerprints it reads: "plain" or "robust")
 DETECTORS = {
-    "memory (paper 003)": (lambda: MemoryDetector(k=K), "plain"),
+    "memory (paper 003)": (lambda: MemoryDetector(k=K, min_history=K), "plain"),
+    "memory (from the first query)": (lambda: MemoryDetector(k=K), "plain"),
     "index (global)": (IndexDetector, "plain"),
-    "memory, robust": (lambda: MemoryDetector(k=K), "robust"),
+    "memory, robust": (lambda: MemoryDetector(k=K, min_history=K), "robust"),
     "index, robust": (IndexDetector, "robust"),
 }
 GATEWAY_ATTACKS = ("ctc (white box)", "irta-like (white box, masked)")
+#: The detectors as the gateway runs them (its memory scores from the first query).
+GATEWAY_DETECTORS = ("memory (from the first query)", "index (global)", "index, robust")
 
 
 def evaluate_guard(
@@ -246,20 +250,31 @@ def fingerprinters(seed: int) -> dict[str, Fingerprinter]:
 
 
 def record_attack(
-    name: str, recognizer: Any, carrier: np.ndarray, target: str, prints: dict[str, Fingerprinter]
+    name: str,
+    recognizer: Any,
+    carrier: np.ndarray,
+    target: str,
+    prints: dict[str, Fingerprinter],
+    evasion: Callable[[np.ndarray, np.random.Generator], np.ndarray] | None = None,
+    seed: int = 0,
 ) -> dict[str, Any]:
-    """Run one attack; keep every waveform it sent, and its fingerprints on each path."""
+    """Run one attack; keep every waveform it sent, and its fingerprints on each path.
+
+    With ``evasion``, every query is transformed before it is sent and the attack searches on
+    the transformed queries' answers (an adaptive attacker); success is always the clean
+    model's transcript of the final waveform."""
     sent: list[np.ndarray] = []
-    tap = QueryTap(recognizer, lambda _account, wave: sent.append(wave))
+    tap = QueryTap(recognizer, lambda _account, wave: sent.append(wave), evasion=evasion, seed=seed)
     attack = ATTACKS[name]()
     started = time.time()
     result = attack.run(Access(tap, attack.access_level), carrier, target)
     seconds = time.time() - started
     masking = MaskingModel(sample_rate=RATE)
+    success = recognizer.transcribe([result.adversarial])[0] == normalize_transcript(target)
     return {
         "queries": sent,
         "prints": {path: [fp(w) for w in sent] for path, fp in prints.items()},
-        "success": result.success,
+        "success": bool(success),
         "snr_db": result.snr_db,
         "above_mask": masking.share_above(result.adversarial - carrier, carrier),
         "transcript": result.transcript,
@@ -275,37 +290,36 @@ def replay(
     prints: dict[str, Fingerprinter],
     fakes: list[dict[str, Any]],
     rng: np.random.Generator,
+    background: list[tuple[str, dict[str, Any]]] | None = None,
 ) -> dict[str, dict[str, Any]]:
-    """The recorded queries under an adaptive setting, through fresh detectors."""
-    accounts = setting.get("accounts", 1)
-    p_fake = setting.get("p_fake", 0.0)
-    noise = setting.get("noise_snr_db")
+    """The recorded queries under an adaptive setting, through fresh detectors.
+
+    With ``background`` (benign queries in order: account and fingerprint per path), the
+    attack runs inside that traffic: the first half of it is sent first, then one benign query
+    before each of the attacker's, then the rest; the benign accounts' flags are counted too.
+    """
+    attack = list(_attack_queries(record, carrier, setting, prints, fakes, rng))
+    queue: list[tuple[str, dict[str, Any], float | None]] = []
+    benign = [(account, fingerprint, None) for account, fingerprint in background or ()]
+    fakes_sent = sum(fake for *_, fake in attack)
+    attack = [(account, fingerprint, db) for account, fingerprint, db, _ in attack]
+    head = len(benign) // 2
+    queue += benign[:head]
+    for index, query in enumerate(attack):
+        queue += benign[head + index : head + index + 1]
+        queue.append(query)
+    queue += benign[head + len(attack) :]
     fresh = {name: calibrated_copy(d) for name, d in detectors.items()}
     flags: dict[str, list[bool]] = {name: [] for name in fresh}
-    perturbation_db: list[float] = []  # of the last real query, at each query sent
-    last_real_db = float("inf")
-    # Fakes are distinct benign clips; only an exhausted pool is reused (counted below).
-    fake_iter = itertools.cycle(fakes)
-    fakes_sent = 0
-    clock = 0.0
-    sent = 0
-    for index, wave in enumerate(record["queries"]):
-        while rng.random() < p_fake:
-            fingerprint = next(fake_iter)
-            fakes_sent += 1
-            _check(fresh, flags, f"attacker{sent % accounts}", fingerprint, clock)
-            perturbation_db.append(last_real_db)
-            sent, clock = sent + 1, clock + 1.0
-        query = add_noise(wave, noise, rng) if noise is not None else wave
-        if query.size == carrier.size:
-            last_real_db = snr_db(carrier, query - carrier)
-        fingerprint = {
-            path: fp(query) if noise is not None else record["prints"][path][index]
-            for path, fp in prints.items()
-        }
-        _check(fresh, flags, f"attacker{sent % accounts}", fingerprint, clock)
-        perturbation_db.append(last_real_db)
-        sent, clock = sent + 1, clock + 1.0
+    benign_flags: dict[str, dict[str, int]] = {name: {} for name in fresh}
+    perturbation_db = [db for _, _, db in attack]
+    for clock, (account, fingerprint, db) in enumerate(queue):
+        for name, detector in fresh.items():
+            hit = detector.check(account, fingerprint[DETECTORS[name][1]], float(clock)).flagged
+            if db is None:
+                benign_flags[name][account] = benign_flags[name].get(account, 0) + hit
+            else:
+                flags[name].append(hit)
     out = {}
     for name, flagged in flags.items():
         first = next((i for i, f in enumerate(flagged) if f), None)
@@ -317,7 +331,47 @@ def replay(
             "queries_sent": len(flagged),
             "fakes_reused": max(0, fakes_sent - len(fakes)),
         }
+        if background is not None:
+            per_account = benign_flags[name]
+            out[name] |= {
+                "benign_queries": len(benign),
+                "benign_flagged": sum(per_account.values()),
+                "benign_accounts": len(per_account),
+                "benign_accounts_flagged": sum(1 for n in per_account.values() if n),
+            }
     return out
+
+
+def _attack_queries(
+    record: dict[str, Any],
+    carrier: np.ndarray,
+    setting: dict[str, Any],
+    prints: dict[str, Fingerprinter],
+    fakes: list[dict[str, Any]],
+    rng: np.random.Generator,
+):
+    """The attacker's stream under ``setting``: (account, fingerprint per path, the last real
+    query's carrier-to-perturbation dB, whether it is a fake); fakes are distinct benign
+    clips, only an exhausted pool is reused."""
+    accounts = setting.get("accounts", 1)
+    p_fake = setting.get("p_fake", 0.0)
+    noise = setting.get("noise_snr_db")
+    fake_iter = itertools.cycle(fakes)
+    last_real_db = float("inf")
+    sent = 0
+    for index, wave in enumerate(record["queries"]):
+        while rng.random() < p_fake:
+            yield f"attacker{sent % accounts}", next(fake_iter), last_real_db, True
+            sent += 1
+        query = add_noise(wave, noise, rng) if noise is not None else wave
+        if query.size == carrier.size:
+            last_real_db = snr_db(carrier, query - carrier)
+        fingerprint = {
+            path: fp(query) if noise is not None else record["prints"][path][index]
+            for path, fp in prints.items()
+        }
+        yield f"attacker{sent % accounts}", fingerprint, last_real_db, False
+        sent += 1
 
 
 def calibrated_copy(detector: Any) -> Any:
@@ -325,13 +379,6 @@ def calibrated_copy(detector: Any) -> Any:
     copy = detector.scratch()
     copy.threshold = detector.threshold
     return copy
-
-
-def _check(detectors, flags, account, fingerprint: dict, clock) -> None:
-    """Each detector checks the query's fingerprint on its own path."""
-    for name, detector in detectors.items():
-        path = DETECTORS[name][1]
-        flags[name].append(detector.check(account, fingerprint[path], clock).flagged)
 
 
 def dsr(flagged: Sequence[bool], k: int) -> float:
@@ -387,7 +434,8 @@ def through_gateway(
     from voxaudit.guard.service import Gateway, create_app
 
     out = []
-    for detector, (_, path) in DETECTORS.items():
+    for detector in GATEWAY_DETECTORS:
+        path = DETECTORS[detector][1]
         kind = "memory" if detector.startswith("memory") else "index"
         config = GuardConfig(
             api_keys={"attacker-key": "attacker0"},

@@ -3,8 +3,16 @@
 ``POST /v1/transcribe`` (header ``X-API-Key``; body: one audio file, any format libsndfile
 reads, any rate and channel count) decodes it to mono at the configured rate, fingerprints
 it, checks it with the configured detectors and, unless flagged, forwards it to the backend
-and returns ``{"text": ...}``. A flagged account is banned (403 with the reason) until an
-admin lifts the ban. Admin endpoints take ``X-Admin-Key``:
+and returns ``{"text": ...}``. A flagged account is banned until an admin lifts the ban. How
+its flagged query and its later ones are answered is ``flagged_response``: ``"refuse"`` (the
+default) answers 403 (``flagged``, then ``banned``, with the reason). That 403 is an oracle
+for an adaptive attacker (Feng et al., CCS 2023): it says which query was caught, so the
+attacker switches account and strengthens its evasion. ``"degrade"`` answers them as it does
+any account (same status, keys, headers and errors), but with the transcript of a copy of the
+audio with white noise at ``degrade_snr_db``: nothing in the reply says it was caught, and
+the attack's search is fed noise. Both record the flag and the ban alike, and both wait
+``flagged_delay_s`` first (without holding up other requests). Admin endpoints take
+``X-Admin-Key``:
 ``GET /admin/flags``, ``GET /admin/bans``, ``DELETE /admin/bans/{account}``. ``/healthz``
 answers liveness (the process answers), ``/readyz`` readiness (503 while the store is
 unreachable), ``/metrics`` Prometheus text. Bad input gets a 4xx with a JSON body
@@ -13,6 +21,7 @@ unreachable), ``/metrics`` Prometheus text. Bad input gets a 4xx with a JSON bod
 
 from __future__ import annotations
 
+import asyncio
 import io
 import logging
 import secrets
@@ -44,7 +53,7 @@ from voxaudit.errors import VoxauditError
 from voxaudit.guard.backends import Backend, BackendError
 from voxaudit.guard.config import GuardConfig
 from voxaudit.guard.detectors import Decision, Detector, IndexDetector, MemoryDetector
-from voxaudit.guard.fingerprint import Fingerprinter
+from voxaudit.guard.fingerprint import Fingerprinter, add_noise
 from voxaudit.guard.store import GuardStore, InMemoryStore, RedisStore, SQLiteStore
 
 log = logging.getLogger(__name__)
@@ -100,6 +109,8 @@ class Gateway:
             sample_rate=config.sample_rate, noise_snr_db=config.fingerprint_noise_db
         )
         self.detectors = make_detectors(config, self.store)
+        # Seeded from the OS: an attacker who could predict the noise could subtract it.
+        self._degrade_rng = np.random.default_rng(secrets.randbits(128))
         # The detectors read then write shared state; one query at a time keeps that atomic.
         self._lock = threading.Lock()
         for detector in self.detectors:
@@ -127,10 +138,32 @@ class Gateway:
         ):
             raise RequestError(401, "unauthorized", "X-Admin-Key: missing or wrong admin key")
 
-    def refuse_banned(self, account: str) -> None:
+    async def refuse_banned(self, account: str) -> RequestError | None:
+        """The refusal a banned ``account`` has earned, or None if it is not banned. Under
+        ``refuse`` it is answered here, before the upload is read; under ``degrade`` the caller
+        hands it on, to be answered once the upload has passed the checks every account's
+        does: an error or a wait that only banned accounts got would be an oracle too."""
         ban = self.store.ban_of(account)
-        if ban is not None:
-            raise RequestError(403, "banned", f"account {account} is banned: {ban['reason']}")
+        if ban is None:
+            return None
+        refusal = RequestError(403, "banned", f"account {account} is banned: {ban['reason']}")
+        if self.config.flagged_response == "refuse":
+            await self.answer_flagged(refusal)  # raises it
+        return refusal
+
+    async def answer_flagged(self, refusal: RequestError) -> None:
+        """The response policy for a query of a flagged or banned account: wait
+        ``flagged_delay_s`` (on the event loop, so other requests go on meanwhile), then raise
+        ``refusal`` (``refuse``) or return, and the caller answers from ``degrade`` of the
+        query (``degrade``)."""
+        if self.config.flagged_delay_s > 0:
+            await asyncio.sleep(self.config.flagged_delay_s)
+        if self.config.flagged_response == "refuse":
+            raise refusal
+
+    def degrade(self, wave: np.ndarray) -> np.ndarray:
+        """The copy of a flagged or banned account's query that the backend hears."""
+        return add_noise(wave, self.config.degrade_snr_db, self._degrade_rng)
 
     def decode(self, body: bytes) -> np.ndarray:
         """Mono float32 samples of an uploaded file at ``config.sample_rate``, or a RequestError
@@ -221,6 +254,12 @@ class Metrics:
             ["detector"],
             registry=self.registry,
         )
+        self.degraded = Counter(
+            "voxaudit_guard_degraded",
+            "Queries answered from a degraded copy, by why (flagged, banned)",
+            ["reason"],
+            registry=self.registry,
+        )
         self.check_seconds = Histogram(
             "voxaudit_guard_check_seconds",
             "Fingerprint and detector time per query",
@@ -265,29 +304,37 @@ def create_app(gateway: Gateway) -> FastAPI:
     else:
         app.add_exception_handler(RedisError, store_down)
 
-    async def guarded(account: str, body: bytes) -> tuple[str, float]:
+    async def guarded(account: str, body: bytes, refusal: RequestError | None) -> tuple[str, float]:
         """Decode, check and transcribe one upload of ``account``: its transcript and length in
-        seconds, or a RequestError (403 when a detector flags it)."""
+        seconds, or a RequestError. ``refusal`` is the ban ``refuse_banned`` handed on; such
+        a query is not checked again (under ``refuse`` it never gets here), and a flagged or
+        banned one is answered as ``Gateway.answer_flagged`` decides."""
         # Decoding and resampling take CPU time: off the event loop, like the checks.
         wave = await run_in_threadpool(gateway.decode, body)
-        started = time.perf_counter()
-        decisions = await run_in_threadpool(gateway.check, account, wave)
-        metrics.check_seconds.observe(time.perf_counter() - started)
-        flagged = [d for d in decisions if d.flagged]
-        if flagged:
+        if refusal is None:
+            started = time.perf_counter()
+            decisions = await run_in_threadpool(gateway.check, account, wave)
+            metrics.check_seconds.observe(time.perf_counter() - started)
+            flagged = [d for d in decisions if d.flagged]
             for decision in flagged:
                 metrics.flags.labels(decision.detector).inc()
-            raise RequestError(403, "flagged", flagged[0].reason)
+            if flagged:
+                refusal = RequestError(403, "flagged", flagged[0].reason)
+        if refusal is not None:
+            await gateway.answer_flagged(refusal)  # under refuse, raises it
+            wave = await run_in_threadpool(gateway.degrade, wave)
+            metrics.degraded.labels(refusal.code).inc()
         text = await run_in_threadpool(gateway.backend.transcribe, wave, gateway.config.sample_rate)
-        metrics.requests.labels("ok").inc()
+        # Outcomes as under refuse: "flagged" and "banned" count the same in either mode.
+        metrics.requests.labels("ok" if refusal is None else refusal.code).inc()
         return text, len(wave) / gateway.config.sample_rate
 
     @app.post("/v1/transcribe")
     async def transcribe(request: Request) -> dict[str, Any]:
         account = gateway.account_for(request.headers.get("x-api-key"))
-        gateway.refuse_banned(account)
+        refusal = await gateway.refuse_banned(account)
         body = await _read_limited(request, gateway.config.max_bytes)
-        text, _ = await guarded(account, body)
+        text, _ = await guarded(account, body, refusal)
         return {"text": text}
 
     @app.post("/v1/audio/transcriptions", response_model=None)
@@ -297,7 +344,7 @@ def create_app(gateway: Gateway) -> FastAPI:
         (recorded, not chosen: the gateway has one backend), ``response_format`` (``json``,
         ``text`` or ``verbose_json``); the key as ``Authorization: Bearer`` or ``X-API-Key``."""
         account = gateway.account_for(_api_key(request))
-        gateway.refuse_banned(account)
+        refusal = await gateway.refuse_banned(account)
         declared = int(request.headers.get("content-length") or 0)
         if declared > gateway.config.max_bytes + MULTIPART_SLACK:
             raise RequestError(413, "too_large", f"upload over {gateway.config.max_bytes} bytes")
@@ -314,7 +361,7 @@ def create_app(gateway: Gateway) -> FastAPI:
                 400, "bad_request",
                 f"response_format {response_format!r}: use one of {', '.join(OPENAI_FORMATS)}",
             )  # fmt: skip
-        text, seconds = await guarded(account, body)
+        text, seconds = await guarded(account, body, refusal)
         if response_format == "text":
             return PlainTextResponse(text)
         if response_format == "verbose_json":
