@@ -30,10 +30,9 @@ import torch
 
 from voxaudit.errors import VoxauditError
 from voxaudit.files import write_atomically
-from voxaudit.mia.metrics import Estimate
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from guard_eval import DEFAULT_MODEL, FSDD, load_recognizer
+from guard_eval import DEFAULT_MODEL, FSDD, _interval, load_recognizer
 
 RATE = 16000
 
@@ -99,10 +98,6 @@ def main() -> None:
     )
     write_atomically(args.out, json.dumps(results, indent=1, default=float))
     print(summary(results))
-
-
-def _interval(values: dict, spec: str = ".1%") -> str:
-    return Estimate(**values).format(spec)
 
 
 def summary(results: dict) -> str:
