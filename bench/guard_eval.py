@@ -105,6 +105,24 @@ def _interval(values: dict, spec: str = ".1%") -> str:
     return Estimate(**values).format(spec)
 
 
+def benign_cells(r: dict) -> str:
+    """Flagged queries, FPR per query, accounts flagged, FPR per account: table cells."""
+    return (
+        f"{r['flagged_queries']}/{r['queries']} | {_interval(r['fpr_per_query'], '.2%')} | "
+        f"{r['accounts_flagged']}/{r['accounts']} | {_interval(r['fpr_per_account'], '.1%')}"
+    )
+
+
+def aggregate_cells(g: dict) -> str:
+    """Setting, detector, mean DSR, runs detected, median queries to detection: table cells."""
+    detected = round(g["detected"]["value"] * g["runs"])
+    return (
+        f"{g['setting']} | {g['detector']} | {_interval(g['mean_dsr'])} | "
+        f"{detected}/{g['runs']} {_interval(g['detected'], '.0%')} | "
+        f"{_interval(g['median_queries_to_detection'], 'g')}"
+    )
+
+
 def summary(results: dict) -> str:
     """Markdown tables: false positives, attacks, each setting's aggregate, each run."""
     lines = [f"thresholds: {results['thresholds']}", "", "benign false positives (95% CI):", ""]
@@ -115,12 +133,7 @@ def summary(results: dict) -> str:
     ]
     for stream, by_detector in results["benign"].items():
         for name, r in by_detector.items():
-            lines.append(
-                f"| {stream} | {name} | {r['flagged_queries']}/{r['queries']} | "
-                f"{_interval(r['fpr_per_query'], '.2%')} | "
-                f"{r['accounts_flagged']}/{r['accounts']} | "
-                f"{_interval(r['fpr_per_account'], '.0%')} |"
-            )
+            lines.append(f"| {stream} | {name} | {benign_cells(r)} |")
     lines += ["", "| attack | queries | success (95% CI) | SNR dB | cells above the mask |"]
     lines += ["|---|---|---|---|---|"]
     for a in results["attacks"]:
@@ -137,13 +150,7 @@ def summary(results: dict) -> str:
         "| setting | detector | mean DSR | attacks detected | median queries to detection |",
     ]
     lines += ["|---|---|---|---|---|"]
-    for g in results["aggregate"]:
-        detected = round(g["detected"]["value"] * g["runs"])
-        lines.append(
-            f"| {g['setting']} | {g['detector']} | {_interval(g['mean_dsr'])} | "
-            f"{detected}/{g['runs']} {_interval(g['detected'], '.0%')} | "
-            f"{_interval(g['median_queries_to_detection'], 'g')} |"
-        )
+    lines += [f"| {aggregate_cells(g)} |" for g in results["aggregate"]]
     if results["gateway"]:
         lines += [
             "",

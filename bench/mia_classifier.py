@@ -92,14 +92,14 @@ def main() -> None:
         ).save(split_path)
     split = AuditSplit.load(split_path)
     for label in labels:
-        report = _audit(args, corpus, corpus_dir, split, split_path, work / label, label)
+        report = _audit(args, corpus, split, split_path, work / label, label)
         from rich.console import Console
 
         Console().print(mia_table(report, COLUMNS))
         print(json.dumps(report["setup"]["classification_accuracy"]))
 
 
-def _audit(args, corpus, corpus_dir, split, split_path, work: Path, label: str) -> dict[str, Any]:
+def _audit(args, corpus, split, split_path, work: Path, label: str) -> dict[str, Any]:
     """Train (or reuse) the label's target and shadows, audit the target, write results.md."""
     config = {
         "model": {
@@ -122,7 +122,7 @@ def _audit(args, corpus, corpus_dir, split, split_path, work: Path, label: str) 
     runs = {}
     for role in split.roles:
         runs[role] = work / "models" / role
-        train_model("classifier", corpus_dir, split_path, role, config, runs[role])
+        train_model("classifier", corpus, split_path, role, config, runs[role])
     rule = "" if args.decision == "accuracy" else "-" + args.decision.replace("=", "")
     out_dir = work / f"report-{args.threat}{rule}"
     family = ClassifierFamily()

@@ -1,4 +1,5 @@
 import json
+import shutil
 
 import pytest
 import typer
@@ -218,6 +219,17 @@ def test_mia_asr_trains_nothing_and_audits_trained_checkpoints(tmp_path):
     assert any("null" in row for row in rows)
     bad = runner.invoke(app, ["mia", "table", str(tmp_path / "report"), "--metric", "f1"])
     assert bad.exit_code != 0 and "no metric f1" in bad.output
+    # An audit folder (LEVEL/report beside the audit's own report.json): a table per level.
+    audit_dir = tmp_path / "audit"
+    for level in ("sample", "speaker"):
+        shutil.copytree(tmp_path / "report", audit_dir / level / "report")
+    (audit_dir / "report.json").write_text('{"schema": "voxaudit.audit-report/1"}')
+    both = runner.invoke(app, ["mia", "table", str(audit_dir), "--metric", "auroc"])
+    assert both.exit_code == 0, both.output
+    assert both.output.count("| attack | features | model | AUROC |") == 2
+    assert both.output.index("## sample level") < both.output.index("## speaker level")
+    empty = runner.invoke(app, ["mia", "table", str(tmp_path / "shadow-0")])
+    assert empty.exit_code != 0 and "report.json" in empty.output
     # A shadow given as the target is refused by its recorded role, with exit code 2.
     wrong = [*audit[:6], "--target", str(tmp_path / "shadow-0"), *audit[8:]]
     refused = runner.invoke(app, wrong)
@@ -514,3 +526,22 @@ def test_mia_classifier_gives_a_verdict_on_a_users_model_from_membership_lists(
     assert shadowed.exit_code == 2 and "one members and one non-members file per shadow" in (
         shadowed.output
     )
+
+
+def test_help_in_a_pipe_keeps_every_option_name_whole():
+    """In a pipe rich's table cut names at 80 columns ("--halves-popula…"); plain help wraps
+    the descriptions and keeps each name."""
+    result = runner.invoke(app, ["split", "--help"], terminal_width=60)
+    assert result.exit_code == 0, result.output
+    for name in ("--halves-population", "--target-fraction", "--reference-speakers"):
+        assert name in result.output
+    assert "…" not in result.output
+
+
+def test_train_help_lists_each_kinds_model_settings():
+    result = runner.invoke(app, ["train", "--help"])
+    assert result.exit_code == 0, result.output
+    assert "[model] of classifier" in result.output and "hidden" in result.output
+    assert "[model] of asr, family = 'ctc'" in result.output
+    assert "tiny|small|base (default 'small')" in result.output
+    assert "[model] of speaker, family = 'xvector'" in result.output and "margin" in result.output

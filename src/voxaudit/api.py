@@ -121,6 +121,7 @@ def audit(
     level: str = "sample",
     shadows: Sequence[Shadow] = (),
     null: Any = None,
+    reference_model: Any = None,
     reference: IdList = (),
     unseen: IdList = (),
     threat: str = "grey",
@@ -150,6 +151,12 @@ def audit(
         cross-fitted on halves of the target's own known membership (no calibrated attacks).
     null : optional model that never saw the evaluated recordings (the null control); without
         one, a shadow that did not, or the same attacks with permuted labels.
+    reference_model : optional reference (base) model, or a list of them, that trained on none
+        of the evaluated recordings: typically the public checkpoint the model was fine-tuned
+        from (models or specs, as ``model``). The base-calibrated attacks compare the model's
+        loss (or, for speaker encoders, its similarities) on each recording with theirs, with
+        no shadow training. Refused when its recorded training ids include evaluated
+        recordings; flagged as unverified when it records none.
     reference : speaker level: imposter recordings no model trained on (SLMIA-SR compares
         against them).
     unseen : speaker level: recordings of member speakers that the model did not train on
@@ -202,10 +209,12 @@ def audit(
     target = audited(model, "target")
     shadow_models = [audited(m, f"shadow-{k}", lists[k][0]) for k, (m, _, _) in enumerate(shadows)]
     null_model = None if null is None else audited(null, "null")
+    given = reference_model if isinstance(reference_model, list | tuple) else [reference_model]
+    references = [audited(m, f"reference-{k}") for k, m in enumerate(given) if m is not None]
     with tempfile.TemporaryDirectory(prefix="voxaudit-") as scratch:
         folder = Path(out_dir) if out_dir is not None else Path(scratch)
-        report = run_audit(chosen, corpus, split, target, shadow_models, folder,
-                           null=null_model, config=config, progress=progress)  # fmt: skip
+        report = run_audit(chosen, corpus, split, target, shadow_models, folder, null=null_model,
+                           config=config, progress=progress, references=references)  # fmt: skip
         if out_dir is not None:
             from voxaudit.report.mia import write_html
 

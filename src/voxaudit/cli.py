@@ -10,9 +10,11 @@ from enum import Enum
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, TypeVar
 
+import click
 import typer
 from rich.console import Console
 from rich.markup import escape
+from typer.core import TyperCommand
 
 from voxaudit.errors import VoxauditError
 from voxaudit.guard.cli import guard_app
@@ -23,12 +25,18 @@ from voxaudit.mia.configs import SpeakerAuditConfig as _SPEAKER
 if TYPE_CHECKING:
     from voxaudit.data.corpus import Corpus
 
+# Help is click's plain text (``rich_markup_mode=None``): rich's option table cuts option names
+# to fit 80 columns ("--halves-popula…") in pipes, CI logs and narrow terminals; plain help wraps
+# the descriptions and never cuts a name.
 app = typer.Typer(
     help="Audit speech models for training-data leakage and guard speech APIs.",
     no_args_is_help=True,
     pretty_exceptions_enable=False,
+    rich_markup_mode=None,
 )
-data_app = typer.Typer(help="Corpora: inspect one on disk, or synthesize the built-in one.")
+data_app = typer.Typer(
+    help="Corpora: inspect one on disk, or synthesize the built-in one.", rich_markup_mode=None
+)
 app.add_typer(data_app, name="data")
 
 console = Console()
@@ -66,7 +74,12 @@ LayoutOpt = Annotated[
 ]
 PatternOpt = Annotated[
     str | None,
-    typer.Option(help="Filename pattern for a folder of audio, e.g. '{speaker}_{text}.wav'."),
+    typer.Option(
+        help="Path pattern for a folder of audio, relative to it, e.g. '{speaker}_{text}.wav' or "
+        "'{label}/{speaker}_{take}' ('/' reads subfolders; no suffix: any audio suffix). Fields: "
+        "{speaker}, {text} (the transcript, '_' read as ' '), {digit} (spoken in English), {id}; "
+        "any other {name} (e.g. {label}, {take}) is kept as a column a classifier's label can name."
+    ),
 ]
 DecisionOpt = Annotated[
     str,
@@ -179,6 +192,10 @@ def data_inspect(
     path: Path,
     layout: LayoutOpt = None,
     pattern: PatternOpt = None,
+    text_column: Annotated[
+        str | None,
+        typer.Option(help="Manifest column holding the transcript (default: text, transcript...)."),
+    ] = None,
     strict: Annotated[bool, typer.Option(help="Fail if any file is bad.")] = False,
     as_json: Annotated[bool, typer.Option("--json", help="Print the summary as JSON.")] = False,
 ) -> None:
@@ -186,7 +203,10 @@ def data_inspect(
     from voxaudit.data.loaders import load_corpus
     from voxaudit.report.console import corpus_table
 
-    corpus = load_corpus(path, layout, pattern=pattern, strict=strict, progress=not as_json)
+    corpus = load_corpus(
+        path, layout, pattern=pattern, text_column=text_column, strict=strict,
+        progress=not as_json,
+    )  # fmt: skip
     summary = corpus.summary()
     if as_json:
         print(json.dumps(summary.as_dict(), indent=2))
@@ -196,11 +216,14 @@ def data_inspect(
 
 
 def _print_problems(corpus: Corpus, root: Path) -> None:
-    """List the files a corpus left out (missing or unreadable audio, bad rows), if any."""
+    """List the files a corpus left out (missing or unreadable audio, bad rows), if any, and
+    what looks misread about it as a whole (its warnings, each with the fix to try)."""
     from voxaudit.report.console import problems_table
 
     if corpus.problems:
         console.print(problems_table(corpus.problems, root=root))
+    for warning in corpus.warnings:
+        console.print(f"[yellow]warning:[/] {escape(warning)}", highlight=False, soft_wrap=True)
 
 
 @data_app.command("synth")
@@ -297,7 +320,21 @@ class Kind(str, Enum):
     classifier = "classifier"
 
 
-@app.command("train")
+class _TrainCommand(TyperCommand):
+    """``train --help`` ends with each model kind's ``[model]`` keys, read from the builders
+    and model classes (imported only when that help is shown: they need torch)."""
+
+    def format_epilog(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
+        from voxaudit.train.run import MODEL_KINDS, model_settings
+
+        for kind in MODEL_KINDS:
+            for family, rows in model_settings(kind).items():
+                with formatter.section(f"[model] of {kind}" + (f", {family}" if family else "")):
+                    formatter.write_dl(rows)
+        super().format_epilog(ctx, formatter)
+
+
+@app.command("train", cls=_TrainCommand)
 @_friendly_errors
 def train(
     kind: Kind,
@@ -308,7 +345,10 @@ def train(
         "target"
     ),
     config: Annotated[
-        Path | None, typer.Option(help="TOML/JSON: \\[model] \\[train] \\[sampler] \\[augment].")
+        Path | None,
+        typer.Option(
+            help="TOML/JSON: [model] [train] [sampler] [augment] [finetune] (keys listed below)."
+        ),
     ] = None,
     val_fraction: Annotated[
         float, typer.Option(help="Share of the TRAINING pool held out for early stopping.")
@@ -316,6 +356,20 @@ def train(
     cache_dir: Annotated[Path | None, typer.Option(help="Feature cache folder.")] = None,
     layout: LayoutOpt = None,
     pattern: PatternOpt = None,
+    init_from: Annotated[
+        Path | None,
+        typer.Option(
+            help="Fine-tune: start from this run folder or checkpoint.pt (overrides "
+            "[finetune] init_from); without [model], the base's model settings are used."
+        ),
+    ] = None,
+    freeze: Annotated[
+        list[str] | None,
+        typer.Option(
+            help="Parameter-name prefix not to train, e.g. encoder; repeatable (overrides "
+            "[finetune] freeze)."
+        ),
+    ] = None,
 ) -> None:
     """Train a model on exactly the pool the split assigns to ROLE (resumes if interrupted)."""
     from voxaudit.train.run import train_model
@@ -331,11 +385,15 @@ def train(
         pattern=pattern,
         val_fraction=val_fraction,
         cache_dir=cache_dir,
+        init_from=init_from,
+        freeze=freeze or None,
     )
     console.print(f"Saved {checkpoint}")
 
 
-mia_app = typer.Typer(help="Membership inference audits.", no_args_is_help=True)
+mia_app = typer.Typer(
+    help="Membership inference audits.", no_args_is_help=True, rich_markup_mode=None
+)
 app.add_typer(mia_app, name="mia")
 
 
@@ -668,7 +726,12 @@ def mia_classifier(
 @mia_app.command("table")
 @_friendly_errors
 def mia_table_markdown(
-    report: Annotated[Path, typer.Argument(help="A report folder (or its report.json).")],
+    report: Annotated[
+        Path,
+        typer.Argument(
+            help="A report folder (or its report.json), or an audit folder: a table per level."
+        ),
+    ],
     metric: Annotated[
         list[str] | None,
         typer.Option(
@@ -678,18 +741,21 @@ def mia_table_markdown(
     ] = None,
 ) -> None:
     """Print a written report's results as a Markdown table, each metric with its interval."""
-    from voxaudit.mia.results import MIA_METRICS, read_report
+    from voxaudit.mia.results import MIA_METRICS, read_reports
     from voxaudit.report.mia import markdown_table
 
-    written = read_report(report)
+    found = read_reports(report)
     metrics = metric or MIA_METRICS
-    known = {m for result in written["results"] for m in result["metrics"]}
+    known = {m for _, written in found for result in written["results"] for m in result["metrics"]}
     unknown = [m for m in metrics if m not in known]
     if unknown:
         raise VoxauditError(
             f"{report}: no metric {', '.join(unknown)} in the report; it has {sorted(known)}"
         )
-    typer.echo(markdown_table(written, metrics), nl=False)
+    for index, (level, written) in enumerate(found):
+        if level:
+            typer.echo(("\n" if index else "") + f"## {level} level\n")
+        typer.echo(markdown_table(written, metrics), nl=False)
 
 
 @dataclass(frozen=True)
@@ -775,7 +841,10 @@ def _scoring(family: str, recordings, target, corpus, split, shadows: list[Path]
     return report
 
 
-defend_app = typer.Typer(help="Defenses and their privacy-utility trade-off.", no_args_is_help=True)
+defend_app = typer.Typer(
+    help="Defenses and their privacy-utility trade-off.", no_args_is_help=True,
+    rich_markup_mode=None,
+)  # fmt: skip
 app.add_typer(defend_app, name="defend")
 
 

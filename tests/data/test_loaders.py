@@ -1,4 +1,5 @@
 import json
+import re
 import string
 
 import pytest
@@ -216,3 +217,212 @@ def test_pattern_regex_parses_what_it_formats(speaker, words, take):
 def test_pattern_regex_rejects_repeated_fields():
     with pytest.raises(LayoutError, match="appears twice"):
         pattern_regex("{speaker}_{speaker}.wav")
+
+
+# --- command corpora: COMMAND/SPEAKER_NO_TAKE.wav, labels from folders and columns -------------
+
+_COMMANDS = ("افتح", "اغلق", "stop", "go")  # Arabic "open", "close" beside English words
+_SPEAKERS = ("s01", "s02", "s03")
+
+
+def _command_corpus(root, commands=_COMMANDS, speakers=_SPEAKERS, takes=2):
+    for no, command in enumerate(commands):
+        for spk in speakers:
+            for take in range(takes):
+                write_wav(root / command / f"{spk}_{no}_{take}.wav", seconds=0.2, seed=no + take)
+    return root
+
+
+def test_command_folders_taken_as_speakers_warn_and_suggest_a_pattern(tmp_path):
+    root = _command_corpus(tmp_path / "commands")
+    assert detect_layout(root) == "folder"
+    corpus = load_corpus(root)
+    assert corpus.speakers == sorted(_COMMANDS)  # the misreading the warning is about
+    [warning] = corpus.warnings
+    assert warning.startswith(f"{root}: the 4 'speaker' folders look like labels")
+    assert "'s01_'" in warning and "'{text}/{speaker}_{take}'" in warning
+    assert corpus.summary().as_dict()["warnings"] == [warning]
+
+    suggested = re.search(r"--pattern '([^']+)'", warning)[1]
+    assert suggested == "{label}/{speaker}_{take}"
+    fixed = load_corpus(root, pattern=suggested)
+    assert fixed.warnings == () and fixed.problems == ()
+    assert fixed.speakers == list(_SPEAKERS)
+    assert {u.columns["label"] for u in fixed} == set(_COMMANDS)
+    assert [u.columns["label"] for u in fixed.by_speaker()["s02"]].count("افتح") == 2
+    u = fixed["افتح/s02_0_1"]
+    assert (u.speaker, u.columns) == ("s02", {"label": "افتح", "speaker": "s02", "take": "0_1"})
+
+
+def test_folder_names_as_transcripts(tmp_path):
+    root = _command_corpus(tmp_path, commands=("افتح", "Stop"), takes=1)
+    corpus = load_corpus(root, pattern="{text}/{speaker}_{take}")
+    u = corpus["Stop/s03_1_0"]
+    assert (u.speaker, u.raw_transcript, u.transcript) == ("s03", "Stop", "stop")
+    assert corpus["افتح/s01_0_0"].raw_transcript == "افتح"
+    assert corpus.summary().with_transcript == 6
+
+
+def test_real_speaker_folders_do_not_warn(tmp_path):
+    for spk in ("alice", "bob", "cy"):
+        for i, words in enumerate(("turn left", "go home")):
+            write_wav(tmp_path / spk / f"{spk}_{i}.wav", seconds=0.2)
+            (tmp_path / spk / f"{spk}_{i}.txt").write_text(words)
+            # One shared naming scheme ("take_1") recurs in every folder: not speakers of its own.
+            write_wav(tmp_path / spk / f"take_{i}.wav", seconds=0.2)
+            (tmp_path / spk / f"take_{i}.txt").write_text(words)
+    corpus = load_corpus(tmp_path)
+    assert corpus.speakers == ["alice", "bob", "cy"] and corpus.warnings == ()
+
+
+def test_folders_each_holding_one_transcript_warn(tmp_path):
+    for word in ("yes", "no"):
+        for i in range(3):
+            write_wav(tmp_path / word / f"{i}.wav", seconds=0.2)
+            (tmp_path / word / f"{i}.txt").write_text(word.upper())
+    [warning] = load_corpus(tmp_path).warnings
+    assert "each of the 2 'speaker' folders holds a single transcript" in warning
+    assert "--pattern '{label}/{speaker}_{take}'" in warning
+
+
+def test_no_transcripts_at_all_warns(tmp_path):
+    for spk in ("ann", "bob"):
+        write_wav(tmp_path / spk / "x.wav", seconds=0.2)
+    [warning] = load_corpus(tmp_path).warnings
+    assert warning.startswith(f"{tmp_path}: the folder layout gave no transcripts")
+    assert "{text}" in warning
+    # A pattern says where the words are; leaving {text} out of it is the user's choice.
+    assert load_corpus(tmp_path, pattern="{speaker}/{name}").warnings == ()
+
+
+def test_wrong_pattern_names_the_files_seen_and_an_example(tmp_path):
+    root = _command_corpus(tmp_path, takes=1)
+    with pytest.raises(LayoutError) as info:
+        load_corpus(root, pattern="{label}/{speaker}-{take}.wav")
+    message = str(info.value)
+    assert "\n" not in message and message.startswith(str(root))
+    assert "'{label}/{speaker}-{take}.wav' matched none of the 12 audio files" in message
+    assert re.search(r"e\.g\. '[^/']+/s0\d_\d_0\.wav'", message)
+    with pytest.raises(LayoutError, match=r"has no '/'.*the 12 audio files are in subfolders"):
+        load_corpus(root, pattern="{speaker}_{take}")
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    with pytest.raises(LayoutError, match="no audio files"):
+        load_corpus(empty, layout="folder")
+
+
+def test_pattern_without_suffix_matches_the_path_without_it(tmp_path):
+    write_wav(tmp_path / "alice_turn_left.flac", seconds=0.2)
+    [u] = load_corpus(tmp_path, pattern="{speaker}_{text}")
+    assert (u.speaker, u.transcript, u.columns["text"]) == ("alice", "turn left", "turn_left")
+
+
+def test_manifest_class_column_warns_and_can_be_the_text(tmp_path):
+    for name in ("a", "b"):
+        write_wav(tmp_path / f"{name}.wav", seconds=0.2)
+    (tmp_path / "manifest.csv").write_text(
+        "path,speaker,Class,age\na.wav,s1,افتح,31\nb.wav,s2,Stop,\n", encoding="utf-8"
+    )
+    corpus = load_corpus(tmp_path)
+    [warning] = corpus.warnings
+    assert warning.startswith(f"{tmp_path / 'manifest.csv'}: no text column")
+    assert "'class'" in warning and "--text-column class" in warning
+    assert 'label = "class"' in warning
+    assert corpus["a"].columns == {"path": "a.wav", "speaker": "s1", "class": "افتح", "age": "31"}
+
+    as_text = load_corpus(tmp_path, text_column="Class")
+    assert as_text.warnings == ()
+    texts = [(u.raw_transcript, u.transcript) for u in as_text]
+    assert texts == [("افتح", "افتح"), ("Stop", "stop")]
+    with pytest.raises(LayoutError, match=r"manifest\.csv: no column 'words'.*class, path"):
+        load_corpus(tmp_path, text_column="words")
+    with pytest.raises(LayoutError, match="applies to manifests, not the folder layout"):
+        load_corpus(tmp_path, layout="folder", text_column="class")
+
+
+def test_manifest_without_any_text_warns(tmp_path):
+    write_wav(tmp_path / "a.wav", seconds=0.2)
+    (tmp_path / "manifest.csv").write_text("path,speaker\na.wav,s1\n")
+    [warning] = load_corpus(tmp_path).warnings
+    assert "manifest layout gave no transcripts (no text/transcript" in warning
+
+
+def test_jsonl_columns_keep_their_json_spelling(tmp_path):
+    write_wav(tmp_path / "a.wav", seconds=0.2)
+    row = {"audio": "a.wav", "speaker": 7, "word": "go", "take": 2, "ok": True, "tags": ["x"]}
+    (tmp_path / "m.jsonl").write_text(json.dumps(row) + "\n")
+    [u] = load_corpus(tmp_path / "m.jsonl")
+    assert u.columns == {
+        "audio": "a.wav", "speaker": "7", "word": "go", "take": "2", "ok": "true", "tags": '["x"]'
+    }  # fmt: skip
+
+
+def test_raw_transcripts_are_kept_beside_the_normalized_ones(tmp_path):
+    libri = _librispeech(tmp_path / "libri")
+    u = load_corpus(libri)["26-495-0002"]
+    assert (u.raw_transcript, u.transcript) == ("HELLO WORLD NUMBER 2", "hello world number two")
+
+    write_wav(tmp_path / "fsdd" / "7_ann_0.wav", rate=8000)
+    write_wav(tmp_path / "fsdd" / "3_bob_1.wav", rate=8000)
+    u = load_corpus(tmp_path / "fsdd")["7_ann_0"]
+    assert (u.raw_transcript, u.transcript) == ("7", "seven")
+
+    write_wav(tmp_path / "kaldi" / "r.wav")
+    (tmp_path / "kaldi" / "wav.scp").write_text("u1 r.wav\n")
+    (tmp_path / "kaldi" / "utt2spk").write_text("u1 s\n")
+    (tmp_path / "kaldi" / "text").write_text("u1 Turn ON, please!\n")
+    u = load_corpus(tmp_path / "kaldi")["u1"]
+    assert (u.raw_transcript, u.transcript) == ("Turn ON, please!", "turn on please")
+
+    write_wav(tmp_path / "side" / "ann" / "x.wav")
+    (tmp_path / "side" / "ann" / "x.txt").write_text("  Good morning.\n")
+    u = load_corpus(tmp_path / "side")["ann/x"]
+    assert (u.raw_transcript, u.transcript) == ("Good morning.", "good morning")
+
+
+def test_inspect_prints_the_warning_and_reads_a_text_column(tmp_path):
+    from typer.testing import CliRunner
+
+    from voxaudit.cli import app
+
+    root = _command_corpus(tmp_path / "c", takes=1)
+    result = CliRunner().invoke(app, ["data", "inspect", str(root)])
+    assert result.exit_code == 0, result.output
+    assert "warning:" in result.output and "{label}/{speaker}_{take}" in result.output
+    write_wav(tmp_path / "m" / "a.wav", seconds=0.2)
+    (tmp_path / "m" / "manifest.csv").write_text("path,speaker,command\na.wav,s1,go\n")
+    args = ["data", "inspect", str(tmp_path / "m"), "--text-column", "command", "--json"]
+    summary = json.loads(CliRunner().invoke(app, args).output)
+    assert (summary["with_transcript"], summary["warnings"]) == (1, [])
+
+
+_SEPARATORS = ("_", "-", ".", " ", "/", "__", "-_")
+_VALUE = st.text(
+    alphabet=string.ascii_letters + string.digits + "ابتثجحخدرسعفقكلمنهوي" + "éß",
+    min_size=1,
+    max_size=6,
+)
+
+
+@given(
+    names=st.lists(
+        st.sampled_from(["speaker", "text", "label", "take", "id", "name", "x1"]),
+        min_size=1,
+        max_size=5,
+        unique=True,
+    ),
+    data=st.data(),
+)
+def test_pattern_regex_parses_random_fields_and_separators_back(names, data):
+    values = [data.draw(_VALUE) for _ in names]
+    separators = [data.draw(st.sampled_from(_SEPARATORS)) for _ in names[1:]]
+    suffix = data.draw(st.sampled_from(["", ".wav"]))
+    pattern = "{" + names[0] + "}"
+    path = values[0]
+    for name, value, sep in zip(names[1:], values[1:], separators, strict=True):
+        pattern += sep + "{" + name + "}"
+        path += sep + value
+    match = pattern_regex(pattern + suffix).fullmatch(path + suffix)
+    assert match is not None
+    # Values hold no separator character, so each field ends exactly where its value does.
+    assert match.groupdict() == dict(zip(names, values, strict=True))

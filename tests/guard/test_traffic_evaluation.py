@@ -81,3 +81,20 @@ def test_a_tiny_run_reports_benign_attacks_adaptive_and_oracle(recognizer, held_
             assert 0 <= run["benign_accounts_flagged"] <= run["benign_accounts"]
     assert {o["response"] for o in results["oracle_summary"]} == {"refuse", "degrade"}
     assert all(r["refusals_seen"] == 0 for r in results["oracle"] if r["response"] == "degrade")
+
+
+def test_benign_traffic_at_scale_shares_clips_without_flags_at_the_calibrated_index():
+    """Popular clips sent by many accounts are free for the index at threshold 2 (no account
+    sends variants of its own); a hair-trigger memory threshold flags that same traffic, so
+    the counts are measured, not constants."""
+    from voxaudit.guard.traffic_evaluation import benign_at_scale
+
+    results = benign_at_scale(
+        {"index": 2, "memory": 0.0}, clips=40, accounts=8, share_rate=0.5, progress=False
+    )
+    assert results["clips"] == 40
+    index = results["benign"]["index (global)"]
+    memory = results["benign"]["memory (from the first query)"]
+    assert index["queries"] > 40 and index["accounts"] == 8
+    assert index["flagged_queries"] == 0 and index["fpr_per_query"]["high"] > 0
+    assert memory["flagged_queries"] > 0 and memory["accounts_flagged"] > 0

@@ -499,6 +499,18 @@ def test_scores_reports_have_no_verdict_and_no_examples_file(tmp_path):
         validate_report(report | {"headline": {}})
 
 
+def test_scores_rows_may_hold_a_finite_log_odds_and_a_percentile_in_0_to_100(tmp_path):
+    row = {"id": "utt-1", "speaker": "alice", "score": 0.0, "log_odds": -41.5, "percentile": 0.0}
+    report = new_report({"target": "api"}, scores=[row])
+    save_results(tmp_path, report)
+    assert load_results(tmp_path)["scores"] == [row]
+    for field, value in (("log_odds", float("-inf")), ("percentile", 100.5)):
+        with pytest.raises(VoxauditError, match=rf"report field scores\[0\].{field}: expected"):
+            new_report({"target": "api"}, scores=[row | {field: value}])
+    with pytest.raises(VoxauditError, match=r"scores\[0\].rank: unknown field"):
+        new_report({"target": "api"}, scores=[row | {"rank": 1}])
+
+
 def test_a_report_that_is_not_json_is_not_written(tmp_path, verdicts):
     report = broken(verdicts, lambda r: r["setup"].update(machine=object()))
     with pytest.raises(VoxauditError, match="not JSON data"):

@@ -6,14 +6,26 @@ import numpy as np
 import pytest
 import torch
 
+from voxaudit.data.corpus import Utterance
 from voxaudit.data.features import collate
 from voxaudit.data.synth import synthesize_corpus_in_memory
+from voxaudit.data.text import ALPHABET
 from voxaudit.models.base import SpeechRecognizer
+from voxaudit.models.checkpoints import CHECKPOINT, FORMAT, class_path, load_model
 from voxaudit.models.ctc import CTCModel
 from voxaudit.models.encoders import ConvSubsampling
-from voxaudit.models.recognizer import Recognizer, cer, wer
+from voxaudit.models.recognizer import (
+    Recognizer,
+    asr_model_for,
+    cer,
+    transcript_targets,
+    unseen_characters,
+    wer,
+)
 from voxaudit.models.seq2seq import AttentionModel
 from voxaudit.models.tokens import CharTokenizer
+from voxaudit.train.data import UtteranceDataset
+from voxaudit.train.loop import TrainConfig, Trainer
 
 
 @pytest.fixture(scope="module")
@@ -174,3 +186,80 @@ def test_error_rates_normalize_both_sides() -> None:
     assert wer(["the cat sat"], ["the hat sat"]) == pytest.approx(1 / 3)
     with pytest.raises(ValueError, match="references"):
         cer(["a"], [])
+
+
+def test_error_rates_of_scripts_without_case_or_spaces() -> None:
+    assert cer(["你好，世界"], ["你好 世界"]) == 0.0
+    assert cer(["我爱北京"], ["我爱南京"]) == pytest.approx(1 / 4)
+    assert wer(["我爱北京"], ["我爱南京"]) == 1.0  # one unsegmented "word"
+    assert wer(["مرحبا بالعالم!"], ["مرحبا بالعالم"]) == 0.0
+
+
+ARABIC = ["مرحبا بالعالم", "شكرا جزيلا", "صباح الخير"]
+TINY_ASR = {"d_model": 16, "layers": 1, "conv_channels": 4, "n_mels": 16, "dropout": 0.0}
+
+
+def _utterances(transcripts: list[str]) -> list[Utterance]:
+    rng = np.random.default_rng(0)
+    noise = rng.standard_normal((len(transcripts), 8000)).astype(np.float32) * 0.1
+    return [
+        Utterance(f"u{k}", f"s{k % 2}", text, samples=samples, sample_rate=16000)
+        for k, (text, samples) in enumerate(zip(transcripts, noise, strict=True))
+    ]
+
+
+@pytest.mark.parametrize("family", ["ctc", "attention"])
+def test_asr_model_for_takes_its_alphabet_from_the_transcripts(family: str) -> None:
+    model = asr_model_for(_utterances(ARABIC), family, "tiny", **TINY_ASR)
+    assert model.tokenizer.alphabet == CharTokenizer.from_texts(ARABIC).alphabet
+    assert set("".join(ARABIC)) <= set(model.tokenizer.alphabet)
+    assert model.config()["alphabet"] == model.tokenizer.alphabet
+    # Given explicitly, the alphabet is the caller's.
+    english = asr_model_for(_utterances(["hello"]), family, "tiny", alphabet=ALPHABET, **TINY_ASR)
+    assert english.tokenizer.alphabet == ALPHABET
+
+
+def test_a_trained_alphabet_survives_the_checkpoint(tmp_path) -> None:
+    torch.manual_seed(0)
+    utterances = _utterances(ARABIC)
+    model = asr_model_for(utterances, "ctc", "tiny", **TINY_ASR)
+    data = UtteranceDataset(utterances, model.front_end, transcript_targets(model))
+    Trainer(TrainConfig(epochs=1, batch_size=3, device="cpu"), progress=False).fit(
+        model, data, out_dir=tmp_path
+    )
+    loaded = load_model(tmp_path)
+    assert isinstance(loaded, CTCModel)
+    assert loaded.tokenizer.alphabet == model.tokenizer.alphabet
+    assert loaded.head.out_features == len(model.tokenizer.alphabet) + 1
+    waves = [u.load(16000) for u in utterances]
+    assert Recognizer(loaded).transcribe(waves) == Recognizer(model).transcribe(waves)
+
+
+def test_a_checkpoint_without_an_alphabet_loads_the_english_one(tmp_path) -> None:
+    model = CTCModel(encoder="gru", **TINY_ASR)
+    config = {k: v for k, v in model.config().items() if k != "alphabet"}
+    state = {
+        "format": FORMAT,
+        "model_class": class_path(model),
+        "model_config": config,
+        "model_state": model.state_dict(),
+    }
+    torch.save(state, tmp_path / CHECKPOINT)
+    assert load_model(tmp_path).tokenizer.alphabet == ALPHABET
+
+
+def test_audits_skip_and_count_characters_the_model_never_saw() -> None:
+    model = asr_model_for(_utterances(ARABIC), "ctc", "tiny", **TINY_ASR)
+    rec = Recognizer(model)
+    waves = [u.load(16000) for u in _utterances(["x", "y"])]
+    references = ["مرحبا نعم", "Hello!"]
+    assert unseen_characters(rec, references) == {"l": 2, "ن": 1, "h": 1, "e": 1, "o": 1}
+    assert unseen_characters(model.tokenizer, ARABIC) == {}
+    assert unseen_characters(object(), references) is None
+    skipped = ["مرحبا عم", ""]
+    np.testing.assert_allclose(
+        rec.utterance_loss(waves, references), rec.utterance_loss(waves, skipped), rtol=1e-6
+    )
+    analyses = rec.analyze(waves, references)
+    np.testing.assert_allclose([a.loss for a in analyses], rec.utterance_loss(waves, skipped))
+    assert all(np.isfinite(g).all() for g in rec.input_gradients(waves, references))

@@ -212,3 +212,27 @@ def test_the_guard_needs_a_model_not_an_adapter(tmp_path):
 
     with pytest.raises(VoxauditError, match=r"\[guard\]: the guard stage attacks a built-in model"):
         PipelineConfig.load(_write(tmp_path, adapter))
+
+
+def test_a_reference_model_is_read_relative_to_the_config_file(tmp_path):
+    config = PipelineConfig.load(_write(tmp_path, lambda d: d.update(reference={"model": "base"})))
+    assert config.reference == tmp_path / "base"
+    assert PipelineConfig.example().reference is None  # optional, off by default
+    # The example's commented-out section, uncommented, reads.
+    line = next(x for x in EXAMPLE.splitlines() if x.startswith("# model = "))
+    section = tomllib.loads("[reference]\n" + line.removeprefix("# "))
+    config = PipelineConfig.load(_write(tmp_path, lambda d: d.update(section)))
+    assert config.reference == tmp_path / "runs" / "base"
+    for bad, message in (
+        ({}, r"\[reference\]: missing key model"),
+        ({"model": "b", "path": "c"}, r"\[reference\]: unknown key\(s\) path"),
+    ):
+        with pytest.raises(VoxauditError, match=message):
+            PipelineConfig.load(_write(tmp_path, lambda d, bad=bad: d.update(reference=bad)))
+
+    def scoring(data):
+        data["target"] = {"family": "asr", "adapter": "pocketsphinx", "recordings": "mine"}
+        data["reference"] = {"model": "base"}
+
+    with pytest.raises(VoxauditError, match=r"\[reference\]: scoring mode"):
+        PipelineConfig.load(_write(tmp_path, scoring))

@@ -54,7 +54,12 @@ def test_an_interrupted_level_resumes_from_its_checkpoints(tiny_audit, tmp_path,
         calls.append(args[3])
         return real(*args, **kwargs)
 
+    def read_again(*args, **kwargs):
+        raise AssertionError("a training stage read the corpus again")
+
     monkeypatch.setattr(run_module, "train_model", counting)
+    # The corpus stage reads and checks the corpus once; every training gets it passed on.
+    monkeypatch.setattr(run_module, "load_corpus", read_again)
     (out / "sample" / "done.json").unlink()  # as if killed during the attacks
     history = {r: (out / "sample/models" / r / "history.json").read_text() for r in
                ("target", "shadow-0", "shadow-1")}  # fmt: skip
@@ -233,3 +238,44 @@ def test_membership_lists_need_the_model_and_each_other(tmp_path):
         (tmp_path / "a.toml").write_text(base + extra)
         with pytest.raises(VoxauditError, match=message):
             PipelineConfig.load(tmp_path / "a.toml")
+
+
+@pytest.mark.parametrize(("column", "label"), [("text", "transcript"), ("class", "class")])
+def test_a_classifier_audit_of_non_latin_transcripts_runs_from_a_manifest(tmp_path, column, label):
+    """Arabic and Mandarin commands in a manifest, as transcripts or in a column the user
+    names: the classes are the words as written (not erased to ""), the audit runs end to
+    end."""
+    import csv
+
+    from tests.audio_fixtures import write_wav
+    from voxaudit.models.checkpoints import load_model
+
+    words = ["افتح", "أغلق", "你好", "谢谢"]
+    rows = []
+    for speaker in range(4):
+        for take in range(6):
+            word = words[(speaker + take) % 4]
+            name = f"clips/s{speaker}_{take}.wav"
+            write_wav(tmp_path / name, freq=150.0 + 40 * words.index(word) + 5 * speaker,
+                      seed=10 * speaker + take)  # fmt: skip
+            rows.append({"path": name, "speaker": f"s{speaker}", column: word})
+    with (tmp_path / "manifest.csv").open("w", newline="", encoding="utf-8") as f:
+        writer = csv.DictWriter(f, ["path", "speaker", column])
+        writer.writeheader()
+        writer.writerows(rows)
+    config_path = tmp_path / "audit.toml"
+    config_path.write_text(
+        'seed = 0\ndevice = "cpu"\nlevels = ["sample"]\n[corpus]\npath = "manifest.csv"\n'
+        '[target]\nfamily = "classifier"\n'
+        f'model = {{ label = "{label}", hidden = 8, n_mels = 16, dropout = 0.0 }}\n'
+        "train = { epochs = 1, batch_size = 8 }\n[shadows]\ncount = 2\n"
+        '[audit]\nmax_per_side = 6\ndraws = 1\nsnrs_db = [20.0]\nclassifiers = ["logistic"]\n'
+        "n_bootstrap = 50\nmin_per_side = 2\n",
+        encoding="utf-8",
+    )
+    report = run_audit(PipelineConfig.load(config_path), tmp_path / "out", progress=False)
+    (level,) = report["levels"]
+    target = load_model(level["models"]["target"])
+    assert sorted(target.classes) == sorted(words)
+    assert level["utility"]["metric"] == "accuracy"
+    assert {r["model"] for r in level["mia"]["results"]} >= {"target", "null"}

@@ -62,6 +62,32 @@ def scores_report() -> dict:
     return new_report({"target": "api", "mode": "scoring"}, scores=scores)
 
 
+def ranked_scores_report(n: int = 30) -> dict:
+    """Scores as a saturated attack gives them: probabilities that all print as 0.000, and
+    log-odds that still rank."""
+    scores = [
+        {
+            "id": f"spk-{i:02d}",
+            "speaker": f"spk-{i:02d}",
+            "score": float(np.exp(-40.0 + i / 10)),
+            "log_odds": -40.0 + i / 10,
+            "percentile": 100.0 * i / n,
+        }
+        for i in range(n)
+    ]
+    setup = {
+        "target": "resemblyzer",
+        "level": "speaker",
+        "utility": {"target": {"eer": 0.45}, "shadow-0": {"eer": 0.12}},
+        "reference_attack": {
+            "classifier": "logistic",
+            "features": ["intra", "inter"],
+            "shadow_cv_auroc": 0.71,
+        },
+    }
+    return new_report(setup, scores=scores, warnings=["The target fails on the recordings."])
+
+
 def broken(report: dict, change) -> dict:
     report = copy.deepcopy(report)
     change(report)
@@ -206,3 +232,32 @@ def test_scores_report(tmp_path):
     assert "utt-2 &lt;b&gt;" in page and "alice" in page
     assert page.index("utt-2") < page.index("utt-1")  # highest score first
     assert "risk" not in page.lower().replace("no risk level", "")
+
+
+def test_scores_html_leads_with_utility_and_ranks_by_log_odds(tmp_path):
+    report = ranked_scores_report()
+    page = write_report(tmp_path, report)[REPORT_HTML].read_text()
+    assert page.index("Utility on the scored recordings: target EER 0.450") < page.index(
+        "<h2>Setup</h2>"
+    )
+    assert page.index("The target fails") < page.index("<h2>Setup</h2>")
+    assert "<th>log-odds</th><th>percentile</th>" in page and "-37.1000" in page
+    assert page.index("spk-29") < page.index("spk-28") < page.index("spk-00")
+
+
+def test_scores_console_says_top_n_of_m_and_prints_log_odds_before_the_table():
+    from rich.console import Console
+
+    from voxaudit.report.console import scores_table
+
+    console = Console(width=200, record=True)
+    console.print(scores_table(ranked_scores_report(), limit=20))
+    text = console.export_text()
+    assert "top 20 of 30 speakers" in text
+    assert text.index("Utility on the scored recordings") < text.index("Membership scores")
+    assert text.index("warning: The target fails") < text.index("Membership scores")
+    assert "-37.1000" in text and "96.7" in text and "spk-10" in text and "spk-09" not in text
+    assert text.index("spk-29") < text.index("spk-28")
+    console = Console(width=200, record=True)
+    console.print(scores_table(ranked_scores_report(5), limit=20))
+    assert "5 speakers" in console.export_text() and "top" not in console.export_text()

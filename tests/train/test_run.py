@@ -271,3 +271,38 @@ def test_the_same_config_trains_the_same_model_whatever_ran_before(tmp_path):
                          tmp_path / "b", progress=False)  # fmt: skip
     a, b = (torch.load(p, weights_only=False)["model_state"] for p in (first, second))
     assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_every_role_of_a_split_gets_the_whole_corpus_alphabet(tmp_path: Path):
+    """A character only one pool holds is in every model's alphabet (the same output layer for
+    target and shadows, and no alphabet that tells what a model trained on); a config's own
+    alphabet wins."""
+    import numpy as np
+
+    from voxaudit.data.corpus import Corpus, Utterance
+
+    rng = np.random.default_rng(0)
+    texts = ["سلام", "مرحبا", "شكرا", "نعم"] * 3 + ["ظ"]  # one recording holds the only "ظ"
+    corpus = Corpus(
+        [
+            Utterance(f"u{i}", f"s{i % 4}", text, samples=rng.normal(0, 0.1, 4000).astype(
+                np.float32), sample_rate=16000)
+            for i, text in enumerate(texts)
+        ],
+        name="arabic",
+    )  # fmt: skip
+    split = make_split(corpus, "sample", seed=0, n_shadow=1)
+    split_path = split.save(tmp_path / "split.json")
+    holder = next(r for r in split.roles if "u12" in split.train_ids(r))
+    other = next(r for r in split.roles[:2] if r != holder)
+    config = {"model": {"family": "ctc", "preset": "tiny", "d_model": 16, "layers": 1},
+              "train": {"epochs": 1, "batch_size": 4, "max_steps": 1, "device": "cpu"}}  # fmt: skip
+    alphabets = {
+        role: load_model(train_model("asr", corpus, split_path, role, config, tmp_path / role,
+                                     progress=False)).tokenizer.alphabet
+        for role in {holder, other}
+    }  # fmt: skip
+    assert len(set(alphabets.values())) == 1 and "ظ" in alphabets[other]
+    config["model"]["alphabet"] = " 'سلامرحبشكنعظ"
+    own = train_model("asr", corpus, split_path, other, config, tmp_path / "own", progress=False)
+    assert load_model(own).tokenizer.alphabet == " 'سلامرحبشكنعظ"

@@ -5,7 +5,7 @@ from __future__ import annotations
 import hashlib
 import statistics
 from collections import Counter
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
@@ -39,6 +39,10 @@ class Utterance:
     duration: float | None = None
     start: float = 0.0  # segment bounds in seconds inside ``path`` (Kaldi ``segments``)
     end: float | None = None
+    raw_transcript: str = ""  # the text as the corpus gave it; ``transcript`` is it normalized
+    # Every column of the utterance's manifest row or field of its folder pattern, as given:
+    # what a classifier labelled by anything but speaker or transcript reads.
+    columns: Mapping[str, str] = field(default_factory=dict, repr=False)
 
     def __post_init__(self) -> None:
         if (self.path is None) == (self.samples is None):
@@ -90,16 +94,23 @@ class CorpusSummary:
     mean_duration: float
     with_transcript: int
     problems: tuple[Problem, ...]
+    warnings: tuple[str, ...] = ()
 
     def as_dict(self) -> dict:
-        data = {k: v for k, v in self.__dict__.items() if k != "problems"}
+        data = {k: v for k, v in self.__dict__.items() if k not in ("problems", "warnings")}
         data["sample_rates"] = {str(k): v for k, v in self.sample_rates.items()}
         data["problems"] = [p.__dict__ for p in self.problems]
+        data["warnings"] = list(self.warnings)
         return data
 
 
 class Corpus(Sequence[Utterance]):
-    """An ordered, id-unique collection of utterances plus the problems met while loading it."""
+    """An ordered, id-unique collection of utterances plus the problems met while loading it.
+
+    ``problems`` are about single files (left out, or kept but suspicious); ``warnings`` are
+    one-line remarks about the corpus as a whole, each naming its path (folders that look like
+    labels rather than speakers, no transcripts at all), for a reader to act on.
+    """
 
     def __init__(
         self,
@@ -107,11 +118,13 @@ class Corpus(Sequence[Utterance]):
         name: str = "corpus",
         layout: str = "memory",
         problems: Iterable[Problem] = (),
+        warnings: Iterable[str] = (),
     ) -> None:
         self.utterances: tuple[Utterance, ...] = tuple(utterances)
         self.name = name
         self.layout = layout
         self.problems: tuple[Problem, ...] = tuple(problems)
+        self.warnings: tuple[str, ...] = tuple(warnings)
         self._index = {u.id: i for i, u in enumerate(self.utterances)}
         if len(self._index) != len(self.utterances):
             dupes = [k for k, n in Counter(u.id for u in self.utterances).items() if n > 1]
@@ -206,7 +219,7 @@ class Corpus(Sequence[Utterance]):
             problems.extend(Problem(u.source, reason, sev) for sev, reason in found)
             if all(sev != "error" for sev, _ in found):
                 kept.append(u)
-        return Corpus(kept, self.name, self.layout, problems)
+        return Corpus(kept, self.name, self.layout, problems, self.warnings)
 
     def summary(self) -> CorpusSummary:
         counts = Counter(u.speaker for u in self.utterances)
@@ -225,10 +238,11 @@ class Corpus(Sequence[Utterance]):
             mean_duration=statistics.fmean(durations) if durations else 0.0,
             with_transcript=sum(bool(u.transcript) for u in self.utterances),
             problems=self.problems,
+            warnings=self.warnings,
         )
 
     def _derive(self, utterances: Iterable[Utterance]) -> Corpus:
-        return Corpus(utterances, self.name, self.layout, self.problems)
+        return Corpus(utterances, self.name, self.layout, self.problems, self.warnings)
 
 
 def with_duration(u: Utterance, duration: float, sample_rate: int) -> Utterance:

@@ -2,7 +2,9 @@
 
 Every loader yields utterances plus problems (with file and line) instead of failing on the first
 bad entry; :func:`load_corpus` then reads headers, optionally decodes and validates the audio, and
-either drops bad files (reporting them) or, with ``strict``, fails listing all of them.
+either drops bad files (reporting them) or, with ``strict``, fails listing all of them. It also
+warns when the corpus as a whole looks misread (folders that look like labels rather than
+speakers, no transcripts), suggesting the ``pattern`` or ``text_column`` that would fit.
 """
 
 from __future__ import annotations
@@ -29,15 +31,28 @@ FOLDER_PATTERN = "{speaker}/{name}"
 _PATH_COLUMNS = ("path", "audio", "audio_path", "file", "filename", "wav")
 _TEXT_COLUMNS = ("text", "transcript", "sentence", "transcription")
 _SPEAKER_COLUMNS = ("speaker", "speaker_id", "spk", "client_id")
+# Columns that usually hold a class rather than a sentence; a manifest with one of these and no
+# text column gets a warning saying how to use it.
+_LABEL_COLUMNS = ("label", "class", "word", "command")
+# Separators between a speaker prefix and the rest of a file name, for the label-folder warning.
+_PREFIX_SEPARATORS = ("_", "-")
 
 Found = Iterator["Utterance | Problem"]
+
+
+@dataclass(frozen=True)
+class ReadOptions:
+    """What the caller said about the layout: a folder's pattern, a manifest's text column."""
+
+    pattern: str | None = None
+    text_column: str | None = None
 
 
 @dataclass(frozen=True)
 class Layout:
     name: str
     description: str
-    read: Callable[[Path, str | None], Found]
+    read: Callable[[Path, ReadOptions], Found]
 
 
 def load_corpus(
@@ -45,6 +60,7 @@ def load_corpus(
     layout: str | None = None,
     *,
     pattern: str | None = None,
+    text_column: str | None = None,
     validate: bool = True,
     strict: bool = False,
     limits: AudioLimits = AudioLimits(),
@@ -53,7 +69,20 @@ def load_corpus(
     """Load a corpus from disk, detecting its layout unless ``layout`` names one.
 
     Bad entries are left out and listed in ``corpus.problems``; ``strict`` raises instead.
-    ``validate`` decodes every file to catch silent, NaN, clipped, too short or too long audio.
+    What looks misread about the corpus as a whole is listed in ``corpus.warnings``.
+
+    Parameters
+    ----------
+    path : a corpus folder, a manifest (``.csv``/``.jsonl``) or a Kaldi ``wav.scp``.
+    layout : one of :data:`LAYOUTS`; detected when omitted (``folder`` when ``pattern`` is given).
+    pattern : folder layout: where the fields sit in each file's path relative to ``path``, e.g.
+        ``{label}/{speaker}_{take}`` (see :func:`pattern_regex` for the fields).
+    text_column : manifest layout: the column holding the transcript, instead of the first of
+        text, transcript, sentence, transcription.
+    validate : decode every file to catch silent, NaN, clipped, too short or too long audio.
+    strict : raise listing every bad entry instead of leaving them out.
+    limits : what counts as too short, too long or clipped.
+    progress : show progress bars.
     """
     path = Path(path).expanduser()
     if not path.exists():
@@ -62,11 +91,15 @@ def load_corpus(
     name = layout or ("folder" if pattern else detect_layout(path))
     if name not in LAYOUTS:
         raise LayoutError(f"unknown layout {name!r}; choose one of: {', '.join(LAYOUTS)}")
-    found = list(LAYOUTS[name].read(path, pattern))
+    if text_column and name != "manifest":
+        raise LayoutError(f"{path}: a text column applies to manifests, not the {name} layout")
+    options = ReadOptions(pattern, text_column)
+    found = list(LAYOUTS[name].read(path, options))
     problems = [item for item in found if isinstance(item, Problem)]
     listed = [item for item in found if isinstance(item, Utterance)]
     utterances = _with_headers(listed, problems, progress)
-    corpus = Corpus(utterances, name=_corpus_name(path), layout=name, problems=problems)
+    warnings = _corpus_warnings(path, name, options, utterances)
+    corpus = Corpus(utterances, _corpus_name(path), name, problems, warnings)
     if validate:
         corpus = corpus.validate(limits, progress=progress)
     errors = [p for p in corpus.problems if p.severity == "error"]
@@ -80,7 +113,12 @@ def load_corpus(
 
 
 def detect_layout(path: Path) -> str:
-    """Name the layout of ``path``; raise :class:`LayoutError` listing known ones if none fits."""
+    """Name the layout of ``path``; raise :class:`LayoutError` listing known ones if none fits.
+
+    Parameters
+    ----------
+    path : an existing corpus folder or file.
+    """
     if path.is_file():
         if path.suffix in (".csv", ".jsonl"):
             return "manifest"
@@ -106,7 +144,7 @@ def detect_layout(path: Path) -> str:
 # --- LibriSpeech: SPK/CHAPTER/SPK-CHAPTER-UTT.flac with SPK-CHAPTER.trans.txt -------------------
 
 
-def _read_librispeech(root: Path, _pattern: str | None) -> Found:
+def _read_librispeech(root: Path, _options: ReadOptions) -> Found:
     for transcript_file in sorted(root.rglob("*.trans.txt")):
         folder = transcript_file.parent
         listed: set[str] = set()
@@ -118,7 +156,9 @@ def _read_librispeech(root: Path, _pattern: str | None) -> Found:
                 yield Problem(f"{transcript_file}:{line_no}", f"no audio file for {utt_id}")
                 continue
             speaker = utt_id.split("-")[0]
-            yield Utterance(utt_id, speaker, normalize_transcript(text), path=audio)
+            # LibriSpeech is English: any digit in its text is spelled as an English word.
+            transcript = normalize_transcript(text, language="en")
+            yield Utterance(utt_id, speaker, transcript, path=audio, raw_transcript=text)
         for audio in _audio_files(folder, recursive=False):
             if audio.stem not in listed:
                 yield Problem(str(audio), f"not listed in {transcript_file.name}", "warning")
@@ -127,7 +167,7 @@ def _read_librispeech(root: Path, _pattern: str | None) -> Found:
 # --- Kaldi data directory: wav.scp, utt2spk, text, optional segments ----------------------------
 
 
-def _read_kaldi(path: Path, _pattern: str | None) -> Found:
+def _read_kaldi(path: Path, _options: ReadOptions) -> Found:
     root = path.parent if path.is_file() else path
     if not (root / "utt2spk").is_file():
         raise LayoutError(f"{root}: Kaldi data directory without utt2spk")
@@ -155,8 +195,16 @@ def _read_kaldi(path: Path, _pattern: str | None) -> Found:
         if utt not in speakers:
             yield Problem(where, f"{utt}: missing from utt2spk")
         elif rec_id in recordings:
-            text = normalize_transcript(texts.get(utt, ""))
-            yield Utterance(utt, speakers[utt][1], text, recordings[rec_id], start=start, end=end)
+            raw = texts.get(utt, "")
+            yield Utterance(
+                utt,
+                speakers[utt][1],
+                normalize_transcript(raw),
+                recordings[rec_id],
+                start=start,
+                end=end,
+                raw_transcript=raw,
+            )
         elif end is not None:
             yield Problem(where, f"{utt}: recording {rec_id} is not in wav.scp")
 
@@ -173,16 +221,18 @@ def _kaldi_table(path: Path) -> Iterator[tuple[str, str, str]]:
 # --- CSV / JSONL manifests: path, text, speaker (and optional id, duration) ---------------------
 
 
-def _read_manifest(path: Path, _pattern: str | None) -> Found:
-    if path.is_dir():
-        path = next(path / n for n in MANIFEST_NAMES if (path / n).is_file())
+def _read_manifest(path: Path, options: ReadOptions) -> Found:
+    path = _manifest_file(path)
+    text_columns = (options.text_column.lower(),) if options.text_column else _TEXT_COLUMNS
     rows = _jsonl_rows(path) if path.suffix == ".jsonl" else _csv_rows(path)
     seen: set[str] = set()
+    all_columns: set[str] = set()
     for line_no, row in rows:
         where = f"{path}:{line_no}"
         if isinstance(row, Problem):
             yield row
             continue
+        all_columns.update(row)
         audio_field = _pick(row, _PATH_COLUMNS)
         speaker = _pick(row, _SPEAKER_COLUMNS)
         if not audio_field or not speaker:
@@ -198,8 +248,27 @@ def _read_manifest(path: Path, _pattern: str | None) -> Found:
             yield Problem(where, f"duplicate id {utt_id!r}")
             continue
         seen.add(utt_id)
-        text = normalize_transcript(_pick(row, _TEXT_COLUMNS) or "")
-        yield Utterance(utt_id, speaker, text, path=audio)
+        raw = _pick(row, text_columns) or ""
+        yield Utterance(
+            utt_id,
+            speaker,
+            normalize_transcript(raw),
+            path=audio,
+            raw_transcript=raw,
+            columns={k: _cell(v) for k, v in row.items() if v is not None},
+        )
+    if options.text_column and text_columns[0] not in all_columns:
+        raise LayoutError(
+            f"{path}: no column {options.text_column!r} for the text; "
+            f"columns: {', '.join(sorted(all_columns)) or 'none'}"
+        )
+
+
+def _manifest_file(path: Path) -> Path:
+    """The manifest itself, given it or the folder holding it."""
+    if path.is_dir():
+        return next(path / n for n in MANIFEST_NAMES if (path / n).is_file())
+    return path
 
 
 def _csv_rows(path: Path) -> Iterator[tuple[int, dict | Problem]]:
@@ -236,40 +305,75 @@ def _pick(row: dict, names: tuple[str, ...]) -> str | None:
     return None
 
 
+def _cell(value: object) -> str:
+    """A manifest value as text: JSON numbers, booleans and lists keep their JSON spelling."""
+    return value.strip() if isinstance(value, str) else json.dumps(value, ensure_ascii=False)
+
+
 # --- Folders of audio named by a pattern (FSDD is one such folder) ------------------------------
 
 
-def _read_fsdd(path: Path, _pattern: str | None) -> Found:
+def _read_fsdd(path: Path, _options: ReadOptions) -> Found:
     root = _fsdd_root(path)
     if root is None:
         raise LayoutError(f"{path}: no files named like {FSDD_PATTERN}")
-    yield from _read_folder(root, FSDD_PATTERN)
+    # FSDD is English: any text read for it is normalized as English, digits spelled as words.
+    yield from _read_folder(root, ReadOptions(FSDD_PATTERN), language="en")
 
 
-def _read_folder(root: Path, pattern: str | None) -> Found:
-    regex = pattern_regex(pattern or FOLDER_PATTERN)
-    recursive = "/" in (pattern or FOLDER_PATTERN)
-    for audio in _audio_files(root, recursive):
-        relative = audio.relative_to(root).as_posix()
-        match = regex.fullmatch(relative) or regex.fullmatch(audio.relative_to(root).stem)
+def _read_folder(root: Path, options: ReadOptions, language: str | None = None) -> Found:
+    pattern = options.pattern or FOLDER_PATTERN
+    regex = pattern_regex(pattern)
+    files = _audio_files(root, recursive="/" in pattern)
+    if not files:
+        nested = _audio_files(root, recursive=True)
+        if not nested:
+            raise LayoutError(f"{root}: no audio files ({', '.join(AUDIO_SUFFIXES)}) under it")
+        raise LayoutError(
+            f"{root}: pattern {pattern!r} has no '/', so it reads only files directly in the "
+            f"folder, and there are none; the {len(nested)} audio files are in subfolders, "
+            f"e.g. {nested[0].relative_to(root).as_posix()!r}"
+        )
+    with_suffix = Path(pattern).suffix.lower() in AUDIO_SUFFIXES
+    matched = 0
+    for audio in files:
+        relative = audio.relative_to(root)
+        name = relative if with_suffix else relative.with_suffix("")
+        match = regex.fullmatch(name.as_posix())
         if match is None:
-            yield Problem(str(audio), f"name does not match pattern {pattern or FOLDER_PATTERN!r}")
+            yield Problem(str(audio), f"name does not match pattern {pattern!r}")
             continue
+        matched += 1
         fields = match.groupdict()
+        raw, transcript = _folder_transcript(fields, audio, language)
         yield Utterance(
-            fields.get("id") or audio.relative_to(root).with_suffix("").as_posix(),
+            fields.get("id") or relative.with_suffix("").as_posix(),
             fields.get("speaker") or "unknown",
-            _folder_transcript(fields, audio),
+            transcript,
             path=audio,
+            raw_transcript=raw,
+            columns=fields,
+        )
+    if not matched:
+        raise LayoutError(
+            f"{root}: pattern {pattern!r} matched none of the {len(files)} audio files, "
+            f"e.g. {files[0].relative_to(root).as_posix()!r}"
         )
 
 
 def pattern_regex(pattern: str) -> re.Pattern[str]:
     """Compile a filename pattern like ``{digit}_{speaker}_{take}.wav`` into a regex.
 
-    Fields: ``speaker``, ``text`` (underscores read as spaces), ``digit`` (one digit, spoken as its
-    word), ``id``; any other ``{name}`` matches and is ignored. A pattern without a suffix matches
-    the name without its suffix.
+    Fields: ``speaker``, ``text`` (the transcript; underscores read as spaces), ``digit`` (one
+    digit, spoken as its English word), ``id``; any other ``{name}`` (``label``, ``take``...)
+    matches and is kept, like every field, in the utterance's ``columns``, where a classifier's
+    ``label`` can name it. Fields match within one path part, shortest first, so a field
+    followed by ``_`` ends at the first ``_``. A ``/`` matches a subfolder, as in
+    ``{label}/{speaker}_{take}``. A pattern without an audio suffix matches the path without it.
+
+    Parameters
+    ----------
+    pattern : the pattern; each field may appear once.
     """
     parts = re.split(r"\{(\w+)\}", pattern)
     regex, used = "", set()
@@ -285,13 +389,18 @@ def pattern_regex(pattern: str) -> re.Pattern[str]:
     return re.compile(regex)
 
 
-def _folder_transcript(fields: dict[str, str], audio: Path) -> str:
+def _folder_transcript(
+    fields: dict[str, str], audio: Path, language: str | None
+) -> tuple[str, str]:
+    """The raw and the normalized transcript of a file: its text or digit field, or a sidecar."""
     if fields.get("text"):
-        return normalize_transcript(fields["text"].replace("_", " "))
-    if fields.get("digit"):
-        return digit_word(fields["digit"])
-    sidecar = _first_existing(audio.with_suffix(""), (".txt", ".lab"))
-    return normalize_transcript(sidecar.read_text(encoding="utf-8")) if sidecar else ""
+        raw = fields["text"].replace("_", " ")
+    elif fields.get("digit"):
+        return fields["digit"], digit_word(fields["digit"])
+    else:
+        sidecar = _first_existing(audio.with_suffix(""), (".txt", ".lab"))
+        raw = sidecar.read_text(encoding="utf-8").strip() if sidecar else ""
+    return raw, normalize_transcript(raw, language=language)
 
 
 def _fsdd_root(path: Path) -> Path | None:
@@ -313,6 +422,103 @@ LAYOUTS: dict[str, Layout] = {
         Layout("folder", "audio named by --pattern (default {speaker}/{name})", _read_folder),
     )
 }
+
+
+# --- warnings about the corpus as a whole ---------------------------------------------------------
+
+_NO_TRANSCRIPT_HINTS = {
+    "folder": " (no {text} in the pattern, no .txt/.lab files beside the audio); if folder or "
+    "file names hold the words, give --pattern with a {text} field, e.g. '{text}/{speaker}_{take}'",
+    "manifest": f" (no {'/'.join(_TEXT_COLUMNS)} column with text)",
+    "kaldi": " (no 'text' file)",
+}
+
+
+def _corpus_warnings(
+    path: Path, layout: str, options: ReadOptions, utterances: list[Utterance]
+) -> list[str]:
+    """One line per thing that looks misread about the corpus, each saying what would fit."""
+    if not utterances:
+        return []
+    warnings = []
+    if layout == "folder" and options.pattern is None:
+        warnings += _label_folder_warnings(path, utterances)
+    if layout == "manifest" and options.text_column is None:
+        warnings += _label_column_warnings(_manifest_file(path), utterances)
+    if not any(u.transcript for u in utterances):
+        emptied = next((u for u in utterances if u.raw_transcript), None)
+        if emptied is not None:
+            warnings.append(
+                f"{path}: every transcript is empty once normalized, "
+                f"e.g. {emptied.raw_transcript!r} of {emptied.source}"
+            )
+        elif options.pattern is None and not warnings:
+            hint = _NO_TRANSCRIPT_HINTS.get(layout, "")
+            warnings.append(f"{path}: the {layout} layout gave no transcripts{hint}")
+    return warnings
+
+
+def _label_folder_warnings(root: Path, utterances: list[Utterance]) -> list[str]:
+    """Warn when the ``{speaker}/{name}`` folders look like classes (command words) instead.
+
+    Two signs: the same file-name prefixes (``s01_...``) recur across folders, as when every
+    speaker recorded every command; or every folder's files share a single transcript.
+    """
+    folders: dict[str, list[Utterance]] = {}
+    for u in utterances:
+        folders.setdefault(u.speaker, []).append(u)
+    if len(folders) < 2:
+        return []
+    for sep in _PREFIX_SEPARATORS:
+        prefixed = [(u, stem.split(sep, 1)[0]) for u in utterances if sep in (stem := _stem(u))]
+        spread: dict[str, set[str]] = {}
+        for u, prefix in prefixed:
+            spread.setdefault(prefix, set()).add(u.speaker)
+        recurring = {prefix for prefix, where in spread.items() if len(where) > 1}
+        covered = sum(prefix in recurring for _, prefix in prefixed)
+        # Two or more recurring prefixes: one alone is a naming scheme ("take_1"), not speakers.
+        if len(recurring) > 1 and covered >= 0.8 * len(utterances):
+            prefix = max(sorted(recurring), key=lambda p: len(spread[p]))
+            shown = ", ".join(f"{f}/" for f in sorted(spread[prefix])[:2])
+            return [
+                f"{root}: the {len(folders)} 'speaker' folders look like labels: file names "
+                f"start with speakers of their own ({prefix + sep!r}... in "
+                f"{len(spread[prefix])} folders, e.g. {shown}); give {_label_pattern(sep)}, "
+                f"or '{{text}}/{{speaker}}{sep}{{take}}' if the folder names are the words spoken"
+            ]
+    texts = {folder: {u.raw_transcript for u in utts} for folder, utts in folders.items()}
+    if len(utterances) > len(folders) and all(len(t) == 1 and "" not in t for t in texts.values()):
+        folder = next(iter(texts))
+        return [
+            f"{root}: each of the {len(folders)} 'speaker' folders holds a single transcript "
+            f"(e.g. {folder}/ only {next(iter(texts[folder]))!r}): the folders look like labels; "
+            f"if the file names hold the speaker, give {_label_pattern('_')}"
+        ]
+    return []
+
+
+def _label_column_warnings(manifest: Path, utterances: list[Utterance]) -> list[str]:
+    """Warn when a manifest has no text column but one that reads like a class."""
+    columns = set().union(*(u.columns for u in utterances))
+    named = [c for c in _LABEL_COLUMNS if c in columns]
+    if columns & set(_TEXT_COLUMNS) or not named:
+        return []
+    listed = ", ".join(repr(c) for c in named)
+    return [
+        f"{manifest}: no text column ({'/'.join(_TEXT_COLUMNS)}) but {listed}: use it as the "
+        f"transcript with --text-column {named[0]} (data inspect) or text_column = "
+        f'"{named[0]}" in [corpus] (an audit config), or as a classifier\'s classes with '
+        f'label = "{named[0]}" in [model]'
+    ]
+
+
+def _label_pattern(sep: str) -> str:
+    return f"--pattern '{{label}}/{{speaker}}{sep}{{take}}' (a classifier's label = \"label\")"
+
+
+def _stem(u: Utterance) -> str:
+    assert u.path is not None
+    return u.path.stem
 
 
 # --- shared helpers ------------------------------------------------------------------------------

@@ -501,7 +501,7 @@ def generate_sentences(n: int, seed: int = 0) -> list[str]:
         sentence = grammar.sentence()
         if sentence in seen or not MIN_WORDS <= sentence.count(" ") + 1 <= MAX_WORDS:
             continue
-        if normalize_transcript(sentence) != sentence:
+        if normalize_transcript(sentence, language="en") != sentence:
             raise ValueError(f"generated sentence is not normalized: {sentence!r}")
         seen.add(sentence)
         sentences.append(sentence)

@@ -247,9 +247,16 @@ def _serve(model: Any, setting: Setting, corpus: Corpus, trained: Sequence[str],
 
 
 def run_setting(
-    config: SweepConfig, setting: Setting, out_dir: Path, progress: bool = True
+    config: SweepConfig,
+    setting: Setting,
+    out_dir: Path,
+    progress: bool = True,
+    corpus: Corpus | None = None,
 ) -> dict[str, Any]:
-    """Train, serve, measure and audit one setting; its result (cached in ``result.json``)."""
+    """Train, serve, measure and audit one setting; its result (cached in ``result.json``).
+
+    ``corpus`` is ``config.corpus`` already loaded (a sweep reads it once for all settings);
+    read here when not given."""
     setting_dir = out_dir / "settings" / setting.slug
     done = setting_dir / "result.json"
     definition = asdict(setting)
@@ -263,7 +270,7 @@ def run_setting(
         return result
     started = time.time()
     family = families.get(config.family)
-    corpus = load_corpus(config.corpus)
+    corpus = load_corpus(config.corpus) if corpus is None else corpus
     split = AuditSplit.load(config.split)
     split.check(corpus)
     roles = split.roles[: 1 + config.shadows]
@@ -284,7 +291,7 @@ def run_setting(
             # undefended model, shared with the settings that train without a defense.
             teacher_config = _run_config(config.base, Setting("teacher"), config.device)
             teacher = train_model(
-                family.train_kind, config.corpus, config.split, role, teacher_config,
+                family.train_kind, corpus, config.split, role, teacher_config,
                 _recipe_dir(out_dir, family.train_kind, teacher_config, {}, 0.0) / role,
                 progress=False,
             )  # fmt: skip
@@ -294,7 +301,7 @@ def run_setting(
         run_dir = recipe / role
         fresh = not (run_dir / CHECKPOINT).exists()
         train_model(
-            family.train_kind, config.corpus, config.split, role, run_config, run_dir,
+            family.train_kind, corpus, config.split, role, run_config, run_dir,
             progress=False, val_fraction=held_out, hooks=hooks,
         )  # fmt: skip
         epsilon = _dp_epsilon(hooks, run_dir, fresh)
@@ -411,7 +418,8 @@ def run_sweep(config: SweepConfig, out_dir: str | Path, progress: bool = True) -
     """Every setting (finished ones are read back), the Pareto frontier and its plot."""
     out_dir = Path(out_dir)
     _claim(config, out_dir)
-    results = [run_setting(config, s, out_dir, progress) for s in config.settings]
+    corpus = load_corpus(config.corpus)
+    results = [run_setting(config, s, out_dir, progress, corpus) for s in config.settings]
     metric = results[0]["utility"]["metric"]
     points = [(r["utility"]["value"], r["leakage"]["auroc"]["value"]) for r in results]
     front = pareto_front(points, higher_utility_is_better=metric not in LOWER_IS_BETTER)

@@ -12,7 +12,9 @@ from rich.table import Table
 from voxaudit.errors import VoxauditError
 
 guard_app = typer.Typer(
-    help="Guard a speech API against query-based adversarial attacks.", no_args_is_help=True
+    help="Guard a speech API against query-based adversarial attacks.",
+    no_args_is_help=True,
+    rich_markup_mode=None,  # plain help never cuts option names (see voxaudit.cli)
 )
 console = Console()
 

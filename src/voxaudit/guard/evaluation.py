@@ -310,12 +310,13 @@ def replay(
         queue.append(query)
     queue += benign[head + len(attack) :]
     fresh = {name: calibrated_copy(d) for name, d in detectors.items()}
+    paths = {name: DETECTORS[name][1] for name in fresh}
     flags: dict[str, list[bool]] = {name: [] for name in fresh}
     benign_flags: dict[str, dict[str, int]] = {name: {} for name in fresh}
     perturbation_db = [db for _, _, db in attack]
     for clock, (account, fingerprint, db) in enumerate(queue):
         for name, detector in fresh.items():
-            hit = detector.check(account, fingerprint[DETECTORS[name][1]], float(clock)).flagged
+            hit = detector.check(account, fingerprint[paths[name]], float(clock)).flagged
             if db is None:
                 benign_flags[name][account] = benign_flags[name].get(account, 0) + hit
             else:
@@ -479,15 +480,20 @@ def _prints_only(traffic: dict[str, Any]) -> list[tuple]:
     return list(zip(*([f for _, f, _ in stream] for stream in traffic.values()), strict=True))
 
 
+def by_setting(rows: list[dict[str, Any]]) -> dict[tuple[str, str], list[dict[str, Any]]]:
+    """Replay results grouped by (setting, detector), in the order they first appear."""
+    groups: dict[tuple[str, str], list[dict[str, Any]]] = {}
+    for row in rows:
+        for name, result in row["detectors"].items():
+            groups.setdefault((row["setting"], name), []).append(result)
+    return groups
+
+
 def aggregate(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """Per setting and detector: mean DSR, share of attack runs detected and median queries
     to detection, each with its 95% interval."""
-    groups: dict[tuple[str, str], list[dict]] = {}
-    for row in rows:
-        for name, r in row["detectors"].items():
-            groups.setdefault((row["setting"], name), []).append(r)
     out = []
-    for (setting, name), runs in groups.items():
+    for (setting, name), runs in by_setting(rows).items():
         firsts = [r["queries_to_detection"] for r in runs if r["queries_to_detection"]]
         out.append(
             {

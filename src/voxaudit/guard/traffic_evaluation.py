@@ -43,6 +43,7 @@ from voxaudit.guard.evaluation import (
     ATTACKS,
     K,
     aggregate,
+    by_setting,
     calibrated_copy,
     check_attacks,
     false_positives,
@@ -115,10 +116,7 @@ def evaluate_on_traffic(
     evasion = QueryEvasion() if evasion is None else evasion
     started = time.time()
     prints = {"plain": Fingerprinter()}
-    detectors = {
-        "memory (from the first query)": MemoryDetector(k=K, threshold=thresholds["memory"]),
-        "index (global)": IndexDetector(threshold=thresholds["index"]),
-    }
+    detectors = calibrated_detectors(thresholds)
 
     def traffic_at(rate: float) -> list:
         stream = benign_stream(
@@ -200,6 +198,57 @@ def evaluate_on_traffic(
     }
 
 
+def calibrated_detectors(thresholds: dict[str, float]) -> dict[str, Any]:
+    """The gateway's two detectors at ``voxaudit guard calibrate``'s thresholds."""
+    return {
+        "memory (from the first query)": MemoryDetector(k=K, threshold=thresholds["memory"]),
+        "index (global)": IndexDetector(threshold=thresholds["index"]),
+    }
+
+
+def benign_at_scale(
+    thresholds: dict[str, float],
+    *,
+    clips: int = 10000,
+    accounts: int = 400,
+    share_rate: float = 0.3,
+    rerecord_rate: float = 0.02,
+    popular: int = 10,
+    seed: int = 0,
+    progress: bool = True,
+) -> dict[str, Any]:
+    """Benign false positives on more traffic than a real corpus at hand holds.
+
+    Real held-out corpora are small (FSDD's odd takes give about 2,000 queries and 40
+    accounts), too few to resolve a 0.1% per-query or 1% per-account rate. Here ``clips``
+    synthetic utterances (eSpeak NG voices, a seed no calibration uses) are spread over
+    ``accounts`` with the same shares, re-recordings and repeats as ``evaluate_on_traffic``.
+
+    Parameters
+    ----------
+    thresholds:
+        ``{"index": ..., "memory": ...}`` as ``voxaudit guard calibrate`` wrote them.
+    clips, accounts:
+        Distinct recordings, and the accounts that send them.
+    share_rate, rerecord_rate, popular:
+        The traffic's shape (see ``benign_stream``).
+    """
+    per_speaker = 10
+    corpus = synthesize_corpus_in_memory(
+        -(-clips // per_speaker), per_speaker, seed=seed + 9000, progress=progress
+    )
+    waves = [u.samples for u in corpus.utterances[:clips]]
+    stream = benign_stream(
+        waves, n_accounts=accounts, seed=seed + 2, share_rate=share_rate,
+        rerecord_rate=rerecord_rate, popular=popular,
+    )  # fmt: skip
+    traffic = fingerprint_stream(stream, Fingerprinter(), progress=progress)
+    return {
+        "clips": len(waves),
+        "benign": false_positives(calibrated_detectors(thresholds), {"plain": traffic}),
+    }
+
+
 def guarded_attack(
     name: str,
     recognizer: Any,
@@ -220,36 +269,17 @@ def guarded_attack(
     account. ``response`` is what a banned account gets: ``"refuse"`` (the 403 the attacker
     sees) or ``"degrade"`` (the transcript of the query with noise at 0 dB SNR, which looks
     like any other answer). ``evasion`` defaults to ``QueryEvasion()``."""
-    fresh = {detector: calibrated_copy(d) for detector, d in detectors.items()}
-    fingerprint = Fingerprinter()
+    guard = _LiveGuard(
+        {detector: calibrated_copy(d) for detector, d in detectors.items()}, background
+    )
     rng = np.random.default_rng(seed)
-    banned: set[str] = set()
-    benign = iter(background)
-    benign_flagged: set[str] = set()
-    clock = [0.0]
-    detected_at: list[int] = []
-
-    def observe(account: str, wave: np.ndarray) -> bool:
-        query = next(benign, None)  # one benign query between the attacker's
-        if query is not None:
-            for detector in fresh.values():
-                if detector.check(query[0], query[1]["plain"], clock[0]).flagged:
-                    benign_flagged.add(query[0])
-            clock[0] += 1.0
-        seen = fingerprint(wave)
-        hits = [d.check(account, seen, clock[0]).flagged for d in fresh.values()]
-        clock[0] += 1.0
-        if any(hits) and account not in banned:
-            banned.add(account)
-            detected_at.append(len(tap.events) + 1)
-        return account in banned
 
     def degraded(banned_now: bool, wave: np.ndarray) -> np.ndarray:
         return add_noise(wave, DEGRADE_SNR_DB, rng) if banned_now else wave
 
     tap = QueryTap(
         recognizer,
-        observe,
+        guard.observe,
         evasion=QueryEvasion() if evasion is None else evasion,
         refuse=bool if response == "refuse" else None,
         answer=degraded if response == "degrade" else None,
@@ -269,23 +299,53 @@ def guarded_attack(
     )
     return {
         "queries_sent": len(tap.events),
-        "detections": len(detected_at),
-        "first_detection": detected_at[0] if detected_at else None,
-        "accounts_banned": len(banned),
+        "detections": len(guard.detected_at),
+        "first_detection": guard.detected_at[0] if guard.detected_at else None,
+        "accounts_banned": len(guard.banned),
         "refusals_seen": tap.refusals,
         "gave_up": gave_up,
         "attack_success": bool(success),
-        "benign_accounts_flagged": len(benign_flagged),
+        "benign_accounts_flagged": len(guard.benign_flagged),
     }
+
+
+class _LiveGuard:
+    """The gateway's guard as the attacker meets it: every detector checks each query, one
+    benign query of ``background`` is checked before each of the attacker's, and a query any
+    detector flags bans its account."""
+
+    def __init__(
+        self, detectors: dict[str, Any], background: list[tuple[str, dict[str, Any]]]
+    ) -> None:
+        self.detectors = detectors
+        self.fingerprint = Fingerprinter()
+        self.banned: set[str] = set()
+        self.benign_flagged: set[str] = set()
+        self.detected_at: list[int] = []  # attacker query numbers, from 1, that got a ban
+        self._benign = iter(background)
+        self._clock = 0.0
+        self._queries = 0
+
+    def observe(self, account: str, wave: np.ndarray) -> bool:
+        """Check one attacker query; True when its account is banned."""
+        benign = next(self._benign, None)
+        if benign is not None and self._flagged(benign[0], benign[1]["plain"]):
+            self.benign_flagged.add(benign[0])
+        self._queries += 1
+        if self._flagged(account, self.fingerprint(wave)) and account not in self.banned:
+            self.banned.add(account)
+            self.detected_at.append(self._queries)
+        return account in self.banned
+
+    def _flagged(self, account: str, fingerprint: Any) -> bool:
+        hits = [d.check(account, fingerprint, self._clock).flagged for d in self.detectors.values()]
+        self._clock += 1.0
+        return any(hits)
 
 
 def benign_during(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """Per setting and detector: benign queries and accounts flagged while the attacks ran
     (the same benign traffic each time, so the runs are not independent: worst run shown)."""
-    groups: dict[tuple[str, str], list[dict]] = {}
-    for row in rows:
-        for name, r in row["detectors"].items():
-            groups.setdefault((row["setting"], name), []).append(r)
     return [
         {
             "setting": setting,
@@ -296,7 +356,7 @@ def benign_during(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
             "benign_queries": runs[0]["benign_queries"],
             "benign_accounts": runs[0]["benign_accounts"],
         }
-        for (setting, name), runs in groups.items()
+        for (setting, name), runs in by_setting(rows).items()
     ]
 
 

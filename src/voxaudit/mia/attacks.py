@@ -23,6 +23,7 @@ from collections.abc import Mapping, Sequence
 from typing import Literal
 
 import numpy as np
+from scipy.special import expit
 from sklearn.base import BaseEstimator, clone
 from sklearn.ensemble import HistGradientBoostingClassifier, RandomForestClassifier
 from sklearn.exceptions import ConvergenceWarning
@@ -111,6 +112,53 @@ def decision_threshold(labels: np.ndarray, scores: np.ndarray, decision: str = "
         return float(thresholds[best])
     # Halfway to the next lower score: the same decisions here, with a margin on both sides.
     return float((thresholds[best] + thresholds[best + 1]) / 2)
+
+
+#: The hidden activations an ``MLPClassifier`` may use, by its ``activation`` name.
+_MLP_ACTIVATIONS = {
+    "identity": lambda z: z,
+    "logistic": expit,
+    "tanh": np.tanh,
+    "relu": lambda z: np.maximum(z, 0.0),
+}
+#: Where a classifier that gives only probabilities (a forest) has its log-odds cut off: a
+#: probability within a double's resolution of 0 or 1 carries no further order.
+_PROBABILITY_FLOOR = float(np.finfo(np.float64).eps)
+
+
+def member_log_odds(model: BaseEstimator, x: np.ndarray) -> np.ndarray:
+    """The log-odds of the member class (``True``) for each row of ``x``, never through an
+    underflowed probability.
+
+    ``log(p / (1 - p))`` of a probability that rounded to 0 or 1 is infinite, and every row
+    beyond that point ties. So the log-odds come from the classifier's own scale: its
+    ``decision_function`` where it has one (logistic regression, gradient boosting: their
+    log-odds exactly), the output layer's pre-activation of an MLP, and otherwise (a forest,
+    whose probabilities are vote shares) the probability, clipped a double's resolution from 0
+    and 1 so that unanimous votes stay finite.
+
+    Parameters
+    ----------
+    model : estimator
+        A fitted binary classifier (or a pipeline ending in one) of bool labels.
+    x : ndarray of shape (n_rows, n_columns)
+        The rows, as the classifier takes them.
+    """
+    if hasattr(model, "decision_function"):
+        return np.asarray(model.decision_function(x), dtype=np.float64)
+    final = model[-1] if isinstance(model, Pipeline) else model
+    if isinstance(final, MLPClassifier) and final.out_activation_ == "logistic":
+        values = model[:-1].transform(x) if isinstance(model, Pipeline) else x
+        hidden = _MLP_ACTIVATIONS[final.activation]
+        for layer, (weights, bias) in enumerate(zip(final.coefs_, final.intercepts_, strict=True)):
+            values = values @ weights + bias
+            if layer < len(final.coefs_) - 1:
+                values = hidden(values)
+        return np.asarray(values[:, 0], dtype=np.float64)
+    probability = np.clip(
+        model.predict_proba(x)[:, 1], _PROBABILITY_FLOOR, 1.0 - _PROBABILITY_FLOOR
+    )
+    return np.log(probability) - np.log1p(-probability)
 
 
 def fitted_data(attack: BaseEstimator, X: AttackData | FeatureTable) -> AttackData:
@@ -229,6 +277,14 @@ class ShadowAttack(BaseEstimator):
         need not be balanced).
     shadow_auroc_ : float
         The selected pair's mean cross-validated AUROC.
+    out_of_fold_log_odds_ : ndarray of shape (n_rows,)
+        The selected pair's out-of-fold member log-odds (:func:`member_log_odds`) of every
+        fitting row: what a scored row's log-odds is read against.
+    is_member_ : ndarray of shape (n_rows,)
+        The fitting rows' membership.
+    column_range_ : ndarray of shape (2, n_columns)
+        The lowest and highest value of each of ``columns_`` on the fitting rows: beyond them
+        the attack extrapolates.
     """
 
     def __init__(
@@ -279,14 +335,16 @@ class ShadowAttack(BaseEstimator):
         folds = self._folds(labels, groups)
 
         self.cv_results_ = []
-        out_of_fold = {}
+        out_of_fold, out_of_fold_log_odds = {}, {}
         for classifier, pipeline in pipelines.items():
             for features, x in matrices.items():
                 probability = np.empty(len(labels))
+                log_odds = np.empty(len(labels))
                 aurocs = []
                 for train, test in folds:
                     model = clone(pipeline).fit(x[train], labels[train])
                     probability[test] = model.predict_proba(x[test])[:, 1]
+                    log_odds[test] = member_log_odds(model, x[test])
                     # A fold of one group can hold one class only: its AUROC is undefined.
                     if 0 < labels[test].sum() < len(test):
                         aurocs.append(roc_auc_score(labels[test], probability[test]))
@@ -296,6 +354,7 @@ class ShadowAttack(BaseEstimator):
                         "use fewer folds or more groups"
                     )
                 out_of_fold[classifier, features] = probability
+                out_of_fold_log_odds[classifier, features] = log_odds
                 self.cv_results_.append(
                     {
                         "classifier": classifier,
@@ -310,6 +369,10 @@ class ShadowAttack(BaseEstimator):
         self.model_ = clone(pipelines[best["classifier"]]).fit(matrices[best["features"]], labels)
         self.threshold_ = decision_threshold(labels, out_of_fold[self.selected_], self.decision)
         self.shadow_auroc_ = best["auroc_mean"]
+        self.out_of_fold_log_odds_ = out_of_fold_log_odds[self.selected_]
+        self.is_member_ = labels
+        selected = matrices[best["features"]]
+        self.column_range_ = np.stack([selected.min(axis=0), selected.max(axis=0)])
         return self
 
     def _pipelines(self, n_rows: int) -> dict[str, Pipeline]:
@@ -376,6 +439,12 @@ class ShadowAttack(BaseEstimator):
         """The selected model's member probability for each row."""
         data = fitted_data(self, X)
         return self.model_.predict_proba(_matrix(data.table, self.columns_))[:, 1]
+
+    def log_odds(self, X: AttackData | FeatureTable) -> np.ndarray:
+        """The selected model's member log-odds for each row (:func:`member_log_odds`): the
+        order of :meth:`score`, kept where the probability rounds to 0 or 1."""
+        data = fitted_data(self, X)
+        return member_log_odds(self.model_, _matrix(data.table, self.columns_))
 
     def predict(self, X: AttackData | FeatureTable) -> np.ndarray:
         """True for the rows whose member probability reaches ``threshold_``."""

@@ -104,10 +104,21 @@ class TabularConfig(AuditConfig):
 
     Parameters
     ----------
-    population : RMIA's population: utterances known to be non-members of the target.
+    population : RMIA's population, and the rows the quantile regression is fitted on: at most
+        this many utterances known to be non-members of the target, none of them evaluated.
+    quantile_alphas : the quantile regression attack's quantiles, one result row each:
+        ``1 - alpha`` is the false-positive rate its decision aims at.
     """
 
     population: int = 500
+    quantile_alphas: tuple[float, ...] = (0.99, 0.999)
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if not all(0 < a < 1 for a in self.quantile_alphas):
+            raise VoxauditError(
+                f"{type(self).__name__}: every quantile_alphas value must lie in (0, 1)"
+            )
 
 
 @dataclass(frozen=True)

@@ -6,8 +6,8 @@ attacks apply at each threat and level, and how utility is measured. :func:`run_
 rest for any family:
 
 1. refuses, before any query, what cannot make a valid audit: shadow roles that are not the
-   split's, a target whose recorded training ids reach into its own holdout, family checks
-   (split level, clip lengths);
+   split's, a target whose recorded training ids reach into its own holdout, a reference (base)
+   model that trained on the evaluated rows, family checks (split level, clip lengths);
 2. lets the family fit its attacks on shadow data only (or, with no shadow model, on half of
    the target's known membership at a time: cross-fitting) and score the target beside its
    null control (a model that never saw the evaluated data, or, failing one, the same
@@ -22,8 +22,9 @@ import os
 import platform
 import time
 from abc import ABC, abstractmethod
-from collections.abc import Collection, Sequence
-from dataclasses import dataclass, replace
+from collections.abc import Collection, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -36,6 +37,7 @@ from voxaudit.errors import VoxauditError
 from voxaudit.mia.configs import AuditConfig
 from voxaudit.mia.evaluation import EvalSet, evaluation_set
 from voxaudit.mia.results import new_report, save_results
+from voxaudit.mia.scoring import scoring_warnings
 
 Report = dict[str, Any]
 Entry = dict[str, Any]
@@ -47,7 +49,8 @@ class AuditedModel:
 
     Parameters
     ----------
-    role : ``"target"``, ``"shadow-K"`` (a role of the split) or ``"null"``.
+    role : ``"target"``, ``"shadow-K"`` (a role of the split), ``"null"`` or ``"reference-K"``
+        (a reference model, e.g. the public base checkpoint the target was fine-tuned from).
     source : where the model came from (a path, an adapter name), for the report.
     model : the queried model: a ``SpeechRecognizer``, ``UtteranceClassifier`` or
         ``SpeakerEncoder`` (``voxaudit.models.base``).
@@ -70,7 +73,12 @@ class AuditedModel:
 
 @dataclass
 class AuditRun:
-    """Everything one audit works on, handed to the family's attack stage."""
+    """Everything one audit works on, handed to the family's attack stage.
+
+    ``references`` are models that trained on none of the audited rows (a public base
+    checkpoint, a model of another corpus): the base-calibrated attacks compare the target's
+    answer on each example with theirs, and need no shadow model.
+    """
 
     corpus: Corpus
     split: AuditSplit
@@ -80,6 +88,7 @@ class AuditRun:
     config: Any  # the family's AuditConfig subclass
     out_dir: Path
     progress: bool
+    references: Sequence[AuditedModel] = field(default_factory=tuple)
 
     @property
     def shadow_roles(self) -> list[str]:
@@ -171,6 +180,7 @@ def run_audit(
     null: AuditedModel | None = None,
     config: AuditConfig | None = None,
     progress: bool = True,
+    references: Sequence[AuditedModel] = (),
 ) -> Report:
     """Audit ``target`` for membership leakage; write ``report.json`` and ``examples.csv``.
 
@@ -188,6 +198,10 @@ def run_audit(
         without shadows, the same pipeline with permuted membership labels.
     config : the family's audit config (its defaults when None).
     progress : show progress bars.
+    references : reference (base) models that trained on none of the evaluated rows, e.g. the
+        public checkpoint the target was fine-tuned from; they calibrate each example without
+        any shadow training. Refused when their recorded trained ids reach into the evaluated
+        members or non-members; taken on trust (and flagged so) when unrecorded.
 
     Returns
     -------
@@ -207,10 +221,13 @@ def run_audit(
     check_shadow_roles(split, shadows)
     if not shadows and not family.cross_fits:
         raise VoxauditError(f"a {family.name} membership audit needs at least one shadow model")
-    run = AuditRun(corpus, split, target, list(shadows), null, config, out_dir, progress)
+    # Roles of their own: features and losses are cached by role.
+    references = [r.as_role(f"reference-{k}") for k, r in enumerate(references)]
+    run = AuditRun(corpus, split, target, list(shadows), null, config, out_dir, progress,
+                   references)  # fmt: skip
     family.check_data(corpus, split, run.shadow_roles, config)
     family.check(run)
-    warnings = check_trained_ids(split, target)
+    warnings = check_trained_ids(split, target) + reference_warnings(references)
     outcome = family.attack(run)
     setup = {
         "family": family.name,
@@ -219,6 +236,7 @@ def run_audit(
         "target": target.source,
         "target_trained_ids": "recorded" if target.trained_ids is not None else "unrecorded",
         "shadows": [s.source for s in shadows],
+        **({"references": [describe_reference(r) for r in references]} if references else {}),
         "null_control": outcome.null.source if outcome.null else PERMUTATION_NULL,
         "attacks_fitted_on": "shadow models" if shadows else CROSS_FIT,
         "level": split.level,
@@ -256,9 +274,28 @@ def run_scoring(
     For a model voxaudit did not train (pocketsphinx, resemblyzer, an API), nobody can say which
     recordings were members, so there is nothing to test a verdict against: a reference attack
     is fitted on the shadow models (trained on ``corpus`` under ``split``) and applied to the
-    target's features on the user's ``recordings``. The report (kind ``scores``) ranks them; how
-    well the attack separates the shadows' own members is recorded as context, not as an
-    accuracy on the target. The ASR and speaker families have a scoring mode.
+    target's features on the user's ``recordings``. The report (kind ``scores``) ranks them by
+    the attack's log-odds, with each row's percentile among the shadows' non-members; how well
+    the attack separates the shadows' own members is recorded as context, not as an accuracy on
+    the target. The target's and the shadows' utility on the recordings leads the setup, and
+    the warnings say when the scores carry no meaning (:mod:`voxaudit.mia.scoring`). The ASR
+    and speaker families have a scoring mode.
+
+    Parameters
+    ----------
+    family : the model family (``voxaudit.mia.families.get("asr")`` or ``"speaker"``).
+    recordings : the user's recordings to score (transcribed, for ASR).
+    target : the scored model, with no membership ground truth.
+    corpus : every utterance the shadows' split names.
+    split : the split the shadows were trained on.
+    shadows : models of the split's shadow roles; the reference attack is fitted on them.
+    out_dir : the report and the feature caches go there.
+    config : the family's audit config (its defaults when None).
+    progress : show progress bars.
+
+    Returns
+    -------
+    The report, kind ``scores``.
     """
     config = config or family.config_type()
     out_dir = Path(out_dir)
@@ -276,13 +313,15 @@ def run_scoring(
         "mode": "scoring (no membership ground truth)",
         "model_class": model_class(target.model),
         "target": target.source,
+        "level": split.level,
         "threat": config.threat,
         **facts,  # a family may score at another threat (ASR: black box), and says so here
         "config": config.record(),
         "seconds": round(time.time() - started, 1),
         "machine": machine(target.model),
     }
-    report = new_report(setup, scores=scores, selection=selection)
+    warnings = scoring_warnings(setup, len(scores))
+    report = new_report(setup, scores=scores, selection=selection, warnings=warnings)
     save_results(out_dir, report)
     return report
 
@@ -328,6 +367,45 @@ def check_trained_ids(split: AuditSplit, target: AuditedModel) -> list[str]:
     return []
 
 
+def check_references(
+    run: AuditRun, ids: Collection[str] = (), speakers: Collection[str] = ()
+) -> None:
+    """Refuse a reference model whose recorded trained ids reach into the target's evaluated
+    ``ids`` (or, at speaker level, the voices of its evaluated ``speakers``): a base model
+    that shares the target's fine-tuning data is no yardstick for it."""
+    for reference in run.references:
+        if reference.trained_ids is None:
+            continue
+        seen = seen_evidence(run.corpus, run.split, reference.trained_ids, ids, speakers)
+        if seen:
+            units = "speakers' voices" if run.split.level == "speaker" else "utterances"
+            raise VoxauditError(
+                f"reference model {reference.source} trained on {len(seen)} of the target's "
+                f"evaluated {units} (members or non-members, e.g. {seen[0]!r}): a reference "
+                "must have trained on none of them"
+            )
+
+
+def reference_warnings(references: Sequence[AuditedModel]) -> list[str]:
+    """First-screen warnings for reference models whose training data nobody recorded."""
+    return [
+        f"The reference model ({r.source}) records no training ids, so nothing checks that it "
+        "never trained on the evaluated rows: the base-calibrated attacks assume so."
+        for r in references
+        if r.trained_ids is None
+    ]
+
+
+def describe_reference(reference: AuditedModel) -> dict[str, str]:
+    """A reference model for the report's setup: where it came from and whether it was checked."""
+    checked = (
+        "recorded: none is an evaluated row"
+        if reference.trained_ids is not None
+        else "unrecorded: unverified (taken on trust never to include an evaluated row)"
+    )
+    return {"source": reference.source, "trained_ids": checked}
+
+
 # --- evaluation sets and the null control ---------------------------------------------------
 
 
@@ -342,19 +420,21 @@ def membership(split: AuditSplit, role: str, ids: Sequence[str]) -> np.ndarray:
     return np.array([i in trained for i in ids])
 
 
-def saw_evidence(
+def seen_evidence(
     corpus: Corpus,
     split: AuditSplit,
     seen: Collection[str],
     ids: Collection[str],
     speakers: Collection[str],
-) -> bool:
-    """Whether a model that trained on ``seen`` saw any evaluated utterance (or voice)."""
-    overlap = bool(set(seen) & set(ids))
-    if split.level == "speaker":
-        # At speaker level, having trained on the voice is having seen the evidence.
-        overlap |= bool({corpus[i].speaker for i in seen if i in corpus} & set(speakers))
-    return overlap
+) -> list[str]:
+    """The evaluated units that a model which trained on ``seen`` saw: utterances of ``ids``
+    at sample level, evaluated speakers whose voice it trained on at speaker level."""
+    overlap = set(seen) & set(ids)
+    if split.level != "speaker":
+        return sorted(overlap)
+    # At speaker level, having trained on the voice is having seen the evidence.
+    voices = {corpus[i].speaker for i in seen if i in corpus}
+    return sorted((voices & set(speakers)) | {corpus[i].speaker for i in overlap})
 
 
 def null_control(
@@ -368,7 +448,7 @@ def null_control(
     corpus, split = run.corpus, run.split
     if run.null is not None:
         seen = run.null.trained_ids
-        if seen is not None and saw_evidence(corpus, split, seen, ids, speakers):
+        if seen is not None and seen_evidence(corpus, split, seen, ids, speakers):
             raise VoxauditError(
                 f"null control {run.null.source} trained on some of the target's evaluated data "
                 "(utterances or, at speaker level, voices): it cannot show what chance looks like"
@@ -377,7 +457,7 @@ def null_control(
     if not run.shadows:
         return None
     for shadow in run.shadows:
-        if not saw_evidence(corpus, split, membership_ids(split, shadow.role), ids, speakers):
+        if not seen_evidence(corpus, split, membership_ids(split, shadow.role), ids, speakers):
             return shadow.as_role("null", f"{shadow.source} (as null control)")
     raise VoxauditError(
         "every shadow model trained on some of the target's evaluated data (random halves "
@@ -390,7 +470,8 @@ def evaluation_sets(
 ) -> tuple[dict[str, EvalSet], AuditedModel | None]:
     """Each model's balanced evaluation set by role, and the null control (None: permuted).
 
-    The null control answers for the target's evaluation set.
+    The null control answers for the target's evaluation set, and the reference models are
+    checked never to have trained on it.
     """
     c = run.config
     sets = {
@@ -401,12 +482,38 @@ def evaluation_sets(
         for m in (run.target, *run.shadows)
     }  # fmt: skip
     target_set = sets["target"]
+    check_references(run, target_set.ids, target_set.speakers)
     null = null_control(run, target_set.ids, target_set.speakers)
     sets["null"] = target_set
     return sets, null
 
 
 # --- setup ----------------------------------------------------------------------------------
+
+
+@contextmanager
+def costed(
+    costs: dict[str, dict[str, Any]], label: str, forward_passes: int, per: str = "example"
+) -> Iterator[None]:
+    """Record in ``costs[label]`` what the attack run inside the block cost: no model trained,
+    ``forward_passes`` model queries per evaluated ``per`` (the target's and each reference
+    model's), and the process CPU seconds of the block, its own queries included (a query an
+    earlier attack already made is read from memory, not counted again).
+
+    Parameters
+    ----------
+    costs : the report's ``attack_costs`` (setup), by row label ``"name (features)"``.
+    label : the row label.
+    forward_passes : model queries per evaluated unit.
+    per : the unit: ``"example"`` or, for speaker encoders, ``"voice"``.
+    """
+    started = time.process_time()
+    yield
+    costs[label] = {
+        "models_trained": 0,
+        f"forward_passes_per_{per}": forward_passes,
+        "cpu_seconds": round(time.process_time() - started, 3),
+    }
 
 
 def model_class(model: Any) -> str:

@@ -214,7 +214,9 @@ def new_report(
     results:
         Result rows, target and null.
     scores:
-        Scoring mode: ``{"id", "speaker", "score"}`` items.
+        Scoring mode: ``{"id", "speaker", "score", "log_odds", "percentile"}`` items (as
+        :func:`voxaudit.mia.scoring.score_rows` makes them; the last two may be missing from
+        reports written before they were recorded).
     selection:
         What was chosen on shadow data.
     warnings:
@@ -362,6 +364,25 @@ def read_report(path: str | Path) -> dict[str, Any]:
     except VoxauditError as exc:
         raise VoxauditError(f"{path}: {exc}") from None
     return report
+
+
+def read_reports(path: str | Path) -> list[tuple[str, dict[str, Any]]]:
+    """The validated reports at ``path``: one report, or each level's of an audit folder.
+
+    Parameters
+    ----------
+    path:
+        A report's folder or ``report.json`` (one entry, labelled ``""``), or the folder
+        ``voxaudit audit`` wrote (its ``LEVEL/report`` folders, labelled by level).
+    """
+    path = Path(path)
+    try:
+        return [("", read_report(path))]
+    except VoxauditError:
+        levels = sorted(path.glob(f"*/report/{REPORT_JSON}")) if path.is_dir() else []
+        if not levels:
+            raise
+    return [(found.parent.parent.name, read_report(found)) for found in levels]
 
 
 def load_results(out_dir: str | Path) -> dict[str, Any]:

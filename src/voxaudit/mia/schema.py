@@ -40,6 +40,7 @@ _RESULT_FIELDS = {
 }
 _OPTIONAL_RESULT_FIELDS = {"feature_importances", "notes", "examples"}
 _EXAMPLE_FIELDS = {"id", "speaker", "score", "is_member", "prediction"}
+_SCORE_FIELDS = {"id", "speaker", "score", "log_odds", "percentile"}
 _HEADLINE_FIELDS = {
     "name",
     "features",
@@ -212,10 +213,16 @@ def _check_null_control(report: dict[str, Any]) -> None:
 
 def _check_score(item: Any, where: str) -> None:
     _expect(isinstance(item, dict), where, "an object", item)
-    _no_unknown(item, {"id", "speaker", "score"}, where)
+    _no_unknown(item, _SCORE_FIELDS, where)
     _field(item, "id", where, _is_str, "a string")
     _field(item, "speaker", where, _is_str, "a string")
     _field(item, "score", where, _is_number, "a number")
+    # Reports written before scores had a log-odds and a percentile lack both.
+    if "log_odds" in item:
+        _field(item, "log_odds", where, _is_number, "a finite number")
+    if "percentile" in item:
+        _field(item, "percentile", where, lambda v: _is_number(v) and 0 <= v <= 100,
+               "a number in [0, 100]")  # fmt: skip
 
 
 def _is_str(value: Any) -> bool:

@@ -1,11 +1,14 @@
 """Checkpoint files of built-in models: reading them back and rebuilding the model.
 
 The training loop (``voxaudit.train.loop``) writes checkpoints; models, audits and defenses
-read them, so reading lives here, below all of them.
+read them, so reading lives here, below all of them. A fine-tuned model's checkpoint records
+its base (``metadata.base``, see :func:`base_provenance`): the base is a reference model for
+membership attacks only if it never saw the fine-tuning data, which its ids tell.
 """
 
 from __future__ import annotations
 
+import hashlib
 import importlib
 from pathlib import Path
 from typing import Any
@@ -33,11 +36,15 @@ def class_path(obj: object) -> str:
     return f"{type(obj).__module__}.{type(obj).__qualname__}"
 
 
+def checkpoint_file(path: str | Path) -> Path:
+    """The checkpoint file at ``path``: the path itself, or ``checkpoint.pt`` in a run folder."""
+    path = Path(path)
+    return path / CHECKPOINT if path.is_dir() else path
+
+
 def read_checkpoint(path: str | Path) -> dict[str, Any]:
     """A checkpoint's contents (tensors on the CPU); ``path`` may be its run directory."""
-    path = Path(path)
-    if path.is_dir():
-        path = path / CHECKPOINT
+    path = checkpoint_file(path)
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except FileNotFoundError as exc:
@@ -100,3 +107,61 @@ def checkpoint_role(path: str | Path, role: str | None) -> tuple[str, frozenset[
         raise VoxauditError(f"{path}: trained as {recorded!r}, not as {role!r}")
     train_ids = (state.get("data") or {}).get("train_ids")
     return role or recorded, frozenset(train_ids) if train_ids is not None else None
+
+
+def file_sha256(path: str | Path) -> str:
+    """The SHA-256 of a file's bytes, in hex."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def base_provenance(path: str | Path) -> dict[str, Any]:
+    """What a fine-tuned checkpoint records of its base checkpoint (file or run folder).
+
+    Parameters
+    ----------
+    path:
+        The base: a checkpoint file or its run folder.
+
+    Returns
+    -------
+    JSON-able: ``path`` (the checkpoint file, absolute), ``sha256`` (of its bytes), ``kind``,
+    ``role``, ``corpus`` and ``corpus_fingerprint`` (as its run recorded them, else None),
+    ``train_ids`` (the ids it was trained on, None when unrecorded) and ``n_train_ids``, and
+    ``base``: the base's own base when it was itself fine-tuned (what its ancestors trained
+    on is in it too), else None.
+    """
+    file = checkpoint_file(path).resolve()
+    state = read_checkpoint(file)
+    metadata = state.get("metadata") or {}
+    train_ids = (state.get("data") or {}).get("train_ids")
+    return {
+        "path": str(file),
+        "sha256": file_sha256(file),
+        "kind": metadata.get("kind"),
+        "role": metadata.get("role"),
+        "corpus": metadata.get("corpus"),
+        "corpus_fingerprint": metadata.get("corpus_fingerprint"),
+        "n_train_ids": None if train_ids is None else len(train_ids),
+        "train_ids": train_ids,
+        "base": metadata.get("base"),
+    }
+
+
+def checkpoint_base(path: str | Path) -> dict[str, Any] | None:
+    """The base a checkpoint was fine-tuned from, as :func:`base_provenance` recorded it.
+
+    Parameters
+    ----------
+    path:
+        A checkpoint file or its run folder.
+
+    Returns
+    -------
+    The record (its ``train_ids`` are the base's; the checkpoint's own are ``data.train_ids``),
+    or None for a model trained from scratch.
+    """
+    return (read_checkpoint(path).get("metadata") or {}).get("base")

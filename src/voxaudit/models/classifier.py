@@ -1,12 +1,14 @@
 """Utterance classifier for speaker identification or spoken-word recognition.
 
-One network serves both tasks; ``label`` names what its classes are (an utterance's speaker or
-its transcript, e.g. the digit words of FSDD).
+One network serves both tasks; ``label`` names what its classes are (an utterance's speaker, its
+transcript, e.g. the digit words of FSDD, or any column the corpus keeps, e.g. a manifest's
+``class`` or the ``{label}`` field of a folder pattern).
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -28,11 +30,37 @@ LABELS: dict[str, Callable[[Utterance], str]] = {
 }
 
 
+@dataclass(frozen=True)
+class ColumnLabel:
+    """An utterance's value in one of its ``columns`` (a manifest column, a pattern field)."""
+
+    column: str
+
+    def __call__(self, utterance: Utterance) -> str:
+        try:
+            return utterance.columns[self.column]
+        except KeyError:
+            available = ", ".join(sorted(utterance.columns)) or "none"
+            raise VoxauditError(
+                f"unknown label {self.column!r}: utterance {utterance.id!r} has no column "
+                f"{self.column!r} (its columns: {available}; or use {' or '.join(LABELS)})"
+            ) from None
+
+
 def label_function(name: str) -> Callable[[Utterance], str]:
-    """The function giving an utterance's label of kind ``name``."""
-    if name not in LABELS:
-        raise VoxauditError(f"unknown label {name!r}; use one of: {', '.join(LABELS)}")
-    return LABELS[name]
+    """The function giving an utterance's label of kind ``name``.
+
+    Parameters
+    ----------
+    name : ``"speaker"``, ``"transcript"``, or any other name: that column of each utterance
+        (``Utterance.columns``); an utterance without it is a :class:`VoxauditError` when its
+        label is asked for.
+    """
+    if name in LABELS:
+        return LABELS[name]
+    if not name:
+        raise VoxauditError(f"empty label; use {', '.join(LABELS)} or a column name")
+    return ColumnLabel(name)
 
 
 def masked_normalize(features: torch.Tensor, mask: torch.Tensor, eps: float = 1e-5) -> torch.Tensor:
@@ -138,7 +166,7 @@ class UtteranceClassifierNet(nn.Module):
 
     def target(self, utterance: Utterance) -> int:
         """The class index of an utterance, by this classifier's label."""
-        return self.class_index(LABELS[self.label](utterance))
+        return self.class_index(label_function(self.label)(utterance))
 
     def config(self) -> dict[str, Any]:
         """Constructor arguments, for checkpoints."""

@@ -116,8 +116,10 @@ class CTCModel(PresetModel):
     """Log-mel front-end, SpeechEncoder (GRU, Conformer or Transformer) and a CTC head.
 
     The model owns its ``LogMel`` (``front_end``) so waveform gradients flow through it, and its
-    tokenizer, whose alphabet is part of ``config()``. Training code must compute features with
-    ``front_end`` (or an extractor with the same ``params()``).
+    tokenizer, whose alphabet is part of ``config()`` and so of checkpoints; it defaults to the
+    English ``ALPHABET``, which a config without one (an older checkpoint) gets back.
+    ``asr_model_for`` takes it from the training transcripts instead. Training code must compute
+    features with ``front_end`` (or an extractor with the same ``params()``).
     """
 
     PRESETS = CTC_PRESETS

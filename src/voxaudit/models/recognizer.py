@@ -8,7 +8,7 @@ taken through that front-end, so they are with respect to the waveform samples t
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import TypeVar
 
@@ -26,6 +26,7 @@ from voxaudit.models.encoders import lengths_to_mask
 from voxaudit.models.lm import LMFusion
 from voxaudit.models.seq2seq import AttentionModel
 from voxaudit.models.tokens import CharTokenizer
+from voxaudit.models.wav2vec2 import Wav2Vec2CTC
 
 ASRModel = CTCModel | AttentionModel
 
@@ -219,8 +220,14 @@ class Recognizer:
         return self.model.front_end(padded), self.model.front_end.frame_lengths(num_samples)
 
     def _targets(self, texts: list[str]) -> tuple[torch.Tensor, torch.Tensor]:
-        """Padded character ids ``[B, S]`` of transcripts and their lengths."""
-        encoded = [torch.tensor(self.tokenizer.encode(t), dtype=torch.long) for t in texts]
+        """Padded character ids ``[B, S]`` of transcripts and their lengths.
+
+        Characters the model has no token for are left out: an audit's references may hold
+        some its training transcripts never did (``unseen_characters`` counts them).
+        """
+        encoded = [
+            torch.tensor(self.tokenizer.encode(t, unknown="skip"), dtype=torch.long) for t in texts
+        ]
         targets = nn.utils.rnn.pad_sequence(encoded, batch_first=True).to(self.device)
         return targets, torch.tensor([len(e) for e in encoded], device=self.device)
 
@@ -281,13 +288,28 @@ def _normalized(
     ]
 
 
-ASR_FAMILIES = {"ctc": CTCModel, "attention": AttentionModel}
+ASR_FAMILIES = {"ctc": CTCModel, "attention": AttentionModel, "wav2vec2": Wav2Vec2CTC}
 
 
 def asr_model_for(
     utterances: Sequence[Utterance], family: str = "ctc", preset: str = "small", **overrides
 ) -> CTCModel | AttentionModel:
-    """An ASR model of ``family`` and size ``preset`` to train on ``utterances`` (transcribed)."""
+    """An ASR model of ``family`` and size ``preset`` to train on ``utterances`` (transcribed).
+
+    Its alphabet, unless ``overrides`` gives one, is the characters of the utterances'
+    transcripts (``CharTokenizer.from_texts``), so a corpus in any script can be learned.
+
+    Parameters
+    ----------
+    utterances:
+        The training pool; every utterance needs a transcript.
+    family:
+        A key of ``ASR_FAMILIES``.
+    preset:
+        A size of the family's ``PRESETS``.
+    overrides:
+        Constructor arguments that replace the preset's (e.g. ``alphabet``, ``dropout``).
+    """
     if family not in ASR_FAMILIES:
         raise VoxauditError(f"unknown ASR family {family!r}; use one of: {', '.join(ASR_FAMILIES)}")
     untranscribed = [u.id for u in utterances if not u.transcript]
@@ -296,9 +318,41 @@ def asr_model_for(
             f"{len(untranscribed)} training utterance(s) have no transcript, "
             f"e.g. {untranscribed[0]!r}: an ASR model needs them"
         )
+    overrides.setdefault(
+        "alphabet", CharTokenizer.from_texts(u.transcript for u in utterances).alphabet
+    )
     return ASR_FAMILIES[family].from_preset(preset, **overrides)
 
 
 def transcript_targets(model: CTCModel | AttentionModel) -> Callable[[Utterance], list[int]]:
-    """The target function of an ASR model: the character ids of the transcript."""
+    """The target function of an ASR model: the character ids of the transcript.
+
+    A character outside the model's alphabet is an error here: training targets must be exact.
+    """
     return lambda utterance: model.tokenizer.encode(utterance.transcript)
+
+
+def unseen_characters(model: object, texts: Iterable[str]) -> dict[str, int] | None:
+    """How often each character of the normalized ``texts`` is outside the model's alphabet.
+
+    ``Recognizer`` leaves such characters out of the references it scores, so an audit on
+    recordings in another script or with rarer letters than the training transcripts runs,
+    and this says how much of the references went unscored. Most frequent first.
+
+    Parameters
+    ----------
+    model:
+        A ``CharTokenizer``, or anything whose ``tokenizer`` is one (``Recognizer``,
+        ``CTCModel``, ``AttentionModel``).
+    texts:
+        The references, e.g. an audit's transcripts.
+
+    Returns
+    -------
+    The counts by character; None when ``model`` has no character tokenizer (an external
+    recognizer), whose inventory is unknown.
+    """
+    tokenizer = model if isinstance(model, CharTokenizer) else getattr(model, "tokenizer", None)
+    if not isinstance(tokenizer, CharTokenizer):
+        return None
+    return dict(tokenizer.unseen(texts).most_common())

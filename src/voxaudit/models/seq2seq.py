@@ -125,7 +125,8 @@ class TransformerDecoder(nn.Module):
 class AttentionModel(PresetModel):
     """Log-mel front-end, SpeechEncoder, Transformer decoder and, if ``ctc_weight``, a CTC head.
 
-    Like ``CTCModel`` it owns its ``LogMel`` (``front_end``) and tokenizer. ``utterance_loss`` is
+    Like ``CTCModel`` it owns its ``LogMel`` (``front_end``) and tokenizer, whose alphabet
+    (English ``ALPHABET`` by default) is part of ``config()``. ``utterance_loss`` is
     the decoder's -log p(transcript) (no smoothing, no CTC term): what an audit should score.
     """
 

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Iterable
+from typing import Literal
 
 from voxaudit.data.text import ALPHABET, normalize_transcript
 
@@ -26,6 +28,24 @@ class CharTokenizer:
         self.sos = len(alphabet) + 1
         self.eos = len(alphabet) + 2
 
+    @classmethod
+    def from_texts(cls, texts: Iterable[str]) -> CharTokenizer:
+        """The tokenizer whose alphabet is the characters of the normalized ``texts``.
+
+        Space and apostrophe are always in it; the characters are sorted by code point, so the
+        same texts in any order give the same ids (and an English corpus that uses every
+        letter gives ``ALPHABET``).
+
+        Parameters
+        ----------
+        texts:
+            Transcripts, e.g. those of a model's training utterances.
+        """
+        chars = {" ", "'"}
+        for text in texts:
+            chars.update(normalize_transcript(text))
+        return cls("".join(sorted(chars)))
+
     @property
     def ctc_vocab_size(self) -> int:
         """Blank plus the characters."""
@@ -36,17 +56,47 @@ class CharTokenizer:
         """Blank/pad, the characters, sos and eos."""
         return len(self.alphabet) + 3
 
-    def encode(self, text: str, normalize: bool = True) -> list[int]:
-        """Character ids of ``text``, normalized first unless ``normalize`` is False."""
+    def encode(
+        self, text: str, normalize: bool = True, unknown: Literal["raise", "skip"] = "raise"
+    ) -> list[int]:
+        """Character ids of ``text``.
+
+        Parameters
+        ----------
+        text:
+            A transcript.
+        normalize:
+            Whether to normalize ``text`` first (``normalize_transcript``).
+        unknown:
+            What to do with characters outside the alphabet: ``"raise"`` a ValueError naming
+            them (training targets must be exact), or ``"skip"`` them (scoring references
+            the model never learned to spell; count them with ``unseen``).
+        """
         if normalize:
             text = normalize_transcript(text)
-        unknown = sorted({c for c in text if c not in self._ids})
-        if unknown:
+        if unknown == "skip":
+            return [self._ids[c] for c in text if c in self._ids]
+        if unknown != "raise":
+            raise ValueError(f"unknown must be 'raise' or 'skip'; got {unknown!r}")
+        missing = sorted({c for c in text if c not in self._ids})
+        if missing:
             raise ValueError(
-                f"character(s) {', '.join(map(repr, unknown))} of {text!r} are not in the "
+                f"character(s) {', '.join(map(repr, missing))} of {text!r} are not in the "
                 f"alphabet {self.alphabet!r}"
             )
         return [self._ids[c] for c in text]
+
+    def unseen(self, texts: Iterable[str]) -> Counter[str]:
+        """How often each character outside the alphabet occurs in the normalized ``texts``.
+
+        Parameters
+        ----------
+        texts:
+            Transcripts, normalized here as ``encode`` normalizes them by default.
+        """
+        return Counter(
+            c for text in texts for c in normalize_transcript(text) if c not in self._ids
+        )
 
     def decode(self, ids: Iterable[int]) -> str:
         """The characters of ``ids``, skipping blank, sos and eos."""

@@ -75,6 +75,12 @@ target_fraction = 0.5
 max_per_side = 128
 draws = 4
 
+# A reference (base) model that trained on none of the audited recordings, e.g. the public
+# checkpoint the target was fine-tuned from: it adds attacks that need no shadow training
+# (the base loss ratio; for speaker encoders, the base-calibrated similarity).
+# [reference]
+# model = "runs/base"      # a run folder or checkpoint the family loads
+
 # Optional stages:
 # [defenses]
 # sweep = "configs/sweep-classifier.toml"   # a `voxaudit defend sweep` config, run and reported
@@ -95,6 +101,7 @@ class CorpusSpec:
     path: Path
     layout: str | None = None
     pattern: str | None = None
+    text_column: str | None = None  # a manifest's transcript column, when not text/transcript
     synthesize: dict[str, int] | None = None  # {speakers, per_speaker} when path is missing
     strict: bool = False  # fail on any bad file, as `voxaudit data inspect --strict`
 
@@ -143,7 +150,8 @@ TOP_LEVEL: dict[str, Any] = {
     "threat": str,
     "levels": tuple[str, ...],
     **dict.fromkeys(
-        ("corpus", "target", "shadows", "split", "audit", "defenses", "guard"), dict[str, Any]
+        ("corpus", "target", "shadows", "split", "audit", "reference", "defenses", "guard"),
+        dict[str, Any],
     ),
 }
 
@@ -160,6 +168,7 @@ class PipelineConfig:
     shadow_mode: str = "halves"
     split: dict[str, Any] = field(default_factory=dict)
     audit: dict[str, Any] = field(default_factory=dict)
+    reference: Path | None = None  # a reference (base) model's run folder or checkpoint
     defense_sweep: Path | None = None
     guard: GuardEvaluation | None = None
     origin: str = field(default="the config", compare=False)  # the file, for error messages
@@ -191,6 +200,7 @@ class PipelineConfig:
             raise VoxauditError(f"{where}: threat must be one of {', '.join(THREATS)}")
         count, mode = _shadows(data.get("shadows", {}), f"{where}: [shadows]", target)
         defenses = checked(data.get("defenses", {}), {"sweep": Path}, f"{where}: [defenses]")
+        reference = _reference(data.get("reference"), target, where)
         return cls(
             corpus=_corpus(data["corpus"], root, where),
             target=target,
@@ -202,6 +212,7 @@ class PipelineConfig:
             shadow_mode=mode,
             split=_split_options(data.get("split", {}), f"{where}: [split]"),
             audit=families.audit_options(target.family, data.get("audit", {}), f"{where}: [audit]"),
+            reference=root / reference if reference is not None else None,
             defense_sweep=root / defenses["sweep"] if "sweep" in defenses else None,
             guard=_guard(data.get("guard"), target, where),
             origin=where,
@@ -298,6 +309,22 @@ def _check_target(target: TargetSpec, where: str) -> None:
                 f"{at}: an adapter target needs recordings = ... to score, or members = ... "
                 "and nonmembers = ... for verdicts"
             )
+
+
+def _reference(data: Any, target: TargetSpec, where: str) -> Path | None:
+    """The optional [reference] section's model path (relative to the config file's folder)."""
+    if data is None:
+        return None
+    at = f"{where}: [reference]"
+    reference = checked(data, {"model": Path}, at)
+    if "model" not in reference:
+        raise VoxauditError(f"{at}: missing key model (the reference model's run folder)")
+    if target.source == "adapter":
+        raise VoxauditError(
+            f"{at}: scoring mode (an adapter with recordings) has no membership ground truth "
+            "for a reference model to calibrate; give the target's members and nonmembers"
+        )
+    return reference["model"]
 
 
 def _guard(data: Any, target: TargetSpec, where: str) -> GuardEvaluation | None:

@@ -34,6 +34,7 @@ from typing import Any
 
 import numpy as np
 from rich.console import Console
+from rich.markup import escape
 
 from voxaudit import __version__
 from voxaudit.data.corpus import Corpus
@@ -133,12 +134,15 @@ def _corpus(config: PipelineConfig, progress: bool, console: Console) -> Corpus:
     elif spec.synthesize is not None and not (spec.path / "manifest.csv").exists():
         raise VoxauditError(f"{spec.path}: exists but holds no synthesized corpus (manifest.csv)")
     corpus = load_corpus(
-        spec.path, spec.layout, pattern=spec.pattern, strict=spec.strict, progress=progress
-    )
+        spec.path, spec.layout, pattern=spec.pattern, text_column=spec.text_column,
+        strict=spec.strict, progress=progress,
+    )  # fmt: skip
     if corpus.problems:
         from voxaudit.report.console import problems_table
 
         console.print(problems_table(corpus.problems, root=spec.path))
+    for warning in corpus.warnings:  # what looks misread, each with the fix to try
+        console.print(f"[yellow]warning:[/] {escape(warning)}", highlight=False, soft_wrap=True)
     return corpus
 
 
@@ -174,7 +178,7 @@ def _audit_level(
     family.check_data(corpus, split, shadow_roles, audit_config)
     trains_target = source in ("train", "checkpoint")
     run_dirs = {
-        role: _trained(config, family.train_kind, split_path, role, level_dir, progress)
+        role: _trained(config, family.train_kind, corpus, split_path, role, level_dir, progress)
         for role in (["target"] if trains_target else []) + list(shadow_roles)
     }  # fmt: skip
     shadows = [family.load(run_dirs[role], role, config.device) for role in shadow_roles]
@@ -183,15 +187,20 @@ def _audit_level(
         report = _score(config, corpus, split, shadows, report_dir, audit_config, progress)
         utility = None
     else:
+        from voxaudit.mia.families import resolve_model
+
         if trains_target:
             target = family.load(run_dirs["target"], "target", config.device)
         else:
-            from voxaudit.mia.families import resolve_model
-
             assert config.target.adapter is not None
             target = resolve_model(family.name, config.target.adapter, "target", config.device)
+        references = [
+            resolve_model(family.name, path, "reference-0", config.device)
+            for path in ([config.reference] if config.reference is not None else [])
+        ]
         report = core.run_audit(family, corpus, split, target, shadows, report_dir,
-                                config=audit_config, progress=progress)  # fmt: skip
+                                config=audit_config, progress=progress,
+                                references=references)  # fmt: skip
         write_html(report_dir, report)
         utility = _utility(family, target, corpus, split, config.seed)
     result = {
@@ -296,9 +305,16 @@ def _membership_split(config: PipelineConfig, corpus: Corpus, level: str) -> Aud
 
 
 def _trained(
-    config: PipelineConfig, kind: str, split_path: Path, role: str, level_dir: Path, progress: bool
+    config: PipelineConfig,
+    kind: str,
+    corpus: Corpus,
+    split_path: Path,
+    role: str,
+    level_dir: Path,
+    progress: bool,
 ) -> Path:
-    """The run folder of ``role``: the given checkpoint, or a model trained (or resumed) here."""
+    """The run folder of ``role``: the given checkpoint, or a model trained (or resumed) here
+    on the audit's ``corpus`` (read once, in the corpus stage)."""
     if role == "target" and config.target.checkpoint is not None:
         return config.target.checkpoint
     from voxaudit.train.run import train_model
@@ -310,10 +326,7 @@ def _trained(
     run_config["train"].setdefault("device", config.device)
     run_config["train"].setdefault("seed", config.seed)
     run_dir = level_dir / "models" / role
-    train_model(
-        kind, config.corpus.path, split_path, role, run_config, run_dir,
-        layout=config.corpus.layout, pattern=config.corpus.pattern, progress=progress,
-    )  # fmt: skip
+    train_model(kind, corpus, split_path, role, run_config, run_dir, progress=progress)
     return run_dir
 
 
@@ -370,6 +383,8 @@ def _as_record(config: PipelineConfig) -> dict[str, Any]:
     record.pop("origin")
     if not record["corpus"]["strict"]:  # recorded only when set, so earlier folders still match
         del record["corpus"]["strict"]
+    if record["reference"] is None:  # the same
+        del record["reference"]
     return record
 
 

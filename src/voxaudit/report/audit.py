@@ -23,6 +23,7 @@ from voxaudit import __version__
 from voxaudit.errors import VoxauditError
 from voxaudit.files import write_atomically
 from voxaudit.mia.results import EXAMPLES_CSV, without_examples
+from voxaudit.mia.scoring import utility_words
 from voxaudit.mia.verdicts import (
     as_estimate,
     failed_null_controls,
@@ -137,7 +138,8 @@ def level_summary(level: Mapping[str, Any], threat: str) -> dict[str, Any]:
         return base | {
             "risk": "scores only",
             "sentence": "The target has no membership ground truth (an adapter), so the audit "
-            "ranks recordings by membership score and gives no verdict.",
+            "ranks recordings by membership score and gives no verdict. "
+            + utility_words(report["setup"]),
             "valid": True,
             "warnings": report["warnings"],
         }
@@ -307,7 +309,7 @@ def _level_section(level: Mapping[str, Any]) -> list[str]:
         parts.append("</div>")
         files["per-example scores"] = str(Path(level["report_dir"]) / EXAMPLES_CSV)
     else:
-        parts += score_summary() + score_sections(report["scores"])
+        parts += score_summary(report) + score_sections(report)
     parts += ["<h3>Setup</h3>", key_value_table(report["setup"])]
     if "selection" in report:
         parts += ["<h3>Selection on shadow data</h3>", key_value_table(report["selection"])]

@@ -9,18 +9,22 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from rich.console import Group
 from rich.markup import escape
 from rich.table import Table
+from rich.text import Text
 
 from voxaudit.data.corpus import CorpusSummary, Problem
 from voxaudit.data.splits import AuditSplit
 from voxaudit.mia.results import MIA_METRICS
+from voxaudit.mia.scoring import ranked, scored_unit, utility_words
 from voxaudit.mia.verdicts import failed_null_controls
 
 
 def corpus_table(summary: CorpusSummary) -> Table:
     errors = sum(p.severity == "error" for p in summary.problems)
-    warnings = len(summary.problems) - errors
+    # Suspicious files and remarks about the whole corpus alike: both are listed below the table.
+    warnings = len(summary.problems) - errors + len(summary.warnings)
     rates = ", ".join(f"{rate} Hz x {n}" for rate, n in sorted(summary.sample_rates.items()))
     table = Table(title=f"Corpus {summary.name!r} ({summary.layout} layout)", show_header=False)
     table.add_column(style="bold")
@@ -131,22 +135,47 @@ def _null_line(report: dict[str, Any]) -> str:
     return escape(f"null control at chance ({null['method']})")
 
 
-def scores_table(report: dict[str, Any], limit: int = 20) -> Table:
-    """A scoring-mode report's highest membership scores, labelled as scores, not verdicts."""
-    reference = report["setup"]["reference_attack"]
-    table = Table(title="Membership scores (no ground truth: scores, not verdicts)")
-    for name in ("id", "speaker", "score"):
-        table.add_column(name, justify="right" if name == "score" else "left")
-    ranked = sorted(report["scores"], key=lambda item: -item["score"])
-    rows = "speakers" if report["setup"].get("level") == "speaker" else "recordings"
-    for item in ranked[:limit]:
-        table.add_row(item["id"], item["speaker"], f"{item['score']:.3f}")
-    table.caption = (
-        f"{len(ranked)} {rows}; reference attack {reference['classifier']} on "
-        f"{', '.join(reference['features'])} features, shadow cross-validated AUROC "
-        f"{reference['shadow_cv_auroc']:.3f}"
+def scores_table(report: dict[str, Any], limit: int = 20) -> Group:
+    """A scoring-mode report's first screen: the target's and the shadows' utility on the
+    scored recordings, the warnings, then the most member-like rows by log-odds (with their
+    percentile among the shadows' non-members), labelled as scores, not verdicts.
+
+    Parameters
+    ----------
+    report : a report of kind ``scores``.
+    limit : the most rows listed; the caption says when there are more.
+    """
+    setup = report["setup"]
+    reference = setup["reference_attack"]
+    # Wide enough that the title, which says these are no verdicts, never wraps.
+    table = Table(title="Membership scores (no ground truth: scores, not verdicts)", min_width=72)
+    for name in ("id", "speaker", "log-odds", "percentile", "score"):
+        table.add_column(name, justify="left" if name in ("id", "speaker") else "right")
+    ranked_rows = ranked(report["scores"])
+    for item in ranked_rows[:limit]:
+        table.add_row(
+            escape(item["id"]),
+            escape(item["speaker"]),
+            f"{item['log_odds']:.4f}" if "log_odds" in item else "-",
+            f"{item['percentile']:.1f}" if "percentile" in item else "-",
+            f"{item['score']:.3g}",
+        )
+    unit = scored_unit(setup)
+    shown = (
+        f"top {limit} of {len(ranked_rows)} {unit}"
+        if len(ranked_rows) > limit
+        else f"{len(ranked_rows)} {unit}"
     )
-    return table
+    table.caption = escape(
+        f"{shown}, most member-like first; percentile: share of the shadows' non-members "
+        f"(out of fold) below the row's log-odds, not a probability of membership; reference "
+        f"attack {reference['classifier']} on {', '.join(reference['features'])} features, "
+        f"shadow cross-validated AUROC {reference['shadow_cv_auroc']:.3f}"
+    )
+    table.caption_justify = "left"
+    lines = [escape(utility_words(setup))]
+    lines += [f"[yellow]warning:[/] {escape(w)}" for w in report["warnings"]]
+    return Group(*(Text.from_markup(line) for line in lines), table)
 
 
 def sweep_table(summary: dict[str, Any]) -> Table:

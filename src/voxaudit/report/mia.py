@@ -22,6 +22,7 @@ from matplotlib.figure import Figure
 from voxaudit.files import write_atomically
 from voxaudit.mia.results import EXAMPLES_CSV, MIA_METRICS, save_results
 from voxaudit.mia.schema import validate_report
+from voxaudit.mia.scoring import ranked, scored_unit, utility_words
 from voxaudit.mia.verdicts import (
     MODELS,
     as_estimate,
@@ -95,12 +96,12 @@ def render_html(report: Mapping[str, Any]) -> str:
     if report["kind"] == "verdicts":
         parts += verdict_sections(report)
     else:
-        parts += score_summary() + warning_list(report["warnings"])
+        parts += score_summary(report) + warning_list(report["warnings"])
     parts += ["<h2>Setup</h2>", key_value_table(report["setup"])]
     if report["kind"] == "verdicts":
         parts += result_sections(report["results"])
     else:
-        parts += score_sections(report["scores"])
+        parts += score_sections(report)
     if "selection" in report:
         parts += ["<h2>Selection on shadow data</h2>", key_value_table(report["selection"])]
     return (
@@ -374,34 +375,55 @@ def _roc_figure(results: list[dict[str, Any]]) -> str:
     return f'<img alt="ROC curves, log-log" src="data:image/png;base64,{data}">'
 
 
-def score_summary() -> list[str]:
-    """Why a scoring-mode report shows scores and no verdict."""
+def score_summary(report: Mapping[str, Any]) -> list[str]:
+    """Why a scoring-mode report shows scores and no verdict, and how well the target and the
+    shadows handle the scored recordings at all.
+
+    Parameters
+    ----------
+    report:
+        A scores report.
+    """
     return [
         '<p class="note">Scoring mode: these are membership scores from a reference attack, '
         "not verdicts. A higher score means the attack finds a recording more likely to have "
         "been in the training data, but there was no membership ground truth to calibrate or "
         "test the scores against, so no risk level and no member/non-member decision can be "
-        "read from them.</p>"
+        "read from them. A percentile says how member-like a row looks next to the shadow "
+        "models' non-members, not that it was a member.</p>",
+        f'<p class="summary">{_e(utility_words(report["setup"]))}</p>',
     ]
 
 
-def score_sections(scores: Sequence[Mapping[str, Any]]) -> list[str]:
-    """A scoring-mode report's scores, highest first.
+def score_sections(report: Mapping[str, Any]) -> list[str]:
+    """A scoring-mode report's scores, most member-like (highest log-odds) first.
 
     Parameters
     ----------
-    scores:
-        A report's ``scores``.
+    report:
+        A scores report.
     """
     rows = "".join(
         f"<tr><td>{_e(item['id'])}</td><td>{_e(item['speaker'])}</td>"
+        f'<td class="num">{_number(item, "log_odds", ".4f")}</td>'
+        f'<td class="num">{_number(item, "percentile", ".1f")}</td>'
         f'<td class="num">{item["score"]:.4g}</td></tr>'
-        for item in sorted(scores, key=lambda item: -item["score"])
+        for item in ranked(report["scores"])
     )
     return [
         "<h2>Membership scores (not verdicts)</h2>",
-        f"<table><tr><th>id</th><th>speaker</th><th>membership score</th></tr>{rows}</table>",
+        f'<p class="meta">{len(report["scores"])} {scored_unit(report["setup"])}, by the '
+        "reference attack's log-odds; percentile: the share of the shadows' non-member rows "
+        "(scored out of fold) below the row's log-odds.</p>",
+        "<table><tr><th>id</th><th>speaker</th><th>log-odds</th><th>percentile</th>"
+        f"<th>membership score</th></tr>{rows}</table>",
     ]
+
+
+def _number(item: Mapping[str, Any], key: str, spec: str) -> str:
+    """``item[key]`` formatted, or a dash where a report written before it was recorded has
+    none."""
+    return format(item[key], spec) if key in item else "-"
 
 
 def key_value_table(values: Mapping[str, Any]) -> str:

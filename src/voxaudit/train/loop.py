@@ -317,6 +317,46 @@ def _set_rng_state(state: dict[str, Any], generator: torch.Generator) -> None:
     generator.set_state(state["generator"])
 
 
+def freeze_parameters(model: nn.Module, prefixes: Sequence[str], where: str = "freeze") -> int:
+    """Stop training the parameters under each name prefix; return how many tensors that is.
+
+    A prefix is a dotted name (``"encoder"``, ``"wav2vec2.feature_extractor"``) and covers
+    what lies under it, not other names that merely start alike (``"encoder"`` is not
+    ``"encoder_norm"``). Frozen parameters get ``requires_grad=False``, which keeps them out
+    of :func:`make_optimizer` and so unchanged. A prefix may name a module without parameters
+    (a fixed front-end); one that names nothing in the model is an error.
+
+    Parameters
+    ----------
+    model:
+        The model to freeze parts of.
+    prefixes:
+        Parameter or module names.
+    where:
+        What errors name as the setting, e.g. ``"run.toml: [finetune]"``.
+    """
+
+    def under(name: str, prefix: str) -> bool:
+        return name == prefix or name.startswith(prefix + ".")
+
+    modules = [name for name, _ in model.named_modules() if name]
+    parameters = dict(model.named_parameters())
+    for prefix in prefixes:
+        if not any(under(name, prefix) for name in [*modules, *parameters]):
+            top = [name for name, _ in model.named_children()]
+            top += [name for name, _ in model.named_parameters(recurse=False)]
+            raise VoxauditError(
+                f"{where}: {prefix!r} names no part of {type(model).__name__}; "
+                f"its top-level names: {', '.join(top)}"
+            )
+    frozen = [p for name, p in parameters.items() if any(under(name, x) for x in prefixes)]
+    if len(frozen) == len(parameters):
+        raise VoxauditError(f"{where}: {', '.join(prefixes)} leave nothing to train")
+    for parameter in frozen:
+        parameter.requires_grad_(False)
+    return len(frozen)
+
+
 def make_optimizer(model: nn.Module, config: TrainConfig) -> torch.optim.Optimizer:
     """The configured optimizer over the model's trainable parameters."""
     params = [p for p in model.parameters() if p.requires_grad]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 from dataclasses import replace
 
 import pytest
@@ -184,12 +185,42 @@ def test_scoring_mode_gives_one_score_per_recording_and_no_verdicts(corpus, tmp_
     assert report["kind"] == "scores" and "results" not in report
     assert sorted(item["id"] for item in report["scores"]) == sorted(u.id for u in recordings)
     assert all(0.0 <= item["score"] <= 1.0 for item in report["scores"])
+    assert all(0.0 <= item["percentile"] <= 100.0 for item in report["scores"])
+    assert all(math.isfinite(item["log_odds"]) for item in report["scores"])
+    # Utility on the recordings comes first: every model's WER and CER.
+    utility = report["setup"]["utility"]
+    assert set(utility) == {"target", "shadow-0", "shadow-1"}
+    assert all(set(rates) == {"wer", "cer"} for rates in utility.values())
     reference = report["setup"]["reference_attack"]
     assert reference["features"] == ["transcript", "noise"]
     # Only error-rate columns: a decoder's own scores mean something different in every model.
     assert all(c.startswith(("wer", "cer", "length", "noise_")) for c in reference["columns"])
     assert not any("loss" in c for c in reference["columns"])
     assert read_report(tmp_path / "report.json")["kind"] == "scores"
+
+
+class Silent:
+    """A ``SpeechRecognizer`` (voxaudit.models.base) that hears nothing: WER 1 on anything."""
+
+    sample_rate = 16000
+
+    def transcribe(self, waveforms):
+        return ["" for _ in waveforms]
+
+
+def test_scoring_mode_warns_that_a_target_which_recognizes_nothing_gives_meaningless_scores(
+    corpus, tmp_path
+):
+    split = make_split(corpus, "sample", seed=0, n_shadow=2)
+    shadows = [_model("shadow-0", 1), _model("shadow-1", 2)]
+    report = score_asr(
+        _recordings(), AuditModel("target", "silent", Silent()), corpus, split, shadows,
+        tmp_path, config=AsrAuditConfig(**FAST), progress=False,
+    )  # fmt: skip
+    assert report["setup"]["utility"]["target"] == {"wer": 1.0, "cer": 1.0}
+    failure = [w for w in report["warnings"] if w.startswith("The target fails")]
+    assert len(failure) == 1 and "WER 1.00" in failure[0] and "no meaning" in failure[0]
+    assert read_report(tmp_path)["warnings"] == report["warnings"]
 
 
 def test_scoring_mode_refuses_untranscribed_recordings_and_speaker_splits(corpus, tmp_path):
@@ -212,3 +243,21 @@ def test_scoring_mode_refuses_untranscribed_recordings_and_speaker_splits(corpus
             [_model("shadow-0", 1)],
             tmp_path,
         )
+
+
+def test_characters_a_target_has_no_token_for_are_counted_in_the_setup(corpus, tmp_path):
+    """A target whose alphabet lacks "e" scores the references without it and says how many
+    it left out; the shadows, with every letter, leave none out."""
+    from voxaudit.data.text import ALPHABET
+
+    split = make_split(corpus, "sample", seed=0, n_shadow=2)
+    torch.manual_seed(0)
+    no_e = CTCModel(encoder="gru", d_model=32, layers=1, conv_channels=8,
+                    alphabet=ALPHABET.replace("e", ""))  # fmt: skip
+    target = AuditModel("target", "tiny-target", Recognizer(no_e.eval(), batch_size=8))
+    shadows = [_model("shadow-0", 1), _model("shadow-1", 2)]
+    config = AsrAuditConfig(threat="grey", **FAST)
+    report = audit_asr(corpus, split, target, shadows, tmp_path, config=config, progress=False)
+    unseen = report["setup"]["unseen_characters"]
+    assert set(unseen["target"]) == {"e"} and unseen["target"]["e"] > 0
+    assert unseen["shadow-0"] == {} and unseen["shadow-1"] == {}

@@ -219,8 +219,20 @@ def test_scoring_mode_scores_each_speaker_of_the_recordings(corpus, split, tmp_p
     assert report["kind"] == "scores" and "results" not in report
     assert sorted(item["id"] for item in report["scores"]) == sorted(recordings.speakers)
     assert all(0.0 <= item["score"] <= 1.0 for item in report["scores"])
+    assert all(0.0 <= item["percentile"] <= 100.0 for item in report["scores"])
+    assert all(np.isfinite(item["log_odds"]) for item in report["scores"])
+    utility = report["setup"]["utility"]
+    assert set(utility) == {"target", "shadow-0"}
+    assert all(0.0 <= rates["eer"] <= 1.0 for rates in utility.values())
+    assert report["setup"]["level"] == "speaker"
     assert report["setup"]["recordings"]["voices_each"] == 3
     assert np.isfinite(report["setup"]["reference_attack"]["shadow_cv_auroc"])
+
+
+def test_scoring_utility_needs_two_speakers_and_says_why_it_is_missing():
+    one = synthesize_corpus_in_memory(n_speakers=1, per_speaker=3, seed=11)
+    utility = SpeakerFamily().recording_utility([_model("target", 0)], one)
+    assert isinstance(utility, str) and "at least two speakers" in utility
 
 
 def test_one_voice_per_speaker_with_clips_shorter_than_a_chunk_fails_before_any_work():

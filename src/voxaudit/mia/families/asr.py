@@ -30,6 +30,7 @@ from voxaudit.mia.core import AuditedModel, AuditRun
 from voxaudit.mia.evaluation import EvalSet, evaluation_set
 from voxaudit.mia.families.tabular import Fitted, TabularFamily
 from voxaudit.mia.fitting import grouped_folds
+from voxaudit.mia.scoring import reference_facts, score_rows
 from voxaudit.mia.table import FeatureTable
 from voxaudit.models.access import Access
 
@@ -83,8 +84,33 @@ class AsrFamily(TabularFamily):
         characters = np.array([max(1, len(normalize_transcript(t))) for t in labels])
         return np.maximum(total / characters, 0.0)
 
-    def check(self, run: AuditRun) -> None:
+    # The calibrated and base-calibrated attacks stay at utterance level: the SpeechRecognizer
+    # protocol gives one loss per utterance, a CTC loss sums over alignments and so has no
+    # per-token terms, and no recognizer exposes its per-token cross-entropy to an audit.
+
+    def context(self, utterances: Sequence[Utterance], labels: Sequence[str]) -> dict[str, Any]:
+        """The transcript's length: longer transcripts hold more characters to get right."""
+        return {"transcript_chars": [len(normalize_transcript(t)) for t in labels]}
+
+    def setup_extra(
+        self, run: AuditRun, tables: dict[str, FeatureTable], sets: dict[str, EvalSet]
+    ) -> dict[str, Any]:
+        """Per model with a known alphabet, the characters of its evaluation transcripts that
+        it has no token for: left out of the scored references, so the report says so."""
+        from voxaudit.models.recognizer import unseen_characters
+
+        unseen = {}
         for model in (run.target, *run.shadows):
+            if model.role in tables:
+                label_of = self.label_of(model)
+                texts = [label_of(run.corpus[i]) for i in sets[model.role].ids]
+                counts = unseen_characters(model.model, texts)
+                if counts is not None:
+                    unseen[model.role] = counts
+        return {"unseen_characters": unseen} if unseen else {}
+
+    def check(self, run: AuditRun) -> None:
+        for model in (run.target, *run.shadows, *run.references):
             if not hasattr(model.model, "transcribe"):
                 raise VoxauditError(
                     f"{model.source}: {type(model.model).__name__} has no transcribe(); the "
@@ -119,8 +145,9 @@ class AsrFamily(TabularFamily):
         """Scoring mode: a reference attack fitted on the shadows' black-box features over
         ``SCORING_FAMILIES`` (what means the same for any recognizer: error rates and their
         change under noise, unlike a decoder's own scores), applied to the target's features
-        on the user's transcribed ``recordings``. Returns the scores, setup facts and the
-        selection."""
+        on the user's transcribed ``recordings``; beside it the WER and CER of the target and
+        of each shadow on those recordings (:func:`error_rates`). Returns the scores, setup
+        facts and the selection."""
         config = replace(config, threat="black")
         if split.level != "sample":
             raise VoxauditError("scoring mode needs a sample-level split for its shadow models")
@@ -155,26 +182,51 @@ class AsrFamily(TabularFamily):
             np.zeros(len(recordings), dtype=bool),
         )
         scored = self.features(replace(run, corpus=recordings), target, everything)
-        membership = attack.score(scored)
-        scores = [
-            {"id": i, "speaker": speaker, "score": float(value)}
-            for i, speaker, value in zip(scored.ids, scored.speakers, membership, strict=True)
-        ]
-        best = max(attack.cv_results_, key=lambda row: row["auroc_mean"])
         setup = {
+            "utility": {
+                model.role: error_rates(model, recordings, config.batch_size)
+                for model in (target, *shadows)
+            },
             "threat": config.threat,
             "recordings": {"name": recordings.name, "count": len(recordings)},
-            "reference_attack": {
-                "features": list(SCORING_FAMILIES),
-                "columns": list(attack.columns_),
-                "classifier": attack.selected_[0],
-                "shadows": [s.source for s in shadows],
-                "shadow_cv_auroc": round(best["auroc_mean"], 4),
-                "shadow_corpus": {"name": corpus.name, "fingerprint": split.corpus_fingerprint},
-            },
+            "reference_attack": reference_facts(
+                attack, scored, SCORING_FAMILIES, shadows, corpus, split
+            ),
         }
+        scores = score_rows(attack, scored, scored.ids, scored.speakers)
         return scores, setup, {"selected": list(attack.selected_),
                                "cv_results": attack.cv_results_}  # fmt: skip
+
+
+def error_rates(model: AuditedModel, recordings: Corpus, batch_size: int) -> dict[str, float]:
+    """The model's corpus WER and CER on ``recordings`` (normalized transcripts, as
+    :func:`voxaudit.models.recognizer.wer`): how well it recognizes this speech at all.
+
+    Parameters
+    ----------
+    model : AuditedModel
+        A speech recognizer.
+    recordings : Corpus
+        Transcribed recordings.
+    batch_size : int
+        Recordings transcribed per call.
+    """
+    from voxaudit.models.recognizer import cer, wer
+
+    recognizer = model.model
+    utterances = list(recordings)
+    hypotheses = [
+        text
+        for start in range(0, len(utterances), batch_size)
+        for text in recognizer.transcribe(
+            [u.load(recognizer.sample_rate) for u in utterances[start : start + batch_size]]
+        )
+    ]
+    references = [u.transcript for u in utterances]
+    return {
+        "wer": round(wer(references, hypotheses), 4),
+        "cer": round(cer(references, hypotheses), 4),
+    }
 
 
 #: Scoring mode's features: what means the same for any recognizer.

@@ -81,17 +81,21 @@ class ClassifierFamily(TabularFamily):
 
     def check(self, run: AuditRun) -> None:
         target = run.target
-        for model in (target, *run.shadows, *([run.null] if run.null else [])):
+        for model in (target, *run.shadows, *([run.null] if run.null else []), *run.references):
             if not hasattr(model.model, "predict_proba"):
                 raise VoxauditError(
                     f"{model.source}: {type(model.model).__name__} has no predict_proba(); the "
                     "classifier audit needs an UtteranceClassifier (voxaudit.models.base)"
                 )
-            label_function(model.label or "speaker")
             if model.label != target.label:
                 raise VoxauditError(
                     f"{model.source}: classifies by {model.label!r}, the target by {target.label!r}"
                 )
+        # Every recording's label is read now (a column some rows lack fails here, with the
+        # row named), not after the features of half the corpus were extracted.
+        label_of = self.label_of(target)
+        for utterance in run.corpus:
+            label_of(utterance)
 
     def extra_attacks(self, run: AuditRun, fitted: Fitted) -> list[Entry]:
         """Shokri et al.'s attack with one attack model per true class, on sorted probabilities."""

@@ -6,8 +6,9 @@ imposters no model trained on. The voices each model is queried with and their e
 come from :mod:`voxaudit.mia.families.speaker_queries`; the attacks, fitted on shadow rows
 only: SLMIA-SR's classifier on :mod:`voxaudit.mia.slmia` features (averaged over
 ``attack_seeds`` classifier seeds), its ablations, the baselines of
-:mod:`voxaudit.mia.speaker_baselines`, and SLMIA-SR again as target voices, imposters and
-imposter voices shrink (query reduction). Ablation and query-reduction rows are never the
+:mod:`voxaudit.mia.speaker_baselines`, with reference (base) models the base-calibrated
+similarity, and SLMIA-SR again as target voices, imposters and imposter voices shrink (query
+reduction). Ablation and query-reduction rows are never the
 headline. Embeddings are the grey box; there is no other threat to choose.
 
 Scoring mode (:meth:`SpeakerFamily.score`) ranks the speakers of a user's recordings on an
@@ -16,8 +17,10 @@ encoder with no membership ground truth, such as the pretrained resemblyzer enco
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Mapping, Sequence
 from dataclasses import replace
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -25,7 +28,14 @@ from voxaudit.data.corpus import Corpus
 from voxaudit.data.splits import AuditSplit
 from voxaudit.errors import VoxauditError
 from voxaudit.mia.configs import SpeakerAuditConfig
-from voxaudit.mia.core import AuditedModel, AuditRun, Family, Outcome, null_control
+from voxaudit.mia.core import (
+    AuditedModel,
+    AuditRun,
+    Family,
+    Outcome,
+    check_references,
+    null_control,
+)
 from voxaudit.mia.families.speaker_attacks import FEATURE_SETS, SlmiaAudit
 from voxaudit.mia.families.speaker_queries import (
     Embeddings,
@@ -37,6 +47,7 @@ from voxaudit.mia.families.speaker_queries import (
     imposters_of,
     voice_count,
 )
+from voxaudit.mia.scoring import reference_facts, score_rows
 
 MINE = "recordings/"  # prefix of the user's recording ids in scoring mode
 
@@ -72,7 +83,7 @@ class SpeakerFamily(Family):
         check_embeddings(corpus, speakers, k, config)
 
     def check(self, run: AuditRun) -> None:
-        for model in (run.target, *run.shadows):
+        for model in (run.target, *run.shadows, *run.references):
             if not hasattr(model.model, "embed"):
                 raise VoxauditError(
                     f"{model.source}: {type(model.model).__name__} has no embed(); the speaker "
@@ -84,7 +95,9 @@ class SpeakerFamily(Family):
         target, shadows = run.target, run.shadows
         speakers = {m.role: evaluated_speakers(corpus, split, m.role, config)
                     for m in (target, *shadows)}  # fmt: skip
-        null = null_control(run, speakers=[s.name for s in speakers["target"]])
+        evaluated = [s.name for s in speakers["target"]]
+        check_references(run, speakers=evaluated)
+        null = null_control(run, speakers=evaluated)
         assert null is not None  # a speaker audit has shadows
         speakers["null"] = speakers["target"]
         ratios = {m.role: config.train_ratios for m in shadows}
@@ -100,7 +113,12 @@ class SpeakerFamily(Family):
                               views_for[model.role], config, run.out_dir, run.progress)
             for model in (target, *shadows, null)
         }  # fmt: skip
-        audit = SlmiaAudit(config, speakers, draws, imposters, queried, run.shadow_roles)
+        # The base-calibrated similarity compares whole voices: the references embed no chunk.
+        voices = sorted({i for ids in views_for.values() for i in ids})
+        whole = replace(config, chunk_seconds=None)
+        bases = [partial(embed, reference, corpus, voices, [], whole, run.out_dir, run.progress)
+                 for reference in run.references]  # fmt: skip
+        audit = SlmiaAudit(config, speakers, draws, imposters, queried, run.shadow_roles, bases)
         results, selection = audit.run(k)
         setup = {
             "evaluated": {
@@ -113,6 +131,7 @@ class SpeakerFamily(Family):
             "voices_per_speaker": k,
             "imposters": {"speakers": len(imposters), "voices": sum(map(len, imposters.values()))},
             "queries": {role: q.queries for role, q in queried.items()},
+            **({"attack_costs": audit.costs} if audit.costs else {}),
         }
         return Outcome(results, selection, setup, null)
 
@@ -131,8 +150,10 @@ class SpeakerFamily(Family):
         the target's features of each speaker in ``recordings`` (with the split's imposters).
 
         Features are similarities between a model's own embeddings, whose scale differs
-        between encoders, so the scores rank speakers; the attack's cross-validated AUROC on
-        the shadows is context only. Returns the scores, setup facts and the selection.
+        between encoders, so the scores rank speakers (by log-odds, which do not saturate);
+        the attack's cross-validated AUROC on the shadows is context only. Beside them, each
+        model's EER over the recordings (:meth:`recording_utility`). Returns the scores, setup
+        facts and the selection.
         """
         self.check_data(corpus, split, [s.role for s in shadows], config)
         by_speaker: dict[str, list[str]] = {}
@@ -181,25 +202,36 @@ class SpeakerFamily(Family):
         speakers["target"] = list(users.values())
         audit = SlmiaAudit(config, speakers, draws, imposters, queried, [s.role for s in shadows])
         attack, table = audit.reference_attack(k)
-        membership = attack.score(table)
-        scores = [
-            {"id": name, "speaker": name, "score": float(value)}
-            for name, value in zip(table.speakers, membership, strict=True)
-        ]
-        best = max(attack.cv_results_, key=lambda row: row["auroc_mean"])
         setup = {
+            "utility": self.recording_utility([target, *shadows], recordings),
             "recordings": {"name": recordings.name, "speakers": len(users), "voices_each": k},
-            "reference_attack": {
-                "features": list(FEATURE_SETS[attack.selected_[1]]),
-                "columns": list(attack.columns_),
-                "classifier": attack.selected_[0],
-                "shadows": [s.source for s in shadows],
-                "shadow_cv_auroc": round(best["auroc_mean"], 4),
-                "shadow_corpus": {"name": corpus.name, "fingerprint": split.corpus_fingerprint},
-            },
+            "reference_attack": reference_facts(
+                attack, table, FEATURE_SETS[attack.selected_[1]], shadows, corpus, split
+            ),
             "queries": {role: q.queries for role, q in queried.items()},
         }
+        scores = score_rows(attack, table, table.speakers, table.speakers)
         return scores, setup, {"cv_results": attack.cv_results_}
+
+    def recording_utility(
+        self, models: Sequence[AuditedModel], recordings: Corpus
+    ) -> dict[str, dict[str, float]] | str:
+        """Each model's EER (:meth:`utility`) over the user's recordings, by role: how well it
+        tells their speakers apart at all; a sentence instead when they cannot say.
+
+        Parameters
+        ----------
+        models : the target and the shadows.
+        recordings : the user's recordings, by speaker.
+        """
+        per_speaker = Counter(u.speaker for u in recordings)
+        if len(per_speaker) < 2 or max(per_speaker.values()) < 2:
+            return (
+                "not measured: an EER needs recordings of at least two speakers, one of them "
+                "with two or more"
+            )
+        ids = [u.id for u in recordings]
+        return {m.role: {"eer": round(self.utility(m, recordings, ids)[1], 4)} for m in models}
 
     def load(self, path: str | Path, role: str | None = None, device: str = "auto") -> AuditedModel:
         from voxaudit.models.checkpoints import checkpoint_role, resolve_device

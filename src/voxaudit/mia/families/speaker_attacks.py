@@ -1,10 +1,10 @@
-"""The speaker family's attacks: SLMIA-SR, its ablations, the baselines and the
-query-reduction curves, fitted on shadow rows only and scored on the target and the null
-control (:class:`SlmiaAudit`)."""
+"""The speaker family's attacks: SLMIA-SR, its ablations, the baselines, the base-calibrated
+similarity (with reference models) and the query-reduction curves, fitted on shadow rows only
+and scored on the target and the null control (:class:`SlmiaAudit`)."""
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -12,6 +12,7 @@ import numpy as np
 from voxaudit.mia.attack_data import AttackData
 from voxaudit.mia.attacks import ShadowAttack, ThresholdAttack
 from voxaudit.mia.composite_attacks import SeedAveraged
+from voxaudit.mia.core import costed
 from voxaudit.mia.families.speaker_queries import (
     Draw,
     Embeddings,
@@ -22,6 +23,7 @@ from voxaudit.mia.families.tabular import prefixed
 from voxaudit.mia.fitting import Scored, entries, grouped_folds
 from voxaudit.mia.slmia import SlmiaFeatures
 from voxaudit.mia.speaker_baselines import (
+    FAMILY,
     AugmentedViewSimilarity,
     CentroidLoss,
     PairwiseSimilarity,
@@ -31,10 +33,16 @@ from voxaudit.mia.table import FeatureTable
 
 #: The feature sets ``select_features`` chooses among, by table family.
 FEATURE_SETS = {"intra + inter": ("intra", "inter"), "intra": ("intra",), "inter": ("inter",)}
+BASE_CALIBRATED = "base-calibrated similarity"
+SIMILARITY_MINUS_BASE = "mean_pairwise_cosine_minus_base"
 
 
 class SlmiaAudit:
-    """Feature tables of every model at a query budget, and the attacks fitted on them."""
+    """Feature tables of every model at a query budget, and the attacks fitted on them.
+
+    ``bases`` embed every queried voice with one reference (base) model each, called on first
+    use (so that their queries count in the base-calibrated row's cost, ``costs``).
+    """
 
     def __init__(
         self,
@@ -44,6 +52,7 @@ class SlmiaAudit:
         imposters: Mapping[str, Sequence[str]],
         queried: Mapping[str, Embeddings],
         shadow_roles: Sequence[str],
+        bases: Sequence[Callable[[], Embeddings]] = (),
     ) -> None:
         self.config = config
         self.speakers = speakers
@@ -51,8 +60,10 @@ class SlmiaAudit:
         self.imposters = imposters
         self.queried = queried
         self.shadow_roles = list(shadow_roles)
+        self.bases = list(bases)
         self.results: list[dict[str, Any]] = []
         self.selection: dict[str, Any] = {"groups": "speaker"}
+        self.costs: dict[str, dict[str, Any]] = {}
 
     def _ratios(self, role: str, mixing: bool) -> list[tuple[int, float]]:
         """(draw index, ratio) of each row a speaker of ``role`` gives."""
@@ -277,8 +288,34 @@ class SlmiaAudit:
                 headline_candidate=False,
             )
         self._baselines(k, voices)
+        if self.bases:
+            features = f"{SIMILARITY_MINUS_BASE}, {voices}"
+            passes = 1 + len(self.bases)
+            with costed(self.costs, f"{BASE_CALIBRATED} ({features})", passes, per="voice"):
+                self._base_calibrated(k, features, [embedded() for embedded in self.bases])
         self._query_reduction(k, slmia, chunks)
         return self.results, self.selection
+
+    def _base_calibrated(self, k: int, features: str, bases: Sequence[Embeddings]) -> None:
+        """LRL-MIA's score calibrated per speaker by reference (base) models: a speaker's mean
+        pairwise cosine under the model minus the mean over the reference models of the same
+        voices' mean pairwise cosine, a threshold on it fitted on the shadows' own rows. What
+        makes a voice's recordings alike for any encoder cancels; what the model learned of
+        that voice remains. Whole voices, as LRL-MIA, and no imposter."""
+        pairwise = PairwiseSimilarity()
+        tables, labels, _ = self.tables(pairwise, k, chunks=False, imposters=(0, None))
+        heard = [
+            SlmiaAudit(self.config, self.speakers, self.draws, self.imposters,
+                       dict.fromkeys(self.queried, base), self.shadow_roles)
+            .tables(pairwise, k, chunks=False, imposters=(0, None))[0]
+            for base in bases
+        ]  # fmt: skip
+        calibrated = {
+            role: FeatureTable(table.ids, table.speakers, (SIMILARITY_MINUS_BASE,), (FAMILY,),
+                               table.values - np.mean([h[role].values for h in heard], axis=0))
+            for role, table in tables.items()
+        }  # fmt: skip
+        self._threshold(BASE_CALIBRATED, features, SIMILARITY_MINUS_BASE, calibrated, labels)
 
     def _baselines(self, k: int, voices: str) -> None:
         """The baselines on whole voices (they know nothing of chunks), same draws as SLMIA-SR."""

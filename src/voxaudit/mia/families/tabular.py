@@ -9,7 +9,14 @@ feature table (cached, so a stopped run resumes). The attacks are then the same 
   on halves of the target's own known membership;
 * any attack a user registered (``voxaudit.mia.attacks.register_attack``), on every column;
 * with grey-box access and shadows, the calibrated LiRA (offline, and online when the shadows
-  allow) and RMIA on the family's per-example loss, the shadows as reference models.
+  allow) and RMIA on the family's per-example loss, the shadows as reference models;
+* with grey-box access and reference (base) models that trained on none of the evaluated rows,
+  e.g. the public checkpoint the target was fine-tuned from: the base loss ratio (the loss
+  minus the references' loss) and RMIA with the references (and any shadows) as reference
+  models, neither needing shadow training;
+* with grey-box access, always: quantile-regression MIA (:mod:`voxaudit.mia.quantile`), fitted
+  on the target's known non-members alone. Each of these new rows records its cost in the
+  setup's ``attack_costs``.
 
 A family subclass says which labels a model is queried with, which extractor and loss it uses,
 and which thresholds and feature sets apply at which threat.
@@ -36,6 +43,7 @@ from voxaudit.mia.core import (
     Entry,
     Family,
     Outcome,
+    costed,
     evaluation_sets,
     membership,
     membership_ids,
@@ -43,6 +51,7 @@ from voxaudit.mia.core import (
 from voxaudit.mia.evaluation import EvalSet
 from voxaudit.mia.feature_cache import model_digest
 from voxaudit.mia.fitting import Scored, View, entries, fit_and_score, grouped_folds, permuted
+from voxaudit.mia.quantile import SCORE, QuantileAttack, context_table
 from voxaudit.mia.table import FeatureTable
 from voxaudit.models.access import Access
 from voxaudit.progress import track
@@ -108,18 +117,15 @@ class TabularFamily(Family):
         fitted = Fitted.of(
             run, tables, sets, self.label_of(run.target) if self.uses_classes else None
         )
+        costs: dict[str, Any] = {}
         if run.split.level == "sample":
             results, selection = self._sample_attacks(run, fitted)
             results += self.extra_attacks(run, fitted)
-            if c.allows("grey") and run.shadows:
-                calibrated, left_out = self._calibrated(run, sets, null)
+            if c.allows("grey"):
+                calibrated, left_out, costs = self._calibrated(run, sets, null)
                 results += calibrated
                 if left_out:
                     selection["calibrated attacks left out"] = left_out
-            elif c.allows("grey"):
-                selection["calibrated attacks left out"] = [
-                    "LiRA and RMIA: they need reference (shadow) models"
-                ]
         else:
             results, selection = self._speaker_attacks(run, fitted)
         setup = {
@@ -129,6 +135,7 @@ class TabularFamily(Family):
             },
             # The models really queried: a permuted-label null has no table of its own.
             **self.setup_extra(run, {r: t for r, t in tables.items() if r in models}, sets),
+            **({"attack_costs": costs} if costs else {}),
         }
         return Outcome(results, selection, setup, null)
 
@@ -220,60 +227,280 @@ class TabularFamily(Family):
 
     def _calibrated(
         self, run: AuditRun, sets: dict[str, EvalSet], null: AuditedModel | None
-    ) -> tuple[list[Entry], list[str]]:
-        """LiRA and RMIA on the per-example loss, with the shadows as reference models."""
-        c = run.config
-        candidates = list(sets["target"].ids)
-        extra = population(run, candidates)
-        ids = candidates + extra
-        n = len(candidates)
-        label_of = self.label_of(run.target)
-        utterances = [run.corpus[i] for i in ids]
-        waves = [u.load(run.target.model.sample_rate) for u in utterances]
-        labels = [label_of(u) for u in utterances]
-
-        def losses(model: AuditedModel) -> np.ndarray:
-            return np.asarray(self.loss(Access(model.model, c.threat), waves, labels), float)
-
-        shadows = run.shadows
-        reference = np.stack([losses(s) for s in track(shadows, "reference losses",
-                                                       enabled=run.progress)])  # fmt: skip
-        reference_in = np.stack([membership(run.split, s.role, ids) for s in shadows])
-        observed = {"target": losses(run.target)}
-        observed["null"] = losses(null) if null is not None else observed["target"]
-        null_labels = sets["null"].is_member
-        target_set = sets["target"]
+    ) -> tuple[list[Entry], list[str], dict[str, Any]]:
+        """The attacks on the per-example loss: LiRA and RMIA with the shadows as reference
+        models; with reference (base) models, the base loss ratio and RMIA calibrated by them;
+        and quantile regression, which needs neither. The rows, the attacks left out (and
+        why) and the new attacks' costs by row label."""
+        losses = Losses(self, run)
+        candidates = sets["target"].ids
         results: list[Entry] = []
-        variants, left_out = lira_variants(reference_in[:, :n])
-        name_of = {"target": target_set.ids, "null": target_set.ids}
-        speakers = {"target": target_set.speakers, "null": target_set.speakers}
-        labels_by_role = {"target": target_set.is_member, "null": null_labels}
+        left_out: list[str] = []
+        costs: dict[str, Any] = {}
+        if run.shadows:
+            results += self._lira(run, sets, null, losses, left_out)
+            extra = population(run, candidates, run.shadows)
+            if extra:
+                results += self._rmia("RMIA", run, run.shadows, extra, sets, null, losses)
+            else:
+                left_out.append(f"RMIA: {NO_POPULATION}")
+        else:
+            left_out.append("LiRA, and RMIA on shadow models: they need shadow models")
+        if run.references:
+            results += self._base_ratio(run, sets, null, losses, costs)
+            references = [*run.shadows, *run.references]
+            extra = population(run, candidates, references)
+            if extra:
+                with costed(costs, f"{RMIA_BASE} ({self.statistic_name})", 1 + len(references)):
+                    results += self._rmia(RMIA_BASE, run, references, extra, sets, null, losses)
+            else:
+                left_out.append(f"{RMIA_BASE}: {NO_POPULATION}")
+        results += self._quantile(run, sets, null, losses, costs)
+        return results, left_out, costs
+
+    def _lira(
+        self,
+        run: AuditRun,
+        sets: dict[str, EvalSet],
+        null: AuditedModel | None,
+        losses: Losses,
+        left_out: list[str],
+    ) -> list[Entry]:
+        """The LiRA variants the shadows can fit, on the logit-scaled likelihood."""
+        ids = sets["target"].ids
+        shadows = track(run.shadows, "reference losses", enabled=run.progress)
+        reference = logit_confidence(np.stack([losses.of(s, ids) for s in shadows]))
+        reference_in = np.stack([membership(run.split, s.role, ids) for s in run.shadows])
+        observed = _observed(run, null, losses, ids)
+        variants, reasons = lira_variants(reference_in)
+        left_out += reasons
+        results: list[Entry] = []
         for name, lira in variants:
             data = {
                 role: AttackData(
-                    _statistic_table(name_of[role], speakers[role], logit_confidence(
-                        observed[role][:n]), "logit_confidence"),
-                    reference=logit_confidence(reference[:, :n]), reference_in=reference_in[:, :n],
+                    _statistic_table(ids, sets["target"].speakers,
+                                     logit_confidence(observed[role]), "logit_confidence"),
+                    reference=reference, reference_in=reference_in,
                 )
-                for role in ("target", "null")
+                for role in ROLES
             }  # fmt: skip
-            results += _reference_attack(name, self.statistic_name, lira, data, labels_by_role,
-                                         name_of, speakers, c)  # fmt: skip
-        if extra:
-            everything = tuple(ids)
-            speakers_all = tuple(u.speaker for u in utterances)
-            mask = np.arange(len(ids)) >= n
-            data = {
-                role: AttackData(
-                    _statistic_table(everything, speakers_all, np.exp(-observed[role]),
-                                     "likelihood"),
-                    reference=np.exp(-reference), reference_in=reference_in, population=mask,
+            results += _reference_attack(name, self.statistic_name, lira, data,
+                                         *_evaluated(sets), run.config)  # fmt: skip
+        return results
+
+    def _rmia(
+        self,
+        name: str,
+        run: AuditRun,
+        references: Sequence[AuditedModel],
+        extra: list[str],
+        sets: dict[str, EvalSet],
+        null: AuditedModel | None,
+        losses: Losses,
+    ) -> list[Entry]:
+        """RMIA on the likelihood ``exp(-loss)`` with ``references`` as reference models and
+        the target's known non-members ``extra`` as its population."""
+        candidates = list(sets["target"].ids)
+        ids = candidates + extra
+        speakers = tuple(run.corpus[i].speaker for i in ids)
+        likelihood = np.exp(-np.stack([losses.of(m, ids) for m in references]))
+        reference_in = np.stack([reference_mask(run, m, ids) for m in references])
+        observed = _observed(run, null, losses, ids)
+        is_population = np.arange(len(ids)) >= len(candidates)
+        data = {
+            role: AttackData(
+                _statistic_table(ids, speakers, np.exp(-observed[role]), "likelihood"),
+                reference=likelihood, reference_in=reference_in, population=is_population,
+            )
+            for role in ROLES
+        }  # fmt: skip
+        return _reference_attack(name, self.statistic_name, RMIA(), data, *_evaluated(sets),
+                                 run.config, keep=len(candidates))  # fmt: skip
+
+    def _base_ratio(
+        self,
+        run: AuditRun,
+        sets: dict[str, EvalSet],
+        null: AuditedModel | None,
+        losses: Losses,
+        costs: dict[str, Any],
+    ) -> list[Entry]:
+        """The base loss ratio (EZ-MIA, reference-model attacks): each example's loss under the
+        model minus the reference models' mean loss on it, the log-likelihood ratio of the
+        reference to the model (per character or per example, as the family's loss); a member
+        when low. Its threshold is placed as every threshold attack's: on the shadows' own
+        ratios, or, with no shadow model, cross-fitted on halves of the target's known
+        membership."""
+        c = run.config
+        label = f"{BASE_RATIO} ({self.statistic_name})"
+        models = {"target": run.target, **{s.role: s for s in run.shadows}}
+        if null is not None:
+            models["null"] = null
+        with costed(costs, label, 1 + len(run.references)):
+            tables = {}
+            for role, model in models.items():
+                ids, speakers = sets[role].ids, sets[role].speakers
+                base = np.mean([losses.of(r, ids) for r in run.references], axis=0)
+                ratio = losses.of(model, ids) - base
+                tables[role] = _statistic_table(ids, speakers, ratio, LOSS_MINUS_BASE)
+            tables.setdefault("null", tables["target"])
+            fitted = Fitted(run, tables, sets, run.shadow_roles)
+            threshold = (
+                "fixed on the shadow models' own ratios, before the target was seen"
+                if run.shadows
+                else "no shadow model: cross-fitted on halves of the target's known membership"
+            )
+            return fitted.evaluate(
+                BASE_RATIO, self.statistic_name,
+                lambda _: ThresholdAttack(LOSS_MINUS_BASE, member_if="low", decision=c.decision),
+                notes=f"loss minus the mean loss of {len(run.references)} reference model(s); "
+                      f"threshold {threshold}",
+            )  # fmt: skip
+
+    def _quantile(
+        self,
+        run: AuditRun,
+        sets: dict[str, EvalSet],
+        null: AuditedModel | None,
+        losses: Losses,
+        costs: dict[str, Any],
+    ) -> list[Entry]:
+        """Quantile regression (:mod:`voxaudit.mia.quantile`), one row per ``quantile_alphas``.
+
+        The regressor reads the example's acoustic context (duration, level, zero-crossing
+        rate), the family's :meth:`context` (ASR: the transcript's length) and, with reference
+        models, their mean loss: nothing that depends on the target's membership. It predicts
+        the quantile of the target's score (its negative loss) and is fitted on the target's
+        known non-members outside the evaluated rows (its unevaluated holdout and the other
+        pools' utterances it never trained on); with fewer than ``QUANTILE_MIN_ROWS`` of them,
+        on the non-members of the other half of the evaluated speakers (cross-fitting).
+        """
+        c = run.config
+        target_set = sets["target"]
+        known = capped(known_nonmembers(run, target_set.ids), c.population, c.seed)
+        cross_fit = len(known) < QUANTILE_MIN_ROWS
+        rows = {"evaluated": list(target_set.ids), "fitting": known}
+        contexts: dict[str, FeatureTable] = {}
+
+        def scored(model: AuditedModel, part: str) -> FeatureTable:
+            if part not in contexts:  # on first use, so that its queries count in that cost
+                contexts[part] = self._context(run, rows[part], losses)
+            context = contexts[part]
+            score = -losses.of(model, context.ids)
+            column = FeatureTable(context.ids, context.speakers, (SCORE,), ("loss",),
+                                  score[:, None])  # fmt: skip
+            return FeatureTable.concat_columns([column, context])
+
+        features = "acoustic context" + (" + base loss" if run.references else "")
+        if cross_fit:
+            fitted_on = (
+                f"only {len(known)} known non-member(s) outside the evaluated rows: fitted on the "
+                "non-members of the other half of the evaluated speakers (cross-fitted)"
+            )
+        else:
+            fitted_on = f"fitted on {len(known)} known non-members outside the evaluated rows"
+        results: list[Entry] = []
+        for alpha in c.quantile_alphas:
+            name = f"quantile regression (alpha={alpha:g})"
+            attack = QuantileAttack(alpha=alpha, random_state=c.seed)
+            with costed(costs, f"{name} ({features})", 1 + len(run.references)):
+                target = scored(run.target, "evaluated")
+                evaluated = {"target": target,
+                             "null": scored(null, "evaluated") if null else target}  # fmt: skip
+                notes = (
+                    f"a member where the score (negative loss) beats the {alpha:g}-quantile that "
+                    f"a regressor on {', '.join(target.columns[1:])} predicts for non-members; "
+                    f"{fitted_on}"
                 )
-                for role in ("target", "null")
-            }  # fmt: skip
-            results += _reference_attack("RMIA", self.statistic_name, RMIA(), data,
-                                         labels_by_role, name_of, speakers, c, keep=n)  # fmt: skip
-        return results, left_out
+                if cross_fit:
+                    # No shadow roles: fitted on the target's own rows, a half at a time.
+                    fitted = Fitted(run, evaluated, sets, [])
+                    results += fitted.evaluate(name, features, lambda _, a=attack: _fresh(a),
+                                               notes=notes)  # fmt: skip
+                    continue
+                by_role = {}
+                for role, model in (("target", run.target), ("null", null or run.target)):
+                    fitted_attack = _fresh(attack).fit(scored(model, "fitting"))
+                    table = evaluated[role]
+                    by_role[role] = Scored(fitted_attack.score(table), fitted_attack.predict(table),
+                                           None)  # fmt: skip
+                results += entries(name, features, by_role, *_evaluated(sets), c, notes=notes)
+        return results
+
+    def _context(self, run: AuditRun, ids: Sequence[str], losses: Losses) -> FeatureTable:
+        """The quantile regressor's features of ``ids`` (see :meth:`_quantile`)."""
+        utterances = [run.corpus[i] for i in ids]
+        rate = run.target.model.sample_rate
+        label_of = self.label_of(run.target)
+        extra = self.context(utterances, [label_of(u) for u in utterances])
+        if run.references:
+            extra["base_loss"] = np.mean([losses.of(r, ids) for r in run.references], axis=0)
+        return context_table(ids, [u.speaker for u in utterances],
+                             [u.load(rate) for u in utterances], rate, extra)  # fmt: skip
+
+    def context(self, utterances: Sequence[Utterance], labels: Sequence[str]) -> dict[str, Any]:
+        """Columns known of each example without any model, beside its acoustics, for the
+        quantile regressor (by name, one value per utterance); none by default."""
+        return {}
+
+
+class Losses:
+    """Each model's per-example loss (:meth:`TabularFamily.loss`), queried once per utterance,
+    so that the calibrated attacks share the target's and the reference models' answers."""
+
+    def __init__(self, family: TabularFamily, run: AuditRun) -> None:
+        self.family = family
+        self.run = run
+        self.label_of = family.label_of(run.target)
+        self.known: dict[str, dict[str, float]] = {}
+
+    def of(self, model: AuditedModel, ids: Sequence[str]) -> np.ndarray:
+        """``model``'s loss on each of ``ids``, by role (the null control is its own role)."""
+        known = self.known.setdefault(model.role, {})
+        missing = [i for i in dict.fromkeys(ids) if i not in known]
+        if missing:
+            utterances = [self.run.corpus[i] for i in missing]
+            rate = model.model.sample_rate
+            values = self.family.loss(
+                Access(model.model, self.run.config.threat),
+                [u.load(rate) for u in utterances],
+                [self.label_of(u) for u in utterances],
+            )
+            known.update(zip(missing, np.asarray(values, dtype=np.float64).tolist(), strict=True))
+        return np.array([known[i] for i in ids])
+
+
+#: The calibrated attacks' rows are of the target and of its null control.
+ROLES = ("target", "null")
+BASE_RATIO = "base loss ratio"
+RMIA_BASE = "RMIA, base reference"
+LOSS_MINUS_BASE = "loss_minus_base"
+NO_POPULATION = (
+    "no known non-member of the target outside the evaluated rows that a reference model did "
+    "not train on (its population)"
+)
+#: Known non-members outside the evaluated rows that the quantile regressor needs to be fitted
+#: on them alone; with fewer it is cross-fitted on the evaluated rows' non-members.
+QUANTILE_MIN_ROWS = 20
+
+
+def _observed(
+    run: AuditRun, null: AuditedModel | None, losses: Losses, ids: Sequence[str]
+) -> dict[str, np.ndarray]:
+    """The target's and the null control's losses on ``ids`` (the target's again for a
+    permuted-label null)."""
+    target = losses.of(run.target, ids)
+    return {"target": target, "null": losses.of(null, ids) if null is not None else target}
+
+
+def _evaluated(
+    sets: Mapping[str, EvalSet],
+) -> tuple[dict[str, np.ndarray], dict[str, Sequence[str]], dict[str, Sequence[str]]]:
+    """Labels, ids and speakers by role of the rows the calibrated attacks score: the target's
+    evaluated rows, for the null control too (with its labels)."""
+    target = sets["target"]
+    labels = {"target": target.is_member, "null": sets["null"].is_member}
+    return labels, dict.fromkeys(ROLES, target.ids), dict.fromkeys(ROLES, target.speakers)
 
 
 @dataclass
@@ -477,22 +704,47 @@ def lira_variants(reference_in: np.ndarray) -> tuple[list[tuple[str, LiRA]], lis
     return variants, left_out
 
 
-def population(run: AuditRun, candidates: list[str]) -> list[str]:
-    """Known non-members of the target for RMIA: utterances no target pool holds.
+def reference_members(run: AuditRun, model: AuditedModel) -> set[str]:
+    """What a reference model trained on: a shadow's pools of the split, a base model's
+    recorded ids (none when unrecorded: it is taken to have trained on no audited row)."""
+    if model.role in run.split.roles[1:]:
+        return membership_ids(run.split, model.role)
+    return set(model.trained_ids or ())
 
-    Each must be OUT for at least one reference (shadow) model, or p(z) has no OUT estimate.
-    """
+
+def reference_mask(run: AuditRun, model: AuditedModel, ids: Sequence[str]) -> np.ndarray:
+    """Whether the reference ``model`` trained on each of ``ids``."""
+    trained = reference_members(run, model)
+    return np.array([i in trained for i in ids], dtype=bool)
+
+
+def known_nonmembers(run: AuditRun, exclude: Sequence[str]) -> list[str]:
+    """Utterances the target is known never to have trained on, but for ``exclude``: its
+    holdout and every other pool's utterances, less what its recorded trained ids hold."""
     split = run.split
     everything = {i for ids in split.pools.values() for i in ids}
-    target_pools = {
-        i for name, ids in split.pools.items() if name.startswith("target") for i in ids
-    }
-    in_every = set.intersection(*(membership_ids(split, s.role) for s in run.shadows))
-    pool = sorted(everything - target_pools - set(candidates) - in_every)
+    pool = sorted(everything - membership_ids(split, "target") - set(exclude))
     if run.target.trained_ids is not None:
         pool = [i for i in pool if i not in run.target.trained_ids]
-    rng = np.random.default_rng(run.config.seed)
-    if len(pool) > run.config.population:
-        chosen = np.sort(rng.choice(len(pool), run.config.population, replace=False))
-        pool = [pool[i] for i in chosen]
     return pool
+
+
+def capped(ids: list[str], most: int, seed: int) -> list[str]:
+    """At most ``most`` of ``ids``, drawn at random (seeded), in their order."""
+    if len(ids) <= most:
+        return ids
+    chosen = np.sort(np.random.default_rng(seed).choice(len(ids), most, replace=False))
+    return [ids[i] for i in chosen]
+
+
+def population(
+    run: AuditRun, candidates: Sequence[str], references: Sequence[AuditedModel]
+) -> list[str]:
+    """Known non-members of the target for RMIA (:func:`known_nonmembers`, the candidates
+    excluded), at most ``config.population``.
+
+    Each must be OUT for at least one of the ``references``, or p(z) has no OUT estimate.
+    """
+    in_every = set.intersection(*(reference_members(run, m) for m in references))
+    pool = [i for i in known_nonmembers(run, candidates) if i not in in_every]
+    return capped(pool, run.config.population, run.config.seed)

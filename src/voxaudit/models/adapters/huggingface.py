@@ -156,6 +156,9 @@ class HFWhisperRecognizer:
         self.sample_rate = sample_rate
         self.tokenizer = self.processor.tokenizer
         self._rate = int(self.processor.feature_extractor.sampling_rate)
+        # Whisper writes numbers as digits, which English references spell out: normalizing in
+        # the transcript's language spells them too, where it has a digit table.
+        self._language = language
         # English-only checkpoints take no language or task tokens; multilingual ones must.
         multilingual = getattr(model.generation_config, "is_multilingual", False)
         self._generate_args = {"language": language, "task": "transcribe"} if multilingual else {}
@@ -167,7 +170,10 @@ class HFWhisperRecognizer:
 
     def transcribe(self, waveforms: Waveforms) -> list[str]:
         """Greedy transcripts, normalized."""
-        return [normalize_transcript(self.tokenizer.decode(t)) for t in self._generate(waveforms)]
+        return [
+            normalize_transcript(self.tokenizer.decode(t), self._language)
+            for t in self._generate(waveforms)
+        ]
 
     def log_probs(self, waveforms: Waveforms) -> list[np.ndarray]:
         """Log-probabilities ``[tokens + 1, vocabulary]`` along each greedy transcript.
