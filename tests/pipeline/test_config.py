@@ -236,3 +236,21 @@ def test_a_reference_model_is_read_relative_to_the_config_file(tmp_path):
 
     with pytest.raises(VoxauditError, match=r"\[reference\]: scoring mode"):
         PipelineConfig.load(_write(tmp_path, scoring))
+
+
+def test_a_targets_finetune_base_is_read_relative_to_the_config_file(tmp_path):
+    def finetuned(data):
+        data["target"]["finetune"] = {"init_from": "runs/base", "freeze": ["front_end"]}
+
+    config = PipelineConfig.load(_write(tmp_path, finetuned))
+    assert config.target.finetune == {
+        "init_from": str(tmp_path / "runs" / "base"),
+        "freeze": ["front_end"],
+    }
+    assert PipelineConfig.example().target.finetune == {}
+
+    def bad(data):
+        data["target"]["finetune"] = {"init_from": "runs/base", "frozen": ["x"]}
+
+    with pytest.raises(VoxauditError, match="frozen"):
+        PipelineConfig.load(_write(tmp_path, bad))

@@ -279,3 +279,20 @@ def test_a_classifier_audit_of_non_latin_transcripts_runs_from_a_manifest(tmp_pa
     assert sorted(target.classes) == sorted(words)
     assert level["utility"]["metric"] == "accuracy"
     assert {r["model"] for r in level["mia"]["results"]} >= {"target", "null"}
+
+
+def test_a_finetuned_target_and_its_shadows_start_from_the_base(tiny_guard_audit, tmp_path):
+    """[target] finetune = { init_from = BASE }: every model of the audit is fine-tuned from
+    the base (here an ASR model of an earlier audit: the alphabet is the corpus', so any
+    role's model fits), and records it."""
+    from voxaudit.models.checkpoints import checkpoint_base
+
+    config, out, _ = tiny_guard_audit
+    base = out / "sample" / "models" / "shadow-0"
+    finetuned = replace(
+        config, guard=None, target=replace(config.target, finetune={"init_from": str(base)})
+    )
+    report = run_audit(finetuned, tmp_path / "out", progress=False)
+    (level,) = report["levels"]
+    for run_dir in level["models"].values():
+        assert checkpoint_base(run_dir)["sha256"]

@@ -113,6 +113,7 @@ class TargetSpec:
     train: dict[str, Any] = field(default_factory=dict)
     sampler: dict[str, Any] = field(default_factory=dict)  # speaker encoders' batches
     augment: dict[str, Any] = field(default_factory=dict)  # SpecAugment
+    finetune: dict[str, Any] = field(default_factory=dict)  # init_from (a base run), freeze
     checkpoint: Path | None = None
     split: Path | None = None
     adapter: str | None = None
@@ -246,6 +247,10 @@ def _target(data: dict[str, Any], root: Path, where: str) -> TargetSpec:
              if (path := getattr(target, key)) is not None}  # fmt: skip
     if target.adapter and (root / target.adapter).exists():
         paths["adapter"] = str(root / target.adapter)
+    if "init_from" in target.finetune:  # the base run, relative to the config file
+        paths["finetune"] = target.finetune | {
+            "init_from": str(root / target.finetune["init_from"])
+        }
     target = replace(target, **paths)
     _check_target(target, where)
     return target

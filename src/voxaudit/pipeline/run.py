@@ -321,7 +321,7 @@ def _trained(
 
     target = config.target
     run_config = {"model": dict(target.model), "train": dict(target.train)}
-    run_config |= {name: dict(getattr(target, name)) for name in ("sampler", "augment")
+    run_config |= {name: dict(getattr(target, name)) for name in ("sampler", "augment", "finetune")
                    if getattr(target, name)}  # fmt: skip
     run_config["train"].setdefault("device", config.device)
     run_config["train"].setdefault("seed", config.seed)
@@ -385,6 +385,10 @@ def _as_record(config: PipelineConfig) -> dict[str, Any]:
         del record["corpus"]["strict"]
     if record["reference"] is None:  # the same
         del record["reference"]
+    if record["corpus"]["text_column"] is None:  # the same
+        del record["corpus"]["text_column"]
+    if not record["target"]["finetune"]:  # the same
+        del record["target"]["finetune"]
     return record
 
 
