@@ -119,11 +119,7 @@ def evaluate_on_traffic(
     detectors = calibrated_detectors(thresholds)
 
     def traffic_at(rate: float) -> list:
-        stream = benign_stream(
-            held_out, n_accounts=accounts, seed=seed + 2, share_rate=share_rate,
-            rerecord_rate=rate, popular=popular,
-        )  # fmt: skip
-        return fingerprint_stream(stream, prints["plain"], progress=progress)
+        return _benign_traffic(held_out, accounts, share_rate, rate, popular, seed, progress)
 
     traffic = traffic_at(rerecord_rate)
     background = [(account, {"plain": fingerprint}) for account, fingerprint, _ in traffic]
@@ -198,6 +194,23 @@ def evaluate_on_traffic(
     }
 
 
+def _benign_traffic(
+    waves: Sequence[np.ndarray],
+    accounts: int,
+    share_rate: float,
+    rerecord_rate: float,
+    popular: int,
+    seed: int,
+    progress: bool,
+) -> list:
+    """``waves`` sent as benign traffic of that shape (``benign_stream``), fingerprinted."""
+    stream = benign_stream(
+        waves, n_accounts=accounts, seed=seed + 2, share_rate=share_rate,
+        rerecord_rate=rerecord_rate, popular=popular,
+    )  # fmt: skip
+    return fingerprint_stream(stream, Fingerprinter(), progress=progress)
+
+
 def calibrated_detectors(thresholds: dict[str, float]) -> dict[str, Any]:
     """The gateway's two detectors at ``voxaudit guard calibrate``'s thresholds."""
     return {
@@ -238,11 +251,7 @@ def benign_at_scale(
         -(-clips // per_speaker), per_speaker, seed=seed + 9000, progress=progress
     )
     waves = [u.samples for u in corpus.utterances[:clips]]
-    stream = benign_stream(
-        waves, n_accounts=accounts, seed=seed + 2, share_rate=share_rate,
-        rerecord_rate=rerecord_rate, popular=popular,
-    )  # fmt: skip
-    traffic = fingerprint_stream(stream, Fingerprinter(), progress=progress)
+    traffic = _benign_traffic(waves, accounts, share_rate, rerecord_rate, popular, seed, progress)
     return {
         "clips": len(waves),
         "benign": false_positives(calibrated_detectors(thresholds), {"plain": traffic}),

@@ -65,25 +65,32 @@ class ModelKind:
     LogMel, or a WaveformInput for a model that reads raw waveforms).
     ``target`` gives the model's target function; ``batch_sampler``, when set, is called as
     ``batch_sampler(targets, seed=..., **sampler_settings)`` to make the training batches
-    (e.g. ``SpeakerBatchSampler`` for GE2E's N speakers x M utterances). ``model_keywords``,
-    when set, gives the ``[model]`` keys the kind takes and their types, given the settings
-    (whose ``family`` may pick the class): they are then checked when the config is read;
-    otherwise only when the model is built. ``corpus_keywords``, when set, gives ``[model]``
-    keywords taken from the whole corpus (the config's own win), so every role of a split
-    builds the same model shape. ``classes`` lists the model classes ``build`` makes, by the
-    ``family`` keyword that picks each (None for a kind without families), and ``filled`` the
-    keys of their config that ``build`` takes from the training pool (e.g. a classifier's
-    classes): with them a base checkpoint's config becomes ``[model]`` keywords again, so a
-    kind without ``classes`` cannot be fine-tuned.
+    (e.g. ``SpeakerBatchSampler`` for GE2E's N speakers x M utterances).
+    ``corpus_keywords``, when set, gives ``[model]`` keywords taken from the whole corpus (the
+    config's own win), so every role of a split builds the same model shape. ``classes``
+    lists the model classes ``build`` makes, by the ``family`` keyword that picks each (None
+    for a kind without families), and ``filled`` the keys of their config that ``build`` takes
+    from the training pool (e.g. a classifier's classes). From them come the ``[model]`` keys
+    the kind takes (:meth:`model_keywords`, checked when the config is read) and a base
+    checkpoint's config as ``[model]`` keywords again; a kind without ``classes`` has its
+    settings checked only when the model is built, and cannot be fine-tuned.
     """
 
     build: Callable[..., nn.Module]
     target: Callable[[Any], TargetFn]
     batch_sampler: Callable[..., Sampler[list[int]]] | None = None
-    model_keywords: Callable[[Mapping[str, Any]], dict[str, Any]] | None = None
     corpus_keywords: Callable[[Corpus], dict[str, Any]] | None = None
     classes: Mapping[str | None, type[nn.Module]] = field(default_factory=dict)
     filled: tuple[str, ...] = ()
+
+    def model_keywords(self, settings: Mapping[str, Any]) -> dict[str, Any] | None:
+        """The ``[model]`` keys this kind takes and their types, given the settings (whose
+        ``family`` may pick the class); None for a kind that lists no ``classes``."""
+        if not self.classes:
+            return None
+        if None in self.classes:
+            return _passed_on(self.build, self.classes[None], self.filled)
+        return _family_keywords(settings, self.build, self.classes, self.filled)
 
 
 @dataclass(frozen=True)
@@ -158,14 +165,6 @@ CLASSIFIER_FILLED = ("n_classes", "classes")
 SPEAKER_FILLED = ("n_speakers",)
 
 
-def _classifier_keywords(settings: Mapping[str, Any]) -> dict[str, Any]:
-    return _passed_on(classifier_for, UtteranceClassifierNet, filled=CLASSIFIER_FILLED)
-
-
-def _asr_keywords(settings: Mapping[str, Any]) -> dict[str, Any]:
-    return _family_keywords(settings, asr_model_for, ASR_FAMILIES)
-
-
 def _corpus_alphabet(corpus: Corpus) -> dict[str, Any]:
     # The whole corpus' characters, not the role's pool: every model of a split then has the
     # same output layer (features such as entropy compare alike), and the alphabet does not
@@ -176,22 +175,16 @@ def _corpus_alphabet(corpus: Corpus) -> dict[str, Any]:
 SPEAKER_ENCODERS = {"ge2e": GE2EEncoder, "xvector": XVectorEncoder}
 
 
-def _speaker_keywords(settings: Mapping[str, Any]) -> dict[str, Any]:
-    return _family_keywords(settings, speaker_encoder_for, SPEAKER_ENCODERS, filled=SPEAKER_FILLED)
-
-
 MODEL_KINDS: dict[str, ModelKind] = {
     "classifier": ModelKind(
         build=classifier_for,
         target=lambda model: model.target,
-        model_keywords=_classifier_keywords,
         classes={None: UtteranceClassifierNet},
         filled=CLASSIFIER_FILLED,
     ),
     "asr": ModelKind(
         build=asr_model_for,
         target=transcript_targets,
-        model_keywords=_asr_keywords,
         corpus_keywords=_corpus_alphabet,
         classes=ASR_FAMILIES,
     ),
@@ -199,7 +192,6 @@ MODEL_KINDS: dict[str, ModelKind] = {
         build=speaker_encoder_for,
         target=speaker_targets,
         batch_sampler=speaker_batches,
-        model_keywords=_speaker_keywords,
         classes=SPEAKER_ENCODERS,
         filled=SPEAKER_FILLED,
     ),
@@ -221,18 +213,14 @@ def model_settings(kind: str) -> dict[str, list[tuple[str, str]]]:
     classes' own defaults are left out: a ``preset`` overrides them).
     """
     found = model_kind(kind)
-    if found.model_keywords is None:
-        return {}
-    family_type = found.model_keywords({}).get("family")
-    families = [None] if family_type is None else list(family_type.__args__)
     defaults = {
         name: parameter.default
         for name, parameter in inspect.signature(found.build).parameters.items()
         if parameter.default is not inspect.Parameter.empty
     }
     out = {}
-    for family in families:
-        types = found.model_keywords({} if family is None else {"family": family})
+    for family in found.classes:  # none listed: nothing to say before the model is built
+        types = found.model_keywords({} if family is None else {"family": family}) or {}
         rows = []
         for name, annotation in types.items():
             if name == "family":
@@ -320,8 +308,9 @@ def _checked_kind_sections(
     at: Mapping[str, str],
 ) -> tuple[dict[str, Any], dict[str, Any]]:
     """The [model] and [sampler] settings checked against what model ``kind`` builds."""
-    if family.model_keywords is not None:
-        model = checked(model, family.model_keywords(model), at["model"])
+    keywords = family.model_keywords(model)
+    if keywords is not None:
+        model = checked(model, keywords, at["model"])
     if sampler:
         if family.batch_sampler is None:
             raise VoxauditError(f"{at['sampler']}: model kind {kind!r} takes no [sampler] settings")

@@ -16,7 +16,6 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any, ClassVar
 
-import jiwer
 import numpy as np
 
 from voxaudit.data.corpus import Corpus, Utterance
@@ -126,10 +125,7 @@ class AsrFamily(TabularFamily):
         return AuditedModel(role, str(path), Recognizer(model), train_ids)
 
     def utility(self, model: AuditedModel, corpus: Corpus, ids: Sequence[str]) -> tuple[str, float]:
-        recognizer = model.model
-        utterances = [corpus[i] for i in ids]
-        hypotheses = recognizer.transcribe([u.load(recognizer.sample_rate) for u in utterances])
-        return "cer", float(jiwer.cer([u.transcript for u in utterances], hypotheses))
+        return "cer", error_rates(model, [corpus[i] for i in ids])["cer"]
 
     def score(
         self,
@@ -184,7 +180,10 @@ class AsrFamily(TabularFamily):
         scored = self.features(replace(run, corpus=recordings), target, everything)
         setup = {
             "utility": {
-                model.role: error_rates(model, recordings, config.batch_size)
+                model.role: {
+                    metric: round(value, 4)
+                    for metric, value in error_rates(model, recordings, config.batch_size).items()
+                }
                 for model in (target, *shadows)
             },
             "threat": config.threat,
@@ -198,15 +197,18 @@ class AsrFamily(TabularFamily):
                                "cv_results": attack.cv_results_}  # fmt: skip
 
 
-def error_rates(model: AuditedModel, recordings: Corpus, batch_size: int) -> dict[str, float]:
+def error_rates(
+    model: AuditedModel, recordings: Sequence[Utterance], batch_size: int = 32
+) -> dict[str, float]:
     """The model's corpus WER and CER on ``recordings`` (normalized transcripts, as
-    :func:`voxaudit.models.recognizer.wer`): how well it recognizes this speech at all.
+    :func:`voxaudit.models.recognizer.wer`): how well it recognizes this speech at all. The
+    audit's utility (CER on the holdout) and scoring mode's (both, on the user's recordings).
 
     Parameters
     ----------
     model : AuditedModel
         A speech recognizer.
-    recordings : Corpus
+    recordings : sequence of Utterance
         Transcribed recordings.
     batch_size : int
         Recordings transcribed per call.
@@ -223,10 +225,7 @@ def error_rates(model: AuditedModel, recordings: Corpus, batch_size: int) -> dic
         )
     ]
     references = [u.transcript for u in utterances]
-    return {
-        "wer": round(wer(references, hypotheses), 4),
-        "cer": round(cer(references, hypotheses), 4),
-    }
+    return {"wer": wer(references, hypotheses), "cer": cer(references, hypotheses)}
 
 
 #: Scoring mode's features: what means the same for any recognizer.
