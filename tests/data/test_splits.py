@@ -17,6 +17,7 @@ from voxaudit.data.splits import (
     AuditSplit,
     SplitFormatError,
     SplitMismatchError,
+    base_pool,
     make_split,
 )
 from voxaudit.errors import VoxauditError
@@ -464,3 +465,30 @@ def test_label_stratification_needs_transcripts_and_a_sample_level_split():
         make_split(_labelled_corpus([[4, 4, 4]] * 8), "speaker", stratify_labels=True)
     # Off, the option leaves no trace in the split's parameters (older split files stay equal).
     assert "stratify_labels" not in make_split(_labelled_corpus([[4, 4, 4]] * 4)).params
+
+
+@PROPERTY
+@given(corpora, seeds, st.floats(0.1, 0.9), st.sampled_from(["speakers", "recordings"]))
+def test_a_base_pool_and_the_rest_cover_the_corpus_and_share_no_recording(
+    corpus, seed, fraction, by
+):
+    try:
+        pool, rest = base_pool(corpus, fraction, by=by, seed=seed)
+    except VoxauditError as exc:  # a corpus too small for it says so
+        assert "leaves" in str(exc)
+        return
+    assert pool and rest and not set(pool) & set(rest)
+    assert sorted(pool + rest) == sorted(corpus.ids)
+    assert (pool, rest) == base_pool(corpus, fraction, by=by, seed=seed)
+    speaker_of = _speaker_of(corpus)
+    if by == "speakers":  # whole speakers: no voice on both sides
+        assert not {speaker_of[i] for i in pool} & {speaker_of[i] for i in rest}
+    else:
+        assert abs(len(pool) - fraction * len(corpus)) <= 1
+
+
+def test_a_base_pool_refuses_a_share_that_leaves_it_nothing():
+    with pytest.raises(VoxauditError, match=r"has 4 speakers.*leaves no speaker"):
+        base_pool(_corpus([3, 3, 3, 3]), 0.1)
+    with pytest.raises(VoxauditError, match="by must be one of"):
+        base_pool(_corpus([3, 3, 3, 3]), 0.5, by="voices")

@@ -160,6 +160,9 @@ def test_with_shadows_the_threshold_is_fixed_on_them_and_rmia_uses_the_base_too(
     assert ratio["metrics"]["accuracy"]["value"] > 0.8  # the shadow-fixed threshold carries over
     rmia = row(report, "RMIA, base reference")
     assert rmia["metrics"]["auroc"]["value"] > 0.8
+    # It queries the target, the shadow and the base, and the shadow had to be trained.
+    cost = report["setup"]["attack_costs"]["RMIA, base reference (true-label confidence)"]
+    assert cost["models_trained"] == 1 and cost["forward_passes_per_example"] == 3
     assert report["null_control"]["valid"]
     # An unrecorded base is taken on trust, and the report says so.
     assert report["setup"]["references"][0]["trained_ids"].startswith("unrecorded: unverified")

@@ -254,3 +254,36 @@ def test_a_targets_finetune_base_is_read_relative_to_the_config_file(tmp_path):
 
     with pytest.raises(VoxauditError, match="frozen"):
         PipelineConfig.load(_write(tmp_path, bad))
+
+
+def test_the_built_in_base_scenario_is_read_and_checked(tmp_path):
+    def based(data):
+        data["target"]["model"]["label"] = "transcript"
+        data["base"] = {"fraction": 0.25, "train": {"epochs": 3}, "freeze": ["front_end"]}
+
+    config = PipelineConfig.load(_write(tmp_path, based))
+    assert config.base is not None and config.base.fraction == 0.25
+    assert config.base.by == "speakers" and config.base.freeze == ("front_end",)
+    assert PipelineConfig.example().base is None
+
+
+@pytest.mark.parametrize(
+    ("edit", "message"),
+    [
+        (lambda d: d["base"].update(fraction=1.0), r"\[base\] fraction must lie strictly"),
+        (lambda d: d["base"].update(by="voices"), r"\[base\] by must be one of"),
+        (lambda d: d["base"].update(train={"epoch": 3}), r"\[base.train\]: unknown key"),
+        (lambda d: d["base"].update(fraction="a third"), r"\[base\].*fraction"),
+        (lambda d: d.update(reference={"model": "runs/base"}), r"leave \[reference\] out"),
+        (lambda d: d["target"].update(finetune={"init_from": "b"}), r"leave \[target\] finetune"),
+        (lambda d: d["target"]["model"].update(label="speaker"), 'use by = "recordings"'),
+    ],
+)
+def test_a_bad_base_section_is_refused_naming_the_key(tmp_path, edit, message):
+    def based(data):
+        data["target"]["model"]["label"] = "transcript"
+        data["base"] = {"fraction": 0.3}
+        edit(data)
+
+    with pytest.raises(VoxauditError, match=message):
+        PipelineConfig.load(_write(tmp_path, based))

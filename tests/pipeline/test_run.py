@@ -10,6 +10,7 @@ from voxaudit.cli import app
 from voxaudit.errors import VoxauditError
 from voxaudit.guard.evaluation import DETECTORS
 from voxaudit.pipeline import PipelineConfig, run_audit
+from voxaudit.pipeline.config import BaseSpec
 
 runner = CliRunner()
 
@@ -296,3 +297,33 @@ def test_a_finetuned_target_and_its_shadows_start_from_the_base(tiny_guard_audit
     (level,) = report["levels"]
     for run_dir in level["models"].values():
         assert checkpoint_base(run_dir)["sha256"]
+
+
+def test_the_built_in_base_scenario_pretrains_fine_tunes_and_calibrates_on_the_base(
+    tiny_config_path, tmp_path
+):
+    """[base]: a base pretrained on a pool no audited model trains on; the target and its
+    shadows fine-tuned from it; the base loss ratio among the rows; a rerun retrains nothing."""
+    from voxaudit.models.checkpoints import checkpoint_base, read_checkpoint
+
+    tiny = PipelineConfig.load(tiny_config_path)
+    config = replace(
+        tiny,  # on more recordings per speaker, so that a quarter can go to the base
+        corpus=replace(tiny.corpus, path=tmp_path / "corpus",
+                       synthesize={"speakers": 4, "per_speaker": 12}),
+        base=BaseSpec(fraction=0.25, by="recordings", train={"epochs": 1, "batch_size": 8},
+                      freeze=("front_end",)),
+    )  # fmt: skip
+    report = run_audit(config, tmp_path / "out", progress=False)
+    (level,) = report["levels"]
+    assert set(level["models"]) == {"base", "target", "shadow-0", "shadow-1"}
+    base_ids = set(read_checkpoint(level["models"]["base"] + "/checkpoint.pt")["data"]["train_ids"])
+    assert len(base_ids) == 12  # a quarter of the 48 recordings
+    for role in ("target", "shadow-0", "shadow-1"):
+        checkpoint = read_checkpoint(level["models"][role] + "/checkpoint.pt")
+        assert not base_ids & set(checkpoint["data"]["train_ids"])
+        assert checkpoint_base(level["models"][role])["sha256"]
+    rows = {r["name"] for r in level["mia"]["results"] if r["model"] == "target"}
+    assert any("base" in name for name in rows), rows
+    again = run_audit(config, tmp_path / "out", progress=False)
+    assert again["levels"] == json.loads(json.dumps(report["levels"]))

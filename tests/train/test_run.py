@@ -62,6 +62,21 @@ def test_trains_on_exactly_the_roles_training_pool(audit, tmp_path: Path):
     assert classifier.classes == sorted({i.split("-")[0] for i in split["pools"]["target_train"]})
 
 
+def test_it_trains_on_given_ids_instead_of_a_split_and_refuses_both_or_unknown(audit, tmp_path):
+    corpus_dir, split_path = audit
+    ids = sorted(load_corpus(corpus_dir).ids)[:6]
+    checkpoint = train_model("classifier", corpus_dir, None, "base", CONFIG, tmp_path / "base",
+                             progress=False, train_ids=ids)  # fmt: skip
+    state = read_checkpoint(checkpoint)
+    assert state["data"]["train_ids"] == ids and state["metadata"]["role"] == "base"
+    with pytest.raises(VoxauditError, match="a split file or train_ids, not both"):
+        train_model("classifier", corpus_dir, split_path, "target", CONFIG, tmp_path / "x",
+                    progress=False, train_ids=ids)  # fmt: skip
+    with pytest.raises(VoxauditError, match="'nope' is not in corpus"):
+        train_model("classifier", corpus_dir, None, "base", CONFIG, tmp_path / "y",
+                    progress=False, train_ids=["nope"])  # fmt: skip
+
+
 def test_shadow_role_and_toml_config(audit, tmp_path: Path):
     corpus_dir, split_path = audit
     config = tmp_path / "run.toml"

@@ -409,6 +409,45 @@ def make_split(
     )
 
 
+BASE_POOLS = ("speakers", "recordings")
+
+
+def base_pool(
+    corpus: Corpus, fraction: float, *, by: str = "speakers", seed: int = 0
+) -> tuple[list[str], list[str]]:
+    """Set aside the pretraining pool P of a base model: (P's ids, the other ids), both sorted.
+
+    ``by="speakers"`` takes ``fraction`` of the speakers, whole (the base heard other people,
+    as a public checkpoint did); ``"recordings"`` takes ``fraction`` of every speaker's
+    recordings (the base knows the same voices: a speaker classifier fine-tuned from it keeps
+    its classes). The rest is what the audit splits into members, non-members and shadow
+    pools, so the base never trained on an audited recording.
+    """
+    if by not in BASE_POOLS:
+        raise VoxauditError(f"base pool by must be one of {', '.join(BASE_POOLS)}, got {by!r}")
+    if not 0 < fraction < 1:
+        raise VoxauditError(f"base pool fraction must lie strictly between 0 and 1, got {fraction}")
+    groups = _shuffled_groups(corpus, np.random.default_rng([seed, *b"base pool"]), None)
+    if by == "speakers":
+        n = _round(fraction * len(groups))
+        if not 1 <= n < len(groups):
+            raise VoxauditError(
+                f"corpus {corpus.name!r} has {len(groups)} speakers: a base pool of "
+                f"{fraction:g} of them leaves {'no' if n < 1 else 'every'} speaker to it"
+            )
+        pool = [uid for _, ids in groups[:n] for uid in ids]
+    else:
+        carry = _Carry(fraction)
+        pool = [uid for _, ids in groups for uid in ids[: carry.take(len(ids))]]
+        if not pool or len(pool) == len(corpus):
+            raise VoxauditError(
+                f"corpus {corpus.name!r} has {len(corpus)} recordings: a base pool of "
+                f"{fraction:g} of them leaves {'none' if not pool else 'all'} to it"
+            )
+    taken = set(pool)
+    return sorted(pool), sorted(u.id for u in corpus if u.id not in taken)
+
+
 def _check_options(level: str, seed: int, p: dict[str, Any]) -> None:
     """Refuse option values that cannot make a split, naming the option."""
     if level not in LEVELS:

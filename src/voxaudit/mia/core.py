@@ -493,12 +493,17 @@ def evaluation_sets(
 
 @contextmanager
 def costed(
-    costs: dict[str, dict[str, Any]], label: str, forward_passes: int, per: str = "example"
+    costs: dict[str, dict[str, Any]],
+    label: str,
+    forward_passes: int,
+    per: str = "example",
+    models_trained: int = 0,
 ) -> Iterator[None]:
-    """Record in ``costs[label]`` what the attack run inside the block cost: no model trained,
-    ``forward_passes`` model queries per evaluated ``per`` (the target's and each reference
-    model's), and the process CPU seconds of the block, its own queries included (a query an
-    earlier attack already made is read from memory, not counted again).
+    """Record in ``costs[label]`` what the attack run inside the block cost: the models the
+    auditor trained for it, ``forward_passes`` model queries per evaluated ``per`` (the
+    target's and each reference model's), and the process CPU seconds of the block, its own
+    queries included (a query an earlier attack already made is read from memory, not counted
+    again; the training of the models is not in it).
 
     Parameters
     ----------
@@ -506,11 +511,12 @@ def costed(
     label : the row label.
     forward_passes : model queries per evaluated unit.
     per : the unit: ``"example"`` or, for speaker encoders, ``"voice"``.
+    models_trained : the shadow models it uses (a public base is not trained by the auditor).
     """
     started = time.process_time()
     yield
     costs[label] = {
-        "models_trained": 0,
+        "models_trained": models_trained,
         f"forward_passes_per_{per}": forward_passes,
         "cpu_seconds": round(time.process_time() - started, 3),
     }

@@ -80,6 +80,16 @@ draws = 4
 # (the base loss ratio; for speaker encoders, the base-calibrated similarity).
 # [reference]
 # model = "runs/base"      # a run folder or checkpoint the family loads
+#
+# Or the fine-tuning scenario, built in: a base model pretrained here, with the target's
+# [model] and this [train], on a pool P set aside from the corpus; the target and its shadows
+# are then fine-tuned from it on the rest's pools, and it is the reference model.
+# [base]
+# fraction = 0.3           # P's share of the corpus
+# by = "speakers"          # P holds whole speakers (other people); or "recordings": a share
+#                          # of every speaker's (a speaker classifier keeps its classes)
+# train = { epochs = 30 }  # the base's [train]; the target's when unset
+# freeze = ["front_end"]   # parameter-name prefixes the fine-tuning leaves as the base has them
 
 # Optional stages:
 # [defenses]
@@ -133,6 +143,17 @@ class TargetSpec:
 
 
 @dataclass(frozen=True)
+class BaseSpec:
+    """The built-in fine-tuning scenario: a base pretrained on a pool the audit sets aside
+    (``voxaudit.data.splits.base_pool``), the target and shadows fine-tuned from it."""
+
+    fraction: float = 0.3  # the pool's share of the corpus
+    by: str = "speakers"  # whole speakers, or a share of every speaker's "recordings"
+    train: dict[str, Any] = field(default_factory=dict)  # the base's [train] (else the target's)
+    freeze: tuple[str, ...] = ()  # what fine-tuning leaves as the base has it
+
+
+@dataclass(frozen=True)
 class GuardEvaluation:
     """The optional guard stage (``voxaudit.guard.evaluation.evaluate_guard``), sized for a CPU."""
 
@@ -151,7 +172,7 @@ TOP_LEVEL: dict[str, Any] = {
     "threat": str,
     "levels": tuple[str, ...],
     **dict.fromkeys(
-        ("corpus", "target", "shadows", "split", "audit", "reference", "defenses", "guard"),
+        ("corpus", "target", "shadows", "split", "audit", "reference", "base", "defenses", "guard"),
         dict[str, Any],
     ),
 }
@@ -170,6 +191,7 @@ class PipelineConfig:
     split: dict[str, Any] = field(default_factory=dict)
     audit: dict[str, Any] = field(default_factory=dict)
     reference: Path | None = None  # a reference (base) model's run folder or checkpoint
+    base: BaseSpec | None = None  # the built-in scenario: a base pretrained here, fine-tuned
     defense_sweep: Path | None = None
     guard: GuardEvaluation | None = None
     origin: str = field(default="the config", compare=False)  # the file, for error messages
@@ -202,6 +224,7 @@ class PipelineConfig:
         count, mode = _shadows(data.get("shadows", {}), f"{where}: [shadows]", target)
         defenses = checked(data.get("defenses", {}), {"sweep": Path}, f"{where}: [defenses]")
         reference = _reference(data.get("reference"), target, where)
+        base = _base(data.get("base"), target, reference, where)
         return cls(
             corpus=_corpus(data["corpus"], root, where),
             target=target,
@@ -214,6 +237,7 @@ class PipelineConfig:
             split=_split_options(data.get("split", {}), f"{where}: [split]"),
             audit=families.audit_options(target.family, data.get("audit", {}), f"{where}: [audit]"),
             reference=root / reference if reference is not None else None,
+            base=base,
             defense_sweep=root / defenses["sweep"] if "sweep" in defenses else None,
             guard=_guard(data.get("guard"), target, where),
             origin=where,
@@ -330,6 +354,41 @@ def _reference(data: Any, target: TargetSpec, where: str) -> Path | None:
             "for a reference model to calibrate; give the target's members and nonmembers"
         )
     return reference["model"]
+
+
+def _base(data: Any, target: TargetSpec, reference: Path | None, where: str) -> BaseSpec | None:
+    """The optional [base] section (the built-in fine-tuning scenario), checked."""
+    if data is None:
+        return None
+    from voxaudit.data.splits import BASE_POOLS
+    from voxaudit.train.run import read_run_config
+
+    at = f"{where}: [base]"
+    base = from_mapping(BaseSpec, data, at)
+    if target.source != "train":
+        raise VoxauditError(f"{at}: the base is pretrained and fine-tuned here: [target] trains "
+                            "a built-in model (model = ..., no checkpoint or adapter)")  # fmt: skip
+    conflicts = [name for name, given in (("[target] finetune", target.finetune),
+                                          ("[reference]", reference)) if given]  # fmt: skip
+    if conflicts:
+        raise VoxauditError(f"{at}: the base is the target's start and its reference: leave "
+                            f"{' and '.join(conflicts)} out")  # fmt: skip
+    if not 0 < base.fraction < 1:
+        raise VoxauditError(f"{at} fraction must lie strictly between 0 and 1, got {base.fraction}")
+    if base.by not in BASE_POOLS:
+        raise VoxauditError(f"{at} by must be one of {', '.join(BASE_POOLS)}, got {base.by!r}")
+    if (
+        target.family == "classifier"
+        and base.by == "speakers"
+        and (target.model.get("label", "speaker") == "speaker")
+    ):
+        raise VoxauditError(
+            f"{at}: a speaker classifier's classes are its speakers, and a base of other "
+            'speakers has other classes: use by = "recordings"'
+        )
+    kind = families.get(target.family).train_kind
+    read_run_config({"model": target.model, "train": base.train}, kind, where=where, table="base.")
+    return replace(base, fraction=float(base.fraction), freeze=tuple(base.freeze))
 
 
 def _guard(data: Any, target: TargetSpec, where: str) -> GuardEvaluation | None:

@@ -39,7 +39,7 @@ from rich.markup import escape
 from voxaudit import __version__
 from voxaudit.data.corpus import Corpus
 from voxaudit.data.loaders import load_corpus
-from voxaudit.data.splits import AuditSplit, make_split, read_ids, shadow_halves
+from voxaudit.data.splits import AuditSplit, base_pool, make_split, read_ids, shadow_halves
 from voxaudit.errors import VoxauditError
 from voxaudit.files import claim_folder, write_json
 from voxaudit.mia import core
@@ -168,6 +168,10 @@ def _audit_level(
         return json.loads(done.read_text("utf-8"))
     began = time.time()
     source = config.target.source
+    base_dir = None
+    if config.base is not None:  # the audit splits what the base did not train on
+        corpus, base_dir = _pretrained_base(config, family.train_kind, corpus, level_dir.parent,
+                                            progress)  # fmt: skip
     split_path = _split(config, corpus, level, level_dir)
     split = AuditSplit.load(split_path)
     split.check(corpus)
@@ -178,7 +182,8 @@ def _audit_level(
     family.check_data(corpus, split, shadow_roles, audit_config)
     trains_target = source in ("train", "checkpoint")
     run_dirs = {
-        role: _trained(config, family.train_kind, corpus, split_path, role, level_dir, progress)
+        role: _trained(config, family.train_kind, corpus, split_path, role, level_dir, progress,
+                       base_dir)
         for role in (["target"] if trains_target else []) + list(shadow_roles)
     }  # fmt: skip
     shadows = [family.load(run_dirs[role], role, config.device) for role in shadow_roles]
@@ -194,9 +199,10 @@ def _audit_level(
         else:
             assert config.target.adapter is not None
             target = resolve_model(family.name, config.target.adapter, "target", config.device)
+        given = config.reference if config.reference is not None else base_dir
         references = [
             resolve_model(family.name, path, "reference-0", config.device)
-            for path in ([config.reference] if config.reference is not None else [])
+            for path in ([given] if given is not None else [])
         ]
         report = core.run_audit(family, corpus, split, target, shadows, report_dir,
                                 config=audit_config, progress=progress,
@@ -208,7 +214,8 @@ def _audit_level(
         "family": config.target.family,
         "target": config.target.source,
         "split": str(split_path.resolve()),
-        "models": {role: str(path.resolve()) for role, path in run_dirs.items()},
+        "models": {role: str(path.resolve()) for role, path in run_dirs.items()}
+        | ({"base": str(base_dir.resolve())} if base_dir is not None else {}),
         "report_dir": str(report_dir.resolve()),
         "utility": utility,
         "mia": without_examples(report),
@@ -312,22 +319,51 @@ def _trained(
     role: str,
     level_dir: Path,
     progress: bool,
+    base_dir: Path | None = None,
 ) -> Path:
     """The run folder of ``role``: the given checkpoint, or a model trained (or resumed) here
-    on the audit's ``corpus`` (read once, in the corpus stage)."""
+    on the audit's ``corpus`` (read once, in the corpus stage), fine-tuned from the built-in
+    scenario's base when there is one."""
     if role == "target" and config.target.checkpoint is not None:
         return config.target.checkpoint
     from voxaudit.train.run import train_model
 
+    run_config = _run_config(config)
+    if base_dir is not None:
+        assert config.base is not None
+        run_config["finetune"] = {"init_from": str(base_dir), "freeze": list(config.base.freeze)}
+    run_dir = level_dir / "models" / role
+    train_model(kind, corpus, split_path, role, run_config, run_dir, progress=progress)
+    return run_dir
+
+
+def _run_config(config: PipelineConfig, train: dict[str, Any] | None = None) -> dict[str, Any]:
+    """The run config (`voxaudit train --config` sections) of the target's recipe, with
+    ``train`` for its [train] when given (the built-in base's)."""
     target = config.target
-    run_config = {"model": dict(target.model), "train": dict(target.train)}
+    run_config = {"model": dict(target.model), "train": dict(train or target.train)}
     run_config |= {name: dict(getattr(target, name)) for name in ("sampler", "augment", "finetune")
                    if getattr(target, name)}  # fmt: skip
     run_config["train"].setdefault("device", config.device)
     run_config["train"].setdefault("seed", config.seed)
-    run_dir = level_dir / "models" / role
-    train_model(kind, corpus, split_path, role, run_config, run_dir, progress=progress)
-    return run_dir
+    return run_config
+
+
+def _pretrained_base(
+    config: PipelineConfig, kind: str, corpus: Corpus, out_dir: Path, progress: bool
+) -> tuple[Corpus, Path]:
+    """The built-in scenario's base, pretrained (or resumed) on the pool P that
+    :func:`~voxaudit.data.splits.base_pool` sets aside, in ``out_dir/base`` (one for every
+    level: P depends on the seed only); and the rest of ``corpus``, which the audit splits."""
+    from voxaudit.train.run import train_model
+
+    spec = config.base
+    assert spec is not None
+    pool, rest = base_pool(corpus, spec.fraction, by=spec.by, seed=config.seed)
+    run_dir = out_dir / "base"
+    train_model(kind, corpus, None, "base", _run_config(config, spec.train), run_dir,
+                progress=progress, train_ids=pool)  # fmt: skip
+    return corpus.subset(rest), run_dir
 
 
 def _audit_config(family: core.Family, config: PipelineConfig) -> core.AuditConfig:
@@ -389,6 +425,8 @@ def _as_record(config: PipelineConfig) -> dict[str, Any]:
         del record["corpus"]["text_column"]
     if not record["target"]["finetune"]:  # the same
         del record["target"]["finetune"]
+    if record["base"] is None:  # the same
+        del record["base"]
     return record
 
 

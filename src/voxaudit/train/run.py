@@ -341,7 +341,7 @@ def carve_validation(ids: Sequence[str], fraction: float, seed: int) -> tuple[li
 def train_model(
     kind: str,
     corpus: str | Path | Corpus,
-    split_path: str | Path,
+    split_path: str | Path | None,
     role: str,
     config: str | Path | Mapping[str, Any],
     out_dir: str | Path,
@@ -354,6 +354,7 @@ def train_model(
     hooks: Sequence[Hook] = (),
     init_from: str | Path | None = None,
     freeze: Sequence[str] | None = None,
+    train_ids: Sequence[str] | None = None,
 ) -> Path:
     """Train the ``role`` model of a split on exactly its training ids; return the checkpoint.
 
@@ -379,7 +380,7 @@ def train_model(
     corpus:
         The corpus the split was made from, or its folder.
     split_path:
-        The split file (``voxaudit split``).
+        The split file (``voxaudit split``); None with ``train_ids``.
     role:
         ``target`` or ``shadow-K``: whose training pool to train on.
     config:
@@ -400,6 +401,9 @@ def train_model(
         A base run folder or checkpoint file to fine-tune; overrides ``[finetune] init_from``.
     freeze:
         Parameter-name prefixes not to train; overrides ``[finetune] freeze``.
+    train_ids:
+        The ids to train on instead of a split role's pool (one the caller set aside, e.g. a
+        built-in base's pretraining pool); ``role`` then only names the model.
     """
     family = model_kind(kind)
     settings = read_run_config(config, kind)
@@ -419,13 +423,23 @@ def train_model(
         provenance = base_provenance(base)
     if not isinstance(corpus, Corpus):
         corpus = load_corpus(corpus, layout, pattern=pattern, progress=progress)
-    split = AuditSplit.load(split_path)
-    split.check(corpus)
-    train_ids, val_ids = carve_validation(split.train_ids(role), val_fraction, train_config.seed)
+    if (split_path is None) == (train_ids is None):
+        raise VoxauditError("train_model needs a split file or train_ids, not both")
+    split = None
+    if split_path is not None:
+        split = AuditSplit.load(split_path)
+        split.check(corpus)
+        train_ids = split.train_ids(role)
+    assert train_ids is not None
+    unknown = [uid for uid in train_ids if uid not in corpus]
+    if unknown:
+        raise VoxauditError(f"train_ids: {unknown[0]!r} is not in corpus {corpus.name!r}")
+    train_ids, val_ids = carve_validation(train_ids, val_fraction, train_config.seed)
     if train_config.early_stopping_patience is not None and not val_ids:
         raise VoxauditError("early stopping needs a validation share: set val_fraction > 0")
     if not train_ids:
-        raise VoxauditError(f"{split_path}: role {role!r} has no training utterances")
+        where = split_path or "train_ids"
+        raise VoxauditError(f"{where}: role {role!r} has no training utterances")
     train_utts = [corpus[uid] for uid in train_ids]
     val_utts = [corpus[uid] for uid in val_ids]
     # The initial weights come from the global RNG: seed it, or the same config gives another
@@ -484,8 +498,8 @@ def train_model(
         "role": role,
         "corpus": corpus.name,
         "corpus_fingerprint": corpus.fingerprint(),
-        "split_level": split.level,
-        "split_seed": split.seed,
+        "split_level": split.level if split else None,
+        "split_seed": split.seed if split else None,
         "val_fraction": val_fraction,
     }
     # Only fine-tuned runs carry these keys: the metadata of other runs, which a resume

@@ -251,7 +251,8 @@ class TabularFamily(Family):
             references = [*run.shadows, *run.references]
             extra = population(run, candidates, references)
             if extra:
-                with costed(costs, f"{RMIA_BASE} ({self.statistic_name})", 1 + len(references)):
+                with costed(costs, f"{RMIA_BASE} ({self.statistic_name})", 1 + len(references),
+                            models_trained=len(run.shadows)):  # fmt: skip
                     results += self._rmia(RMIA_BASE, run, references, extra, sets, null, losses)
             else:
                 left_out.append(f"{RMIA_BASE}: {NO_POPULATION}")
