@@ -4,6 +4,7 @@ calibrated by the base, and, for speaker encoders, the base-calibrated similarit
 from __future__ import annotations
 
 import hashlib
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -258,3 +259,54 @@ def test_speaker_level_base_calibrated_similarity_finds_the_trained_voices(tmp_p
         run_audit(families.get("speaker"), corpus, split, encoder("target"),
                   [encoder("shadow-0")], tmp_path / "refused", config=SPEAKER, progress=False,
                   references=[heard])  # fmt: skip
+
+
+WORDS = ["one", "two", "three", "four", "five", "six", "seven", "eight", "nine", "ten"]
+
+
+class ToyRecognizer:
+    """Transcribes a recording with a share of its ten words wrong: the recording's difficulty
+    (quiet recordings are hard: 10% to 90% wrong), three words fewer on those it memorized. A
+    noisy copy it gets all wrong."""
+
+    sample_rate = RATE
+
+    def __init__(self, corpus: Corpus, memorized: set[str] = frozenset(), seed: int = 0) -> None:
+        levels = {u.id: _level(u) for u in corpus}
+        low, high = min(levels.values()), max(levels.values())
+        self.known = {}
+        for u in corpus:
+            noise = np.random.default_rng([seed, *u.id.encode()]).normal(0.0, 0.05)
+            error = 0.1 + 0.8 * (high - levels[u.id]) / (high - low) + noise
+            wrong = int(np.clip(round(10 * error) - 3 * (u.id in memorized), 0, 10))
+            self.known[_key(u.load(RATE))] = " ".join(["x"] * wrong + WORDS[wrong:])
+
+    def transcribe(self, waveforms):
+        return [self.known.get(_key(wave), "x") for wave in waveforms]
+
+
+def test_in_a_black_box_the_base_calibrates_each_transcripts_error(corpus, tmp_path):
+    """Transcripts alone: the target's WER on a recording minus the base's finds a memorizer
+    whose plain WER threshold is held back by how hard each recording is."""
+    spoken = Corpus([replace(u, transcript=" ".join(WORDS)) for u in corpus], name="toy")
+    members, nonmembers = takes(spoken, range(4)), takes(spoken, range(4, 8))
+    base = ToyRecognizer(spoken, seed=9)
+    options = {"classifiers": ("logistic",), "cv": 2, "n_bootstrap": 200, "draws": 1,
+               "snrs_db": (20.0,)}  # fmt: skip
+
+    def audited(model):
+        return voxaudit.audit(model, spoken, members, nonmembers, family="asr", threat="black",
+                              reference_model=base, **options).report  # fmt: skip
+
+    report = audited(ToyRecognizer(spoken, set(members)))
+    name = "base error difference"
+    auroc = row(report, name)["metrics"]["auroc"]
+    assert auroc["low"] > 0.8
+    assert auroc["value"] > row(report, "threshold on wer")["metrics"]["auroc"]["value"] + 0.1
+    cost = report["setup"]["attack_costs"][f"{name} (wer)"]
+    assert cost["models_trained"] == 0 and cost["forward_passes_per_example"] == 2
+    # Grey-box rows stay out of a black-box audit.
+    assert not any(r["name"] == BASE_RATIO for r in report["results"])
+
+    quiet = row(audited(ToyRecognizer(spoken)), name)["metrics"]["auroc"]
+    assert quiet["low"] <= 0.5 <= quiet["high"]

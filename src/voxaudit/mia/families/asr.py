@@ -32,6 +32,7 @@ from voxaudit.mia.fitting import grouped_folds
 from voxaudit.mia.scoring import reference_facts, score_rows
 from voxaudit.mia.table import FeatureTable
 from voxaudit.models.access import Access
+from voxaudit.models.recognizer import wer
 
 
 class AsrFamily(TabularFamily):
@@ -42,6 +43,7 @@ class AsrFamily(TabularFamily):
     levels = ("sample", "speaker")
     config_type = AsrAuditConfig
     statistic_name = "loss_per_char"
+    black_statistic_name = "wer"
     thresholds: ClassVar[Mapping[str, str]] = {"wer": "black", "loss_per_char": "grey"}
     feature_sets: ClassVar[Mapping[str, tuple[tuple[str, ...], str]]] = {
         "WER only": (("transcript",), "black"),
@@ -82,6 +84,14 @@ class AsrFamily(TabularFamily):
         total = np.asarray(access.utterance_loss(waves, labels), dtype=np.float64)
         characters = np.array([max(1, len(normalize_transcript(t))) for t in labels])
         return np.maximum(total / characters, 0.0)
+
+    def black_loss(self, access: Access, waves: list[np.ndarray], labels: list[str]) -> np.ndarray:
+        """Each utterance's WER of its transcript (normalized, as the ``wer`` feature): all a
+        black box shows, so that the base can calibrate a transcript-only audit."""
+        hypotheses = access.transcribe(waves)
+        return np.array(
+            [wer([label], [hyp]) for label, hyp in zip(labels, hypotheses, strict=True)]
+        )
 
     # The calibrated and base-calibrated attacks stay at utterance level: the SpeechRecognizer
     # protocol gives one loss per utterance, a CTC loss sums over alignments and so has no

@@ -69,6 +69,9 @@ class TabularFamily(Family):
     statistic_name: ClassVar[str]
     #: Whether attacks see each row's true class (per-class attacks).
     uses_classes: ClassVar[bool] = False
+    #: The per-example statistic the black box shows (:meth:`black_loss`), for the black-box
+    #: base-reference row; None for a family with none finer than right or wrong.
+    black_statistic_name: ClassVar[str | None] = None
 
     # --- hooks ---------------------------------------------------------------------------
 
@@ -83,6 +86,11 @@ class TabularFamily(Family):
     @abstractmethod
     def loss(self, access: Access, waves: list[np.ndarray], labels: list[str]) -> np.ndarray:
         """Per-example non-negative loss (NLL) for the calibrated attacks."""
+
+    def black_loss(self, access: Access, waves: list[np.ndarray], labels: list[str]) -> np.ndarray:
+        """Per-example error the black box shows (ASR: the utterance's WER), for the
+        black-box base reference; only families with :attr:`black_statistic_name` have it."""
+        raise NotImplementedError(f"{self.name} shows no per-example error to the black box")
 
     def feature_sets_for(
         self, config: TabularConfig, table: FeatureTable
@@ -121,8 +129,13 @@ class TabularFamily(Family):
         if run.split.level == "sample":
             results, selection = self._sample_attacks(run, fitted)
             results += self.extra_attacks(run, fitted)
+            if run.references and self.black_statistic_name is not None:
+                black = Losses(self, run, measure=self.black_loss)
+                results += self._base_ratio(run, sets, null, black, costs, BASE_BLACK,
+                                            self.black_statistic_name)  # fmt: skip
             if c.allows("grey"):
-                calibrated, left_out, costs = self._calibrated(run, sets, null)
+                calibrated, left_out, grey_costs = self._calibrated(run, sets, null)
+                costs |= grey_costs
                 results += calibrated
                 if left_out:
                     selection["calibrated attacks left out"] = left_out
@@ -247,7 +260,8 @@ class TabularFamily(Family):
         else:
             left_out.append("LiRA, and RMIA on shadow models: they need shadow models")
         if run.references:
-            results += self._base_ratio(run, sets, null, losses, costs)
+            results += self._base_ratio(run, sets, null, losses, costs, BASE_RATIO,
+                                        self.statistic_name)  # fmt: skip
             references = [*run.shadows, *run.references]
             extra = population(run, candidates, references)
             if extra:
@@ -325,19 +339,21 @@ class TabularFamily(Family):
         null: AuditedModel | None,
         losses: Losses,
         costs: dict[str, Any],
+        name: str,
+        statistic: str,
     ) -> list[Entry]:
         """The base loss ratio (EZ-MIA, reference-model attacks): each example's loss under the
         model minus the reference models' mean loss on it, the log-likelihood ratio of the
         reference to the model (per character or per example, as the family's loss); a member
-        when low. Its threshold is placed as every threshold attack's: on the shadows' own
-        ratios, or, with no shadow model, cross-fitted on halves of the target's known
-        membership."""
+        when low. With the black box's ``losses`` (ASR: each utterance's WER) it is the same
+        comparison on transcripts alone. Its threshold is placed as every threshold attack's:
+        on the shadows' own ratios, or, with no shadow model, cross-fitted on halves of the
+        target's known membership."""
         c = run.config
-        label = f"{BASE_RATIO} ({self.statistic_name})"
         models = {"target": run.target, **{s.role: s for s in run.shadows}}
         if null is not None:
             models["null"] = null
-        with costed(costs, label, 1 + len(run.references)):
+        with costed(costs, f"{name} ({statistic})", 1 + len(run.references)):
             tables = {}
             for role, model in models.items():
                 ids, speakers = sets[role].ids, sets[role].speakers
@@ -352,10 +368,10 @@ class TabularFamily(Family):
                 else "no shadow model: cross-fitted on halves of the target's known membership"
             )
             return fitted.evaluate(
-                BASE_RATIO, self.statistic_name,
+                name, statistic,
                 lambda _: ThresholdAttack(LOSS_MINUS_BASE, member_if="low", decision=c.decision),
-                notes=f"loss minus the mean loss of {len(run.references)} reference model(s); "
-                      f"threshold {threshold}",
+                notes=f"{statistic} minus the mean {statistic} of {len(run.references)} "
+                      f"reference model(s); threshold {threshold}",
             )  # fmt: skip
 
     def _quantile(
@@ -446,12 +462,19 @@ class TabularFamily(Family):
 
 
 class Losses:
-    """Each model's per-example loss (:meth:`TabularFamily.loss`), queried once per utterance,
-    so that the calibrated attacks share the target's and the reference models' answers."""
+    """Each model's per-example loss (:meth:`TabularFamily.loss`, or another ``measure`` with
+    its signature, e.g. :meth:`TabularFamily.black_loss`), queried once per utterance, so that
+    the calibrated attacks share the target's and the reference models' answers."""
 
-    def __init__(self, family: TabularFamily, run: AuditRun) -> None:
+    def __init__(
+        self,
+        family: TabularFamily,
+        run: AuditRun,
+        measure: Callable[[Access, list[np.ndarray], list[str]], np.ndarray] | None = None,
+    ) -> None:
         self.family = family
         self.run = run
+        self.measure = measure or family.loss
         self.label_of = family.label_of(run.target)
         self.known: dict[str, dict[str, float]] = {}
 
@@ -462,7 +485,7 @@ class Losses:
         if missing:
             utterances = [self.run.corpus[i] for i in missing]
             rate = model.model.sample_rate
-            values = self.family.loss(
+            values = self.measure(
                 Access(model.model, self.run.config.threat),
                 [u.load(rate) for u in utterances],
                 [self.label_of(u) for u in utterances],
@@ -474,6 +497,7 @@ class Losses:
 #: The calibrated attacks' rows are of the target and of its null control.
 ROLES = ("target", "null")
 BASE_RATIO = "base loss ratio"
+BASE_BLACK = "base error difference"
 RMIA_BASE = "RMIA, base reference"
 LOSS_MINUS_BASE = "loss_minus_base"
 NO_POPULATION = (
