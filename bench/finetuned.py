@@ -35,8 +35,8 @@ from voxaudit.pipeline import PipelineConfig, run_audit
 SHADOWS = 4
 #: The rows compared (by attack name, and the WER-only rows); the report holds every other row.
 COMPARED = re.compile(
-    r"^(base loss ratio|base error difference|RMIA, base reference|quantile regression|LiRA|RMIA$|SLMIA-SR$|"
-    r"base-calibrated|LRL-MIA|GE2E loss threshold|threshold on (loss|wer|cer))"
+    r"^(base loss ratio|base error difference|RMIA, base reference|quantile regression|LiRA|"
+    r"RMIA$|SLMIA-SR$|base-calibrated|LRL-MIA|GE2E loss threshold|threshold on (loss|wer|cer))"
 )
 METRICS = ("auroc", "tpr_at_1%_fpr", "tpr_at_0.1%_fpr")
 
