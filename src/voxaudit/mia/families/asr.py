@@ -27,7 +27,7 @@ from voxaudit.mia.attacks import ShadowAttack
 from voxaudit.mia.configs import AsrAuditConfig
 from voxaudit.mia.core import AuditedModel, AuditRun
 from voxaudit.mia.evaluation import EvalSet, evaluation_set
-from voxaudit.mia.families.tabular import Fitted, TabularFamily
+from voxaudit.mia.families.tabular import Fitted, Measure, TabularFamily
 from voxaudit.mia.fitting import grouped_folds
 from voxaudit.mia.scoring import reference_facts, score_rows
 from voxaudit.mia.table import FeatureTable
@@ -43,7 +43,6 @@ class AsrFamily(TabularFamily):
     levels = ("sample", "speaker")
     config_type = AsrAuditConfig
     statistic_name = "loss_per_char"
-    black_statistic_name = "wer"
     thresholds: ClassVar[Mapping[str, str]] = {"wer": "black", "loss_per_char": "grey"}
     feature_sets: ClassVar[Mapping[str, tuple[tuple[str, ...], str]]] = {
         "WER only": (("transcript",), "black"),
@@ -85,9 +84,14 @@ class AsrFamily(TabularFamily):
         characters = np.array([max(1, len(normalize_transcript(t))) for t in labels])
         return np.maximum(total / characters, 0.0)
 
-    def black_loss(self, access: Access, waves: list[np.ndarray], labels: list[str]) -> np.ndarray:
-        """Each utterance's WER of its transcript (normalized, as the ``wer`` feature): all a
-        black box shows, so that the base can calibrate a transcript-only audit."""
+    def black_measure(self) -> tuple[str, Measure]:
+        """Each utterance's WER: all a black box shows, so that the base can calibrate a
+        transcript-only audit."""
+        return "wer", self._utterance_wers
+
+    @staticmethod
+    def _utterance_wers(access: Access, waves: list[np.ndarray], labels: list[str]) -> np.ndarray:
+        """Each utterance's WER of its transcript (normalized, as the ``wer`` feature)."""
         hypotheses = access.transcribe(waves)
         return np.array(
             [wer([label], [hyp]) for label, hyp in zip(labels, hypotheses, strict=True)]

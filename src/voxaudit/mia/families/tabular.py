@@ -56,6 +56,9 @@ from voxaudit.mia.table import FeatureTable
 from voxaudit.models.access import Access
 from voxaudit.progress import track
 
+#: A per-example measure of a model's answers: (access, waveforms, labels) -> one value each.
+Measure = Callable[[Access, list[np.ndarray], list[str]], np.ndarray]
+
 
 class TabularFamily(Family):
     """A family whose models give one feature row per utterance (see the module docstring)."""
@@ -69,9 +72,6 @@ class TabularFamily(Family):
     statistic_name: ClassVar[str]
     #: Whether attacks see each row's true class (per-class attacks).
     uses_classes: ClassVar[bool] = False
-    #: The per-example statistic the black box shows (:meth:`black_loss`), for the black-box
-    #: base-reference row; None for a family with none finer than right or wrong.
-    black_statistic_name: ClassVar[str | None] = None
 
     # --- hooks ---------------------------------------------------------------------------
 
@@ -87,10 +87,11 @@ class TabularFamily(Family):
     def loss(self, access: Access, waves: list[np.ndarray], labels: list[str]) -> np.ndarray:
         """Per-example non-negative loss (NLL) for the calibrated attacks."""
 
-    def black_loss(self, access: Access, waves: list[np.ndarray], labels: list[str]) -> np.ndarray:
-        """Per-example error the black box shows (ASR: the utterance's WER), for the
-        black-box base reference; only families with :attr:`black_statistic_name` have it."""
-        raise NotImplementedError(f"{self.name} shows no per-example error to the black box")
+    def black_measure(self) -> tuple[str, Measure] | None:
+        """The per-example error the black box shows, by name (ASR: each utterance's WER),
+        for the black-box base reference; None for a family with nothing finer than right or
+        wrong."""
+        return None
 
     def feature_sets_for(
         self, config: TabularConfig, table: FeatureTable
@@ -129,10 +130,11 @@ class TabularFamily(Family):
         if run.split.level == "sample":
             results, selection = self._sample_attacks(run, fitted)
             results += self.extra_attacks(run, fitted)
-            if run.references and self.black_statistic_name is not None:
-                black = Losses(self, run, measure=self.black_loss)
-                results += self._base_ratio(run, sets, null, black, costs, BASE_BLACK,
-                                            self.black_statistic_name)  # fmt: skip
+            black = self.black_measure()
+            if run.references and black is not None:
+                statistic, measure = black
+                results += self._base_ratio(run, sets, null, Losses(self, run, measure), costs,
+                                            BASE_BLACK, statistic)  # fmt: skip
             if c.allows("grey"):
                 calibrated, left_out, grey_costs = self._calibrated(run, sets, null)
                 costs |= grey_costs
@@ -463,14 +465,14 @@ class TabularFamily(Family):
 
 class Losses:
     """Each model's per-example loss (:meth:`TabularFamily.loss`, or another ``measure`` with
-    its signature, e.g. :meth:`TabularFamily.black_loss`), queried once per utterance, so that
+    its signature, e.g. :meth:`TabularFamily.black_measure`'s), queried once per utterance, so that
     the calibrated attacks share the target's and the reference models' answers."""
 
     def __init__(
         self,
         family: TabularFamily,
         run: AuditRun,
-        measure: Callable[[Access, list[np.ndarray], list[str]], np.ndarray] | None = None,
+        measure: Measure | None = None,
     ) -> None:
         self.family = family
         self.run = run
