@@ -20,6 +20,7 @@ from voxaudit.errors import VoxauditError
 from voxaudit.guard.cli import guard_app
 from voxaudit.mia.configs import AsrAuditConfig as _ASR
 from voxaudit.mia.configs import ClassifierAuditConfig as _CLASSIFIER
+from voxaudit.mia.configs import DPAuditConfig as _DP
 from voxaudit.mia.configs import SpeakerAuditConfig as _SPEAKER
 
 if TYPE_CHECKING:
@@ -389,6 +390,70 @@ def train(
         freeze=freeze or None,
     )
     console.print(f"Saved {checkpoint}")
+
+
+@app.command("dp-audit")
+@_friendly_errors
+def dp_audit(
+    kind: Kind,
+    corpus: Annotated[Path, typer.Option(help="The corpus: relabelled canaries come from it.")],
+    out: Annotated[Path, typer.Option(help="Folder: canaries.json, model/, result.json.")],
+    config: Annotated[
+        Path | None,
+        typer.Option(help="The recipe: a `voxaudit train --config` file ([model] [train] ...)."),
+    ] = None,
+    canaries: Annotated[int, typer.Option(min=2, help="Canaries m.")] = _DP.canaries,
+    canary_kind: Annotated[
+        str,
+        typer.Option(
+            help="auto, wrong-label, random-transcript, synthetic-sentence, synthetic-speaker."
+        ),
+    ] = _DP.kind,
+    delta: Annotated[float, typer.Option(help="The bound's delta (and DP-SGD's).")] = _DP.delta,
+    confidence: Annotated[float, typer.Option(help="The bound's confidence.")] = _DP.confidence,
+    score: Annotated[
+        str, typer.Option(help="loss, or calibrated (needs --reference).")
+    ] = _DP.score,
+    reference: Annotated[
+        Path | None, typer.Option(help="A model that trained on no canary, for calibrated.")
+    ] = None,
+    noise_multiplier: Annotated[
+        float | None, typer.Option(help="Train under DP-SGD with this noise (Opacus).")
+    ] = _DP.noise_multiplier,
+    max_grad_norm: Annotated[
+        float, typer.Option(help="DP-SGD's per-example clipping norm.")
+    ] = _DP.max_grad_norm,
+    per_speaker: Annotated[
+        int, typer.Option(help="Utterances of each synthetic speaker canary.")
+    ] = _DP.per_speaker,
+    seed: Annotated[int, typer.Option(help="Canaries, inclusion and training seed.")] = 0,
+    device: Annotated[str, typer.Option(help="cpu, cuda or auto.")] = "auto",
+    layout: LayoutOpt = None,
+    pattern: PatternOpt = None,
+) -> None:
+    """Epsilon from one training run: train the recipe once with canaries, bound epsilon."""
+    from voxaudit.config import read_config_file
+    from voxaudit.data.loaders import load_corpus
+    from voxaudit.pipeline.dp_audit import dp_audit as run_dp_audit
+    from voxaudit.train.run import read_run_config
+
+    settings = _DP(
+        canaries=canaries, kind=canary_kind, delta=delta, confidence=confidence, score=score,
+        noise_multiplier=noise_multiplier, max_grad_norm=max_grad_norm, per_speaker=per_speaker,
+    ).check(kind.value, "dp-audit:", reference is not None)  # fmt: skip
+    run_config = {} if config is None else read_config_file(config)
+    read_run_config(config if config is not None else {}, kind.value)  # a bad file fails now
+    finetune = run_config.get("finetune", {})
+    if config is not None and "init_from" in finetune:  # relative to the config file
+        base = str(config.parent / finetune["init_from"])
+        run_config["finetune"] = finetune | {"init_from": base}
+    data = load_corpus(corpus, layout, pattern=pattern)
+    result = run_dp_audit(
+        kind.value, data, run_config, out, settings, reference=reference, seed=seed,
+        device=device,
+    )  # fmt: skip
+    console.print(escape(result["statement"]))
+    console.print(f"Wrote {out / 'result.json'} (every canary's score and inclusion)")
 
 
 mia_app = typer.Typer(

@@ -12,7 +12,8 @@ from hypothesis import strategies as st
 from scipy import optimize, stats
 
 from voxaudit.errors import VoxauditError
-from voxaudit.mia.one_run import audit_canaries, epsilon_lower_bound
+from voxaudit.data.corpus import Utterance
+from voxaudit.mia.one_run import audit_canaries, canary_scores, epsilon_lower_bound
 
 # Root finding stops within 1e-10; comparisons between bounds allow for that.
 TOL = 1e-7
@@ -251,3 +252,93 @@ def test_bad_canaries_are_named(scores, included, kwargs, name):
     with pytest.raises(VoxauditError, match=name) as err:
         audit_canaries(scores, included, **kwargs)
     assert "\n" not in str(err.value)
+
+
+# --- canary scores ------------------------------------------------------------------------
+
+
+def _clip(k: int) -> np.ndarray:
+    return np.full(10, float(k), dtype=np.float32)  # a clip that says which canary it is
+
+
+class _LossModel:
+    """A classifier whose loss on clip k under any label is ``losses[k]``."""
+
+    sample_rate = 16000
+    classes = ["a", "b"]
+
+    def __init__(self, losses):
+        self.losses = losses
+
+    def predict_proba(self, waveforms):
+        return np.full((len(waveforms), 2), 0.5)
+
+    def utterance_loss(self, waveforms, labels):
+        assert all(label in self.classes for label in labels)
+        return np.array([self.losses[int(w[0])] for w in waveforms])
+
+
+class _Recognizer:
+    sample_rate = 16000
+
+    def transcribe(self, waveforms):
+        return ["" for _ in waveforms]
+
+    def log_probs(self, waveforms):
+        return [np.zeros((1, 2)) for _ in waveforms]
+
+    def utterance_loss(self, waveforms, transcripts):
+        return np.array([10.0 * int(w[0]) for w in waveforms])
+
+    def input_gradients(self, waveforms, transcripts):
+        return [np.zeros_like(w) for w in waveforms]
+
+
+class _Encoder:
+    sample_rate = 16000
+
+    def __init__(self, tight: set[int]):
+        self.tight = tight
+
+    def embed(self, waveforms):
+        rows = []
+        for w in waveforms:
+            k, take = divmod(int(w[0]), 10)
+            angle = (0.1 if k in self.tight else 1.0) * take
+            rows.append([np.cos(angle), np.sin(angle)])
+        return np.array(rows)
+
+
+def _units(n: int, per: int = 1, label: str = "a") -> list[list[Utterance]]:
+    return [
+        [Utterance(f"c{k}-{j}", label, samples=_clip(10 * k + j if per > 1 else k),
+                   sample_rate=16000) for j in range(per)]
+        for k in range(n)
+    ]  # fmt: skip
+
+
+def test_classifier_canaries_score_minus_their_loss_and_a_reference_calibrates_it():
+    units = _units(3)
+    target, reference = _LossModel([0.1, 2.0, 1.0]), _LossModel([0.5, 0.5, 3.0])
+    np.testing.assert_allclose(canary_scores(target, units), [-0.1, -2.0, -1.0])
+    np.testing.assert_allclose(canary_scores(target, units, reference), [0.4, -1.5, 2.0])
+
+
+def test_recognizer_canaries_score_minus_their_loss_per_character():
+    units = [[Utterance(f"c{k}", "s", transcript="ab" * (k + 1), samples=_clip(k),
+                        sample_rate=16000)] for k in range(3)]  # fmt: skip
+    np.testing.assert_allclose(canary_scores(_Recognizer(), units), [0.0, -10 / 4, -20 / 6])
+
+
+def test_speaker_canaries_score_how_alike_their_utterances_sound():
+    units = _units(4, per=3)
+    scores = canary_scores(_Encoder(tight={1, 3}), units)
+    assert scores[1] > scores[0] and scores[3] > scores[2]
+    assert scores[1] == pytest.approx(scores[3]) and scores[1] <= 1.0
+    with pytest.raises(VoxauditError, match="at least 2 utterances"):
+        canary_scores(_Encoder(set()), _units(2))
+
+
+def test_a_model_of_no_known_kind_is_refused():
+    with pytest.raises(VoxauditError, match="no classifier, speech recognizer or speaker"):
+        canary_scores(object(), _units(2))  # type: ignore[arg-type]

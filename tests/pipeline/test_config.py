@@ -287,3 +287,31 @@ def test_a_bad_base_section_is_refused_naming_the_key(tmp_path, edit, message):
 
     with pytest.raises(VoxauditError, match=message):
         PipelineConfig.load(_write(tmp_path, based))
+
+
+@pytest.mark.parametrize(
+    ("section", "message"),
+    [
+        ({"canaries": "many"}, r"\[dp_audit\].*canaries"),
+        ({"kind": "random-transcript"}, "takes wrong-label canaries"),
+        ({"colour": 1}, "colour"),
+        ({"score": "calibrated"}, "calibrated needs a reference model"),
+    ],
+)
+def test_a_bad_dp_audit_section_is_refused_naming_the_key(tmp_path, section, message):
+    data = tomllib.loads(EXAMPLE)
+    data["dp_audit"] = section
+    path = tmp_path / "audit.json"
+    path.write_text(json.dumps(data))
+    with pytest.raises(VoxauditError, match=message):
+        PipelineConfig.load(path)
+
+
+def test_the_dp_audit_section_resolves_its_canary_kind(tmp_path):
+    data = tomllib.loads(EXAMPLE)
+    data["dp_audit"] = {"canaries": 100, "noise_multiplier": 1.0}
+    path = tmp_path / "audit.json"
+    path.write_text(json.dumps(data))
+    config = PipelineConfig.load(path).dp_audit
+    assert config is not None and config.kind == "wrong-label" and config.canaries == 100
+    assert config.noise_multiplier == 1.0 and config.delta == 1e-5

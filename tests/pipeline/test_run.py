@@ -327,3 +327,22 @@ def test_the_built_in_base_scenario_pretrains_fine_tunes_and_calibrates_on_the_b
     assert any("base" in name for name in rows), rows
     again = run_audit(config, tmp_path / "out", progress=False)
     assert again["levels"] == json.loads(json.dumps(report["levels"]))
+
+
+def test_the_dp_audit_stage_states_its_bound_on_the_first_screen(tiny_config_path, tmp_path):
+    from voxaudit.mia.configs import DPAuditConfig
+    from voxaudit.report.console import audit_table
+
+    tiny = PipelineConfig.load(tiny_config_path)
+    config = replace(tiny, corpus=replace(tiny.corpus, path=tmp_path / "corpus"),
+                     dp_audit=DPAuditConfig(canaries=8).check("classifier", "test", False))  # fmt: skip
+    report = run_audit(config, tmp_path / "out", progress=False)
+    dp = report["dp_audit"]
+    assert dp["canaries"] == 8 and dp["kind"] == "wrong-label" and "examples" not in dp
+    saved = json.loads((tmp_path / "out" / "dp-audit" / "result.json").read_text())
+    assert len(saved["examples"]) == 8 and saved["statement"] == dp["statement"]
+    html = (tmp_path / "out" / "report.html").read_text()
+    glance = html[html.index('id="at-a-glance"') : html.index('id="level-sample"')]
+    assert "Privacy in epsilon terms" in glance and 'href="#dp-audit"' in html
+    caption = audit_table(report).caption
+    assert caption is not None and "DP audit:" in caption

@@ -304,7 +304,7 @@ def run_setting(
             family.train_kind, corpus, config.split, role, run_config, run_dir,
             progress=False, val_fraction=held_out, hooks=hooks,
         )  # fmt: skip
-        epsilon = _dp_epsilon(hooks, run_dir, fresh)
+        epsilon = training.recorded_epsilon(hooks, run_dir, fresh)
         if epsilon is not None:
             epsilons[role] = epsilon
         model = family.load(run_dir, role, config.device)
@@ -345,22 +345,6 @@ def _nonmembers(
         split, corpus, "target", max_per_side=config.audit.get("max_per_side"), trained=trained
     )
     return [i for i, m in zip(target_set.ids, target_set.is_member, strict=True) if not m]
-
-
-def _dp_epsilon(hooks: Sequence[Any], run_dir: Path, fresh: bool) -> float | None:
-    """The DP-SGD epsilon a model spent, kept beside it (``dp.json``) for later settings.
-
-    Only a run whose accountant saw every step records one: trained in one go, or resumed
-    from a checkpoint that kept the accountant. A run resumed from an older checkpoint, which
-    did not, reports none rather than too few.
-    """
-    record = run_dir / "dp.json"
-    dp = next((h for h in hooks if isinstance(h, training.DPSGD)), None)
-    if dp is not None and dp.engine is not None and (fresh or dp.restored):
-        write_json(record, {"epsilon": round(dp.epsilon(), 3), "delta": dp.delta})
-    if dp is None or not record.exists():
-        return None
-    return json.loads(record.read_text("utf-8"))["epsilon"]
 
 
 def _claim(config: SweepConfig, out_dir: Path) -> None:

@@ -20,8 +20,10 @@ classifier outputs (logits ``[batch, classes]``); they refuse others with a clea
 from __future__ import annotations
 
 import itertools
+import json
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -32,6 +34,7 @@ from torch.utils.data import DataLoader
 from voxaudit.data.corpus import Utterance
 from voxaudit.data.features import Batch
 from voxaudit.errors import VoxauditError
+from voxaudit.files import write_json
 from voxaudit.train.data import UtteranceDataset, make_loader
 
 
@@ -131,6 +134,22 @@ class DPSGD:
         if self.engine is None:
             raise VoxauditError("DPSGD has not trained anything yet")
         return float(self.engine.get_epsilon(self.delta))
+
+
+def recorded_epsilon(hooks: Sequence[Any], run_dir: Path, fresh: bool) -> float | None:
+    """The DP-SGD epsilon a model in ``run_dir`` spent, kept beside it (``dp.json``).
+
+    Only a run whose accountant saw every step records one: trained in one go (``fresh``), or
+    resumed from a checkpoint that kept the accountant. A run resumed from an older checkpoint,
+    which did not, reports none rather than too few; a finished run reads its record back.
+    """
+    record = run_dir / "dp.json"
+    dp = next((h for h in hooks if isinstance(h, DPSGD)), None)
+    if dp is not None and dp.engine is not None and (fresh or dp.restored):
+        write_json(record, {"epsilon": round(dp.epsilon(), 3), "delta": dp.delta})
+    if dp is None or not record.exists():
+        return None
+    return json.loads(record.read_text("utf-8"))["epsilon"]
 
 
 class _NoiseOnEmpty:

@@ -236,3 +236,78 @@ class SpeakerAuditConfig(AuditConfig):
         for ok, message in rules:
             if not ok:
                 raise VoxauditError(f"speaker audit config: {message}")
+
+
+#: How a one-run audit scores its canaries (``voxaudit.mia.one_run.canary_scores``).
+DP_SCORES = ("loss", "calibrated")
+
+
+@dataclass(frozen=True)
+class DPAuditConfig:
+    """The settings of a one-run audit (``[dp_audit]``; ``voxaudit dp-audit`` options).
+
+    ``kind`` "auto" takes the family's first canary kind (``voxaudit.data.canaries``);
+    ``score`` "calibrated" subtracts a reference model's score (it needs one);
+    ``noise_multiplier`` set trains under DP-SGD (Opacus, clipping at ``max_grad_norm``),
+    whose accountant's epsilon at ``delta`` is reported beside the bound; ``per_speaker`` is
+    the utterances of each synthetic speaker canary.
+    """
+
+    canaries: int = 1000
+    kind: str = "auto"
+    delta: float = 1e-5
+    confidence: float = 0.95
+    score: str = "loss"
+    noise_multiplier: float | None = None
+    max_grad_norm: float = 1.0
+    per_speaker: int = 4
+
+    def check(self, family: str, where: str, has_reference: bool) -> DPAuditConfig:
+        """These settings for ``family``, the kind resolved; an error names ``where`` and the
+        key, before any work."""
+        from voxaudit.data.canaries import CANARY_KINDS
+
+        kinds = CANARY_KINDS.get(family)
+        if kinds is None:
+            raise VoxauditError(f"{where}: no canaries for family {family!r}")
+        kind = kinds[0] if self.kind == "auto" else self.kind
+        if kind not in kinds:
+            raise VoxauditError(
+                f"{where} kind: a {family} model takes {' or '.join(kinds)} canaries "
+                f"(or auto), not {self.kind!r}"
+            )
+        if isinstance(self.canaries, bool) or self.canaries < 2:
+            raise VoxauditError(f"{where} canaries must be an integer >= 2 (got {self.canaries})")
+        if not 0 <= self.delta < 1:
+            raise VoxauditError(f"{where} delta must lie in [0, 1) (got {self.delta})")
+        if not 0 < self.confidence < 1:
+            raise VoxauditError(f"{where} confidence must lie in (0, 1) (got {self.confidence})")
+        if self.score not in DP_SCORES:
+            raise VoxauditError(f"{where} score must be loss or calibrated (got {self.score!r})")
+        if self.score == "calibrated" and not has_reference:
+            raise VoxauditError(
+                f"{where} score: calibrated needs a reference model that trained on no canary "
+                "([reference] model, [base], or --reference)"
+            )
+        if self.noise_multiplier is not None:
+            if family == "speaker":
+                raise VoxauditError(
+                    f"{where} noise_multiplier: DP-SGD's accounting does not describe a speaker "
+                    "encoder: its loss couples the utterances of a batch, and Opacus' Poisson "
+                    "sampling replaces the speaker batches"
+                )
+            if self.delta == 0:
+                raise VoxauditError(f"{where} delta: DP-SGD's accountant needs delta > 0")
+            if not self.noise_multiplier > 0 or not self.max_grad_norm > 0:
+                raise VoxauditError(
+                    f"{where} noise_multiplier and max_grad_norm must be > 0 "
+                    f"(got {self.noise_multiplier}, {self.max_grad_norm})"
+                )
+        if isinstance(self.per_speaker, bool) or self.per_speaker < 2:
+            raise VoxauditError(f"{where} per_speaker must be an integer >= 2")
+        return DPAuditConfig(
+            **(
+                asdict(self)
+                | {"kind": kind, "delta": float(self.delta), "confidence": float(self.confidence)}
+            )
+        )

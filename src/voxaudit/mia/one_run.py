@@ -29,7 +29,8 @@ included independently with probability 1/2, and that the scores were computed f
 trained model alone, without looking at which canaries were included.
 
 :func:`epsilon_lower_bound` turns counts into the bound; :func:`audit_canaries` makes the
-guesses from scores, for several numbers of guesses, and reports the best bound.
+guesses from scores, for several numbers of guesses, and reports the best bound;
+:func:`canary_scores` scores speech canaries (``voxaudit.data.canaries``) with a model.
 """
 
 from __future__ import annotations
@@ -41,7 +42,9 @@ import numpy as np
 from scipy import optimize, stats
 from scipy.special import expit
 
+from voxaudit.data.corpus import Utterance
 from voxaudit.errors import VoxauditError
+from voxaudit.models.base import SpeakerEncoder, SpeechRecognizer, UtteranceClassifier
 
 # Seed of the random order that breaks ties between equal scores. Breaking them by position
 # instead would let the order in which canaries are listed (say, members last) decide the
@@ -186,6 +189,89 @@ def audit_canaries(
         "confidence": float(confidence),
         "sweep": sweep,
     }
+
+
+def canary_scores(
+    model: UtteranceClassifier | SpeechRecognizer | SpeakerEncoder,
+    units: Sequence[Sequence[Utterance]],
+    reference: UtteranceClassifier | SpeechRecognizer | SpeakerEncoder | None = None,
+    label: str = "speaker",
+    batch_size: int = 32,
+) -> np.ndarray:
+    """One score per canary, higher meaning more likely trained on.
+
+    A classifier's or recognizer's score is minus its loss on the canary's own target (the
+    wrong label, the random transcript; a recognizer's per character); a speaker encoder's
+    is how alike it finds a canary speaker's utterances (their mean pairwise cosine
+    similarity), which training on that speaker raises. With a ``reference`` model that
+    trained on no canary (a base, a model of other data), the score is the target's minus the
+    reference's: what is hard for every model stops looking like exclusion.
+
+    Parameters
+    ----------
+    model:
+        The trained model, any model of the three protocols in ``voxaudit.models.base``.
+    units:
+        Per canary, its utterances (one, or a synthetic speaker's several).
+    reference:
+        A model of the same kind that trained on no canary, or None.
+    label:
+        Classifiers: what their classes are (``voxaudit.models.classifier.label_function``).
+    batch_size:
+        Utterances per model call.
+    """
+    scores = _raw_canary_scores(model, units, label, batch_size)
+    if reference is not None:
+        scores = scores - _raw_canary_scores(reference, units, label, batch_size)
+    return scores
+
+
+def _raw_canary_scores(
+    model: UtteranceClassifier | SpeechRecognizer | SpeakerEncoder,
+    units: Sequence[Sequence[Utterance]],
+    label: str,
+    batch_size: int,
+) -> np.ndarray:
+    utterances = [u for unit in units for u in unit]
+    sizes = [len(unit) for unit in units]
+    if not utterances or min(sizes) == 0:
+        raise VoxauditError("every canary needs at least one utterance")
+
+    def batched(call, targets=None) -> list:
+        out: list = []
+        for start in range(0, len(utterances), batch_size):
+            chunk = utterances[start : start + batch_size]
+            waves = [u.load(model.sample_rate) for u in chunk]
+            given = () if targets is None else (targets[start : start + len(chunk)],)
+            out.extend(call(waves, *given))
+        return out
+
+    if isinstance(model, SpeakerEncoder):
+        embeddings = np.asarray(batched(model.embed))
+        scores, start = [], 0
+        for size in sizes:
+            unit = embeddings[start : start + size]
+            start += size
+            if size < 2:
+                raise VoxauditError("a speaker canary needs at least 2 utterances to compare")
+            similarity = unit @ unit.T
+            scores.append((similarity.sum() - np.trace(similarity)) / (size * (size - 1)))
+        return np.asarray(scores, dtype=float)
+    if isinstance(model, UtteranceClassifier):
+        from voxaudit.models.classifier import label_function
+
+        label_of = label_function(label)
+        losses = np.asarray(batched(model.utterance_loss, [label_of(u) for u in utterances]))
+    elif isinstance(model, SpeechRecognizer):
+        transcripts = [u.transcript for u in utterances]
+        losses = np.asarray(batched(model.utterance_loss, transcripts), dtype=float)
+        losses = losses / np.maximum(1, [len(t) for t in transcripts])
+    else:
+        raise VoxauditError(
+            f"{type(model).__name__} is no classifier, speech recognizer or speaker encoder"
+        )
+    means = np.add.reduceat(losses.astype(float), np.cumsum([0, *sizes[:-1]])) / np.asarray(sizes)
+    return -means
 
 
 def _p_value(eps: float, correct: int, guesses: int, canaries: int, delta: float) -> float:

@@ -18,6 +18,7 @@ from typing import Any
 from voxaudit.config import checked, from_mapping, keyword_types, read_config_file
 from voxaudit.errors import VoxauditError
 from voxaudit.mia import families
+from voxaudit.mia.configs import DPAuditConfig
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -94,6 +95,15 @@ draws = 4
 # Optional stages:
 # [defenses]
 # sweep = "configs/sweep-classifier.toml"   # a `voxaudit defend sweep` config, run and reported
+#
+# [dp_audit]               # how much privacy the recipe has, in epsilon terms (one run):
+# canaries = 1000          # trains the recipe once more with canaries, each in with prob. 1/2
+# kind = "auto"            # wrong-label (classifier); random-transcript or synthetic-sentence
+#                          # (asr); synthetic-speaker (speaker)
+# delta = 1e-5             # the bound's delta, and the DP-SGD accountant's
+# score = "loss"           # or "calibrated" (minus the [reference] or [base] model's score)
+# noise_multiplier = 1.0   # train under DP-SGD (classifier: model cell = "dpgru"; asr: rnn =
+#                          # "dpgru"); the accountant's epsilon is shown beside the bound
 #
 # [guard]                  # asr targets: would `voxaudit guard` catch adversarial attacks on it?
 # benign = 200             # benign utterances per stream (calibration, held out); at least 150
@@ -172,7 +182,18 @@ TOP_LEVEL: dict[str, Any] = {
     "threat": str,
     "levels": tuple[str, ...],
     **dict.fromkeys(
-        ("corpus", "target", "shadows", "split", "audit", "reference", "base", "defenses", "guard"),
+        (
+            "corpus",
+            "target",
+            "shadows",
+            "split",
+            "audit",
+            "reference",
+            "base",
+            "defenses",
+            "guard",
+            "dp_audit",
+        ),
         dict[str, Any],
     ),
 }
@@ -194,6 +215,7 @@ class PipelineConfig:
     base: BaseSpec | None = None  # the built-in scenario: a base pretrained here, fine-tuned
     defense_sweep: Path | None = None
     guard: GuardEvaluation | None = None
+    dp_audit: DPAuditConfig | None = None  # a one-run epsilon lower bound of the recipe
     origin: str = field(default="the config", compare=False)  # the file, for error messages
 
     @classmethod
@@ -240,6 +262,7 @@ class PipelineConfig:
             base=base,
             defense_sweep=root / defenses["sweep"] if "sweep" in defenses else None,
             guard=_guard(data.get("guard"), target, where),
+            dp_audit=_dp_audit(data.get("dp_audit"), target, reference, base, where),
             origin=where,
         )
 
@@ -421,6 +444,22 @@ def _guard(data: Any, target: TargetSpec, where: str) -> GuardEvaluation | None:
         attacks=check_attacks(guard.attacks, f"{at} attacks"),
         fpr=float(guard.fpr),
     )
+
+
+def _dp_audit(
+    data: Any, target: TargetSpec, reference: Path | None, base: BaseSpec | None, where: str
+) -> DPAuditConfig | None:
+    """The optional [dp_audit] section: the target's recipe, trained once more with canaries."""
+    if data is None:
+        return None
+    at = f"{where}: [dp_audit]"
+    if target.source != "train":
+        raise VoxauditError(
+            f"{at}: the one-run audit trains the target's recipe with canaries: [target] must "
+            "train a built-in model (model = ..., no checkpoint or adapter)"
+        )
+    config = from_mapping(DPAuditConfig, data, at)
+    return config.check(target.family, at, reference is not None or base is not None)
 
 
 def _split_options(options: dict[str, Any], where: str) -> dict[str, Any]:

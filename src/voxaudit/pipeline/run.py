@@ -7,9 +7,11 @@ Stages, each shown as it runs and resumable after an interruption:
    and shadow models trained with the target's recipe; the family's audit (with its null
    control); the target's utility on its members and its holdout;
 3. optionally, a defense sweep;
-4. optionally (asr targets), a guard evaluation: would the guard's detectors catch adversarial
+4. optionally, a one-run DP audit: the target's recipe trained once more with canaries, and
+   a lower bound on its epsilon (beside DP-SGD's accountant, when it trains under DP);
+5. optionally (asr targets), a guard evaluation: would the guard's detectors catch adversarial
    attacks on the first level's target, and after how many queries;
-5. the report (``report.json``, ``report.html``).
+6. the report (``report.json``, ``report.html``).
 
 A finished level is recorded in ``OUT/LEVEL/done.json`` and the guard evaluation in
 ``OUT/guard/done.json``, each read back on a rerun; training resumes from checkpoints and
@@ -90,6 +92,11 @@ def run_audit(
                               progress=progress)  # fmt: skip
             sweep["plot"] = str((out_dir / "defenses" / "pareto.png").resolve())
 
+    dp = None
+    if config.dp_audit is not None:
+        with _stage("DP audit (one run)", durations, console):
+            dp = _dp_audit(config, family, corpus, out_dir, progress)
+
     guard = None
     if config.guard is not None:
         with _stage("guard evaluation", durations, console):
@@ -99,7 +106,7 @@ def run_audit(
         durations["total"] = round(time.time() - started, 1)
         report = build_report(
             config=_as_record(config), corpus=corpus.summary().as_dict(), levels=levels,
-            sweep=sweep, guard=guard, run=_run_metadata(config, durations),
+            sweep=sweep, guard=guard, dp_audit=dp, run=_run_metadata(config, durations),
         )  # fmt: skip
         json_path, html_path = write_report(out_dir, report)
     console.print(f"Report: [bold]{html_path}[/] (and {json_path.name} beside it)")
@@ -247,6 +254,28 @@ def _guard_evaluation(
     result = json_safe({"model": model} | results)
     write_json(done, result)
     return result
+
+
+def _dp_audit(
+    config: PipelineConfig, family: core.Family, corpus: Corpus, out_dir: Path, progress: bool
+) -> dict[str, Any]:
+    """The target's recipe trained once more with canaries (``voxaudit.pipeline.dp_audit``),
+    on the corpus the levels audit; fine-tuned from the built-in base when there is one,
+    which is then the reference of a calibrated score. The per-canary scores stay in
+    ``OUT/dp-audit/result.json``."""
+    from voxaudit.pipeline.dp_audit import dp_audit
+
+    assert config.dp_audit is not None
+    run_config = _run_config(config)
+    reference: Path | None = config.reference
+    if config.base is not None:
+        corpus, reference = _pretrained_base(config, family.train_kind, corpus, out_dir, progress)
+        run_config["finetune"] = {"init_from": str(reference), "freeze": list(config.base.freeze)}
+    result = dp_audit(
+        family.name, corpus, run_config, out_dir / "dp-audit", config.dp_audit,
+        reference=reference, seed=config.seed, device=config.device, progress=progress,
+    )  # fmt: skip
+    return {key: value for key, value in result.items() if key != "examples"}
 
 
 def _family(name: str) -> core.Family:
@@ -427,6 +456,8 @@ def _as_record(config: PipelineConfig) -> dict[str, Any]:
         del record["target"]["finetune"]
     if record["base"] is None:  # the same
         del record["base"]
+    if record["dp_audit"] is None:  # the same
+        del record["dp_audit"]
     return record
 
 

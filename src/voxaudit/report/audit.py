@@ -101,6 +101,7 @@ def build_report(
     sweep: Mapping[str, Any] | None,
     run: Mapping[str, Any],
     guard: Mapping[str, Any] | None = None,
+    dp_audit: Mapping[str, Any] | None = None,
 ) -> dict[str, Any]:
     """The report's data: a summary per level, then everything it rests on."""
     if not levels:
@@ -117,6 +118,7 @@ def build_report(
         "levels": [dict(level) | {"mia": without_examples(level["mia"])} for level in levels],
         "defenses": None if sweep is None else dict(sweep),
         "guard": None if guard is None else dict(guard),
+        "dp_audit": None if dp_audit is None else dict(dp_audit),
         "run": dict(run),
     }
 
@@ -185,6 +187,8 @@ def render_html(report: Mapping[str, Any]) -> str:
     links += [(f"level-{lv['level']}", f"{lv['level'].title()} level") for lv in report["levels"]]
     if report["defenses"]:
         links.append(("defenses", "Defenses"))
+    if report.get("dp_audit"):  # reports made before the stage existed have no such key
+        links.append(("dp-audit", "DP audit"))
     if report.get("guard"):  # reports made before the guard stage have no such key
         links.append(("guard", "Guard"))
     links.append(("run", "Run"))
@@ -198,6 +202,7 @@ def render_html(report: Mapping[str, Any]) -> str:
         f"<nav>{nav}</nav>",
         '<section id="at-a-glance"><h2>At a glance</h2>',
         _cards(report["summary"]),
+        _dp_lead(report.get("dp_audit")),
         _reading_guide(report["summary"]),
         "</section>",
     ]
@@ -205,6 +210,8 @@ def render_html(report: Mapping[str, Any]) -> str:
         parts += _level_section(level)
     if report["defenses"]:
         parts += _defense_section(report["defenses"])
+    if report.get("dp_audit"):
+        parts += _dp_section(report["dp_audit"])
     if report.get("guard"):
         parts += _guard_section(report["guard"])
     parts += [
@@ -350,6 +357,43 @@ def _defense_section(sweep: Mapping[str, Any]) -> list[str]:
         data = base64.b64encode(plot.read_bytes()).decode("ascii")
         parts.append(f'<img alt="privacy-utility plot" src="data:image/png;base64,{data}">')
     return [*parts, "</section>"]
+
+
+def _dp_lead(dp: Mapping[str, Any] | None) -> str:
+    """The one-run DP audit's sentence, on the first screen."""
+    if not dp:
+        return ""
+    return f'<p class="dp"><b>Privacy in epsilon terms.</b> {_e(dp["statement"])}</p>'
+
+
+def _dp_section(dp: Mapping[str, Any]) -> list[str]:
+    rows = "".join(
+        f"<tr><td>{row['guesses']}</td><td>{row['correct']}</td><td>{row['epsilon']:.3f}</td></tr>"
+        for row in dp["sweep"]
+    )
+    claimed = dp.get("accountant_epsilon")
+    facts = {
+        "canaries (kind)": f"{dp['canaries']} ({dp['kind']}), {dp['included']} in training",
+        "score": dp["score"],
+        "epsilon lower bound": f"{dp['epsilon_hat']:.3f} at delta {dp['delta']:g}, "
+        f"{dp['confidence']:.0%} confidence ({dp['correct']} of {dp['guesses']} guesses right)",
+        "DP-SGD accountant epsilon": "no DP-SGD" if claimed is None else f"{claimed:.3f}",
+        "model trained with the canaries": dp["model"],
+        "per-canary scores": str(Path(dp["model"]).parent / "result.json"),
+    }
+    return [
+        '<section id="dp-audit"><h2>DP audit: epsilon from one training run</h2>',
+        f"<p>{_e(dp['statement'])}</p>",
+        "<p>The target's recipe was trained once more with canaries, each put in with "
+        "probability 1/2 (Steinke, Nasr &amp; Jagielski 2023). The auditor guesses in for the "
+        "highest-scored canaries and out for the lowest, abstaining on the rest; each number of "
+        "guesses below is tested at a Bonferroni-corrected level, so the best holds at the "
+        "stated confidence. The bound is about the recipe: the audited target trained without "
+        "canaries.</p>",
+        key_value_table(facts),
+        f"<table><tr><th>guesses</th><th>correct</th><th>epsilon bound</th></tr>{rows}</table>",
+        "</section>",
+    ]
 
 
 def _guard_section(guard: Mapping[str, Any]) -> list[str]:

@@ -228,6 +228,8 @@ def audit_table(report: dict[str, Any]) -> Table:
         if item.get("null_control"):
             lines.append(escape(f"{level}: null control checked by {item['null_control']}"))
         lines += [f"{level}: [yellow]warning:[/] {escape(w)}" for w in item.get("warnings", [])]
+    if report.get("dp_audit"):
+        lines.append(f"[bold]DP audit:[/] {escape(report['dp_audit']['statement'])}")
     table.caption = "\n".join(lines) or None
     table.caption_justify = "left"
     return table
