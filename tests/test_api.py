@@ -176,3 +176,32 @@ def test_the_package_exports_the_api_lazily():
     # `import voxaudit` (and so the CLI's --help) does not import torch.
     code = "import sys, voxaudit.cli; sys.exit('torch' in sys.modules)"
     assert subprocess.run([sys.executable, "-c", code]).returncode == 0
+
+
+def test_a_users_own_training_loop_gets_a_one_run_epsilon_bound():
+    """Canaries from voxaudit, training the user's way, the bound from voxaudit again."""
+    import torch
+    from torch import nn
+
+    rng = np.random.default_rng(0)
+    words = ["yes", "no", "maybe"]
+    corpus = voxaudit.Corpus([
+        voxaudit.Utterance(f"u{i}", "spk", transcript=words[i % 3],
+                           samples=rng.standard_normal(400).astype(np.float32), sample_rate=8000)
+        for i in range(200)
+    ])  # fmt: skip
+    canaries, rest = voxaudit.make_canaries(corpus, "wrong-label", 60, label="transcript")
+    trained = list(rest) + [u for u in canaries.utterances if u.id in canaries.included_ids()]
+    module = nn.Linear(400, 3)
+    inputs = torch.tensor(np.stack([u.load() for u in trained]))
+    targets = torch.tensor([words.index(u.transcript) for u in trained])
+    optimizer = torch.optim.Adam(module.parameters(), lr=1e-2)
+    for _ in range(300):  # the user's loop: fits every training clip, canaries included
+        optimizer.zero_grad()
+        nn.functional.cross_entropy(module(inputs), targets).backward()
+        optimizer.step()
+    model = voxaudit.TorchClassifier(module, words, sample_rate=8000)
+    units = [[u] for u in canaries.utterances]
+    scores = voxaudit.canary_scores(model, units, label="transcript")
+    result = voxaudit.audit_canaries(scores, canaries.included)
+    assert result["epsilon"] > 1.0, result

@@ -26,6 +26,11 @@ _EXPORTS = {
     "TorchClassifier": "voxaudit.models.adapters.torch",
     "TorchRecognizer": "voxaudit.models.adapters.torch",
     "TorchSpeakerEncoder": "voxaudit.models.adapters.torch",
+    "dp_audit": "voxaudit.pipeline.dp_audit",
+    "DPAuditConfig": "voxaudit.mia.configs",
+    "make_canaries": "voxaudit.data.canaries",
+    "canary_scores": "voxaudit.mia.one_run",
+    "audit_canaries": "voxaudit.mia.one_run",
 }
 __all__ = [
     "AuditConfig",
@@ -33,6 +38,7 @@ __all__ = [
     "AuditSplit",
     "AuditedModel",
     "Corpus",
+    "DPAuditConfig",
     "Problem",
     "TorchClassifier",
     "TorchRecognizer",
@@ -40,19 +46,26 @@ __all__ = [
     "Utterance",
     "__version__",
     "audit",
+    "audit_canaries",
+    "canary_scores",
+    "dp_audit",
+    "make_canaries",
 ]
 
 if TYPE_CHECKING:
     from voxaudit.api import AuditResult, audit
+    from voxaudit.data.canaries import make_canaries
     from voxaudit.data.corpus import Corpus, Problem, Utterance
     from voxaudit.data.splits import AuditSplit
-    from voxaudit.mia.configs import AuditConfig
+    from voxaudit.mia.configs import AuditConfig, DPAuditConfig
     from voxaudit.mia.core import AuditedModel
+    from voxaudit.mia.one_run import audit_canaries, canary_scores
     from voxaudit.models.adapters.torch import (
         TorchClassifier,
         TorchRecognizer,
         TorchSpeakerEncoder,
     )
+    from voxaudit.pipeline.dp_audit import dp_audit
 
 
 def __getattr__(name: str) -> Any:

@@ -57,8 +57,9 @@ def test_random_transcripts_use_the_corpus_words_and_differ_from_the_recording()
 
 
 def test_synthetic_speakers_are_whole_units_of_new_voices_at_the_corpus_rate():
-    corpus = Corpus([Utterance("a", "s", samples=tone(0.1, rate=8000), sample_rate=8000),
-                     Utterance("b", "s", samples=tone(0.1, rate=8000), sample_rate=8000)])  # fmt: skip
+    corpus = Corpus(
+        [Utterance(i, "s", samples=tone(0.1, rate=8000), sample_rate=8000) for i in "ab"]
+    )
     canaries, rest = make_canaries(corpus, "synthetic-speaker", 3, seed=0, per_speaker=2)
     assert len(rest) == 2 and canaries.sources == ("",) * 6
     units = canary_units(canaries)

@@ -11,9 +11,14 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from scipy import optimize, stats
 
-from voxaudit.errors import VoxauditError
 from voxaudit.data.corpus import Utterance
-from voxaudit.mia.one_run import audit_canaries, canary_scores, epsilon_lower_bound
+from voxaudit.errors import VoxauditError
+from voxaudit.mia.one_run import (
+    audit_canaries,
+    canary_scores,
+    epsilon_ceiling,
+    epsilon_lower_bound,
+)
 
 # Root finding stops within 1e-10; comparisons between bounds allow for that.
 TOL = 1e-7
@@ -265,10 +270,10 @@ class _LossModel:
     """A classifier whose loss on clip k under any label is ``losses[k]``."""
 
     sample_rate = 16000
-    classes = ["a", "b"]
 
     def __init__(self, losses):
         self.losses = losses
+        self.classes = ["a", "b"]
 
     def predict_proba(self, waveforms):
         return np.full((len(waveforms), 2), 0.5)
@@ -342,3 +347,10 @@ def test_speaker_canaries_score_how_alike_their_utterances_sound():
 def test_a_model_of_no_known_kind_is_refused():
     with pytest.raises(VoxauditError, match="no classifier, speech recognizer or speaker"):
         canary_scores(object(), _units(2))  # type: ignore[arg-type]
+
+
+def test_the_ceiling_is_the_bound_of_perfect_guesses_and_grows_with_the_canaries():
+    m = 200
+    perfect = audit_canaries(np.arange(m, dtype=float), np.arange(m) >= m // 2)
+    assert perfect["epsilon"] == pytest.approx(epsilon_ceiling(m), abs=TOL)
+    assert epsilon_ceiling(1000) > epsilon_ceiling(200) > epsilon_ceiling(50) > 0

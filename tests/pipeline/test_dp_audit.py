@@ -130,8 +130,10 @@ def test_the_command_trains_and_states_the_bound(tones, tmp_path):
     assert "epsilon" in result.output
     saved = json.loads((tmp_path / "out" / "result.json").read_text())
     assert saved["canaries"] == 20 and len(saved["examples"]) == 20
-    bad = CliRunner().invoke(app, ["dp-audit", "classifier", "--corpus", str(tmp_path / "corpus"),
-                                   "--out", str(tmp_path / "bad"), "--canary-kind", "nope"])  # fmt: skip
+    bad = CliRunner().invoke(app, [
+        "dp-audit", "classifier", "--corpus", str(tmp_path / "corpus"),
+        "--out", str(tmp_path / "bad"), "--canary-kind", "nope",
+    ])  # fmt: skip
     assert bad.exit_code != 0 and "kind" in bad.output
 
 

@@ -334,8 +334,8 @@ def test_the_dp_audit_stage_states_its_bound_on_the_first_screen(tiny_config_pat
     from voxaudit.report.console import audit_table
 
     tiny = PipelineConfig.load(tiny_config_path)
-    config = replace(tiny, corpus=replace(tiny.corpus, path=tmp_path / "corpus"),
-                     dp_audit=DPAuditConfig(canaries=8).check("classifier", "test", False))  # fmt: skip
+    settings = DPAuditConfig(canaries=8).check("classifier", "test", False)
+    config = replace(tiny, corpus=replace(tiny.corpus, path=tmp_path / "corpus"), dp_audit=settings)
     report = run_audit(config, tmp_path / "out", progress=False)
     dp = report["dp_audit"]
     assert dp["canaries"] == 8 and dp["kind"] == "wrong-label" and "examples" not in dp

@@ -191,6 +191,32 @@ def audit_canaries(
     }
 
 
+def epsilon_ceiling(
+    canaries: int,
+    delta: float = 1e-5,
+    confidence: float = 0.95,
+    guess_counts: Sequence[int] | None = None,
+) -> float:
+    """The largest bound :func:`audit_canaries` can give with ``canaries`` canaries: every
+    guess right. A bound near it is limited by the canaries, not by the model's privacy.
+
+    Parameters
+    ----------
+    canaries:
+        Canaries ``m``.
+    delta, confidence, guess_counts:
+        As for :func:`audit_canaries`.
+    """
+    _check_count("canaries", canaries, minimum=2)
+    counts = (
+        _default_guess_counts(canaries)
+        if guess_counts is None
+        else _checked_counts(guess_counts, canaries)
+    )
+    per_count_confidence = 1.0 - (1.0 - confidence) / len(counts)
+    return max(epsilon_lower_bound(r, r, canaries, delta, per_count_confidence) for r in counts)
+
+
 def canary_scores(
     model: UtteranceClassifier | SpeechRecognizer | SpeakerEncoder,
     units: Sequence[Sequence[Utterance]],

@@ -76,12 +76,13 @@ def dp_audit(
     -------
     dict
         ``epsilon_hat`` (the bound) with its ``guesses``/``correct``/``sweep``, the
-        ``accountant_epsilon`` of a DP-SGD run (else None), ``statement`` (in words), and
-        ``examples``: every canary's utterance ids, inclusion and score.
+        ``accountant_epsilon`` of a DP-SGD run (else None), ``utility`` on the left-out
+        canaries' source recordings (None for synthesized canaries), ``statement`` (in words),
+        and ``examples``: every canary's utterance ids, inclusion and score.
     """
     from voxaudit.defend.training import DPSGD, recorded_epsilon
     from voxaudit.mia import families
-    from voxaudit.mia.one_run import audit_canaries, canary_scores
+    from voxaudit.mia.one_run import audit_canaries, canary_scores, epsilon_ceiling
     from voxaudit.train.loop import CHECKPOINT
     from voxaudit.train.run import read_run_config, train_model
 
@@ -134,7 +135,16 @@ def dp_audit(
         train_ids=[u.id for u in rest] + canaries.included_ids(),
     )
     accountant = recorded_epsilon(hooks, model_dir, fresh)
-    model = found.load(model_dir, "canaries", device).model
+    audited = found.load(model_dir, "canaries", device)
+    model = audited.model
+    # Utility on recordings no model step saw: the sources of the canaries left out, with
+    # their true labels or transcripts (none for synthesized canaries, which have no source).
+    unseen = [source for source, unit in zip(canaries.sources, canaries.unit_of, strict=True)
+              if source and not canaries.included[unit]]  # fmt: skip
+    utility = None
+    if unseen:
+        metric, value = found.utility(audited, corpus, unseen)
+        utility = {"metric": metric, "value": round(value, 4), "recordings": len(unseen)}
     base = None
     if config.score == "calibrated":
         assert reference is not None
@@ -153,14 +163,17 @@ def dp_audit(
         "delta": config.delta,
         "confidence": config.confidence,
         "epsilon_hat": bound["epsilon"],
+        "ceiling": epsilon_ceiling(canaries.count, config.delta, config.confidence),
         "guesses": bound["guesses"],
         "correct": bound["correct"],
         "sweep": bound["sweep"],
         "noise_multiplier": config.noise_multiplier,
         "max_grad_norm": config.max_grad_norm if config.noise_multiplier is not None else None,
         "accountant_epsilon": accountant,
+        "utility": utility,
         "model": str(model_dir.resolve()),
-        "seconds": round(time.time() - began, 1),
+        "seconds": round(time.time() - began, 1),  # this call's, a resumed run's included
+        "train_seconds": _train_seconds(model_dir),
         "examples": [
             {
                 "canary": k,
@@ -196,6 +209,11 @@ def statement(result: Mapping[str, Any]) -> str:
             f"This training recipe behaves at least as leaky as epsilon >= {eps:.2f} {at}: "
             f"no ({unit}-level) DP guarantee with a smaller epsilon can hold for it."
         )
+        if eps >= 0.95 * result.get("ceiling", float("inf")):
+            words += (
+                f" That is about the most {result['canaries']} canaries can show "
+                f"({result['ceiling']:.2f}); more canaries could show more."
+            )
     else:
         words = (
             f"The canaries show no measurable leakage (epsilon >= 0) {at}. A lower bound "
@@ -210,6 +228,15 @@ def statement(result: Mapping[str, Any]) -> str:
         )
         words += f" The DP-SGD accountant claims epsilon = {claimed:.2f}; the bound is {verdict}."
     return words
+
+
+def _train_seconds(run_dir: Path) -> float | None:
+    """The seconds the model's epochs took, over every run that trained it (its history)."""
+    history = run_dir / "history.json"
+    if not history.exists():
+        return None
+    epochs = json.loads(history.read_text("utf-8")).get("epochs", [])
+    return round(sum(epoch.get("seconds", 0.0) for epoch in epochs), 1)
 
 
 def _plain(value: Any) -> Any:
