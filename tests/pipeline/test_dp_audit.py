@@ -178,3 +178,24 @@ def test_every_family_trains_with_its_canaries_and_scores_them(family, kind, rec
     if family == "speaker":
         assert "speaker canaries" in result["statement"]
         assert all(len(e["ids"]) == 4 for e in result["examples"])
+
+
+def test_the_shipped_recipe_is_the_one_the_bench_measured():
+    """README's dp-audit command runs configs/dp-audit-classifier.toml; its figures come from
+    bench/dp_audit.py's fsdd-classifier setup: the two must train alike."""
+    import importlib.util
+    from pathlib import Path
+
+    from voxaudit.config import read_config_file
+    from voxaudit.train.run import read_run_config
+
+    root = Path(__file__).resolve().parents[2]
+    spec = importlib.util.spec_from_file_location("bench_dp_audit", root / "bench/dp_audit.py")
+    assert spec is not None and spec.loader is not None
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    setup = bench.SETUPS["fsdd-classifier"]
+    shipped = read_config_file(root / "configs/dp-audit-classifier.toml")
+    read_run_config(shipped, "classifier")
+    assert shipped["model"] == setup["model"]
+    assert shipped["train"] == bench.TRAIN | {"epochs": setup["epochs"]}
