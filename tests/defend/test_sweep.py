@@ -14,12 +14,10 @@ from voxaudit.data.synth import synthesize_corpus
 from voxaudit.defend.sweep import (
     SweepConfig,
     _claim,
-    _dp_epsilon,
     pareto_front,
     run_setting,
     run_sweep,
 )
-from voxaudit.defend.training import DPSGD
 from voxaudit.errors import VoxauditError
 from voxaudit.mia import families
 
@@ -128,25 +126,6 @@ def test_shipped_configs_load_and_start_from_an_undefended_setting(path):
 
 def test_every_family_ships_a_config():
     assert {p.stem for p in SHIPPED} == {f"sweep-{family}" for family in families.names()}
-
-
-def test_dp_epsilon_is_kept_beside_the_model_and_never_guessed_for_a_resumed_run(tmp_path):
-    class Accountant:
-        def get_epsilon(self, delta: float) -> float:
-            return 2.5
-
-    trained = DPSGD()
-    trained.engine = Accountant()
-    # A run resumed from an old checkpoint, without the accountant's history, restarted the
-    # accountant: no epsilon rather than too few. With the history it counts every step.
-    assert _dp_epsilon([trained], tmp_path / "resumed", fresh=False) is None
-    trained.restored = True
-    assert _dp_epsilon([trained], tmp_path / "restored", fresh=False) == 2.5
-    trained.restored = False
-    assert _dp_epsilon([trained], tmp_path / "model", fresh=True) == 2.5
-    # A later setting that reuses the trained model reads the recorded epsilon back.
-    assert _dp_epsilon([DPSGD()], tmp_path / "model", fresh=False) == 2.5
-    assert _dp_epsilon([], tmp_path / "model", fresh=False) is None
 
 
 def test_tiny_asr_sweep_writes_points_and_resumes(tmp_path):

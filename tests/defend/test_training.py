@@ -16,6 +16,7 @@ from voxaudit.defend.training import (
     AdversarialRegularization,
     AdversarialTraining,
     Distillation,
+    recorded_epsilon,
 )
 from voxaudit.errors import VoxauditError
 from voxaudit.models.classifier import classifier_for
@@ -247,3 +248,22 @@ def test_dpsgd_takes_a_noise_only_step_for_an_empty_poisson_batch(members):
     assert len(history.epochs) == 2 and 0 < engine.epsilon() < float("inf")
     assert engine.loader is not None and engine.loader.empty_steps > 0
     assert any(not torch.equal(a, b) for a, b in zip(before, model.parameters(), strict=True))
+
+
+def testrecorded_epsilon_is_kept_beside_the_model_and_never_guessed_for_a_resumed_run(tmp_path):
+    class Accountant:
+        def get_epsilon(self, delta: float) -> float:
+            return 2.5
+
+    trained = DPSGD()
+    trained.engine = Accountant()
+    # A run resumed from an old checkpoint, without the accountant's history, restarted the
+    # accountant: no epsilon rather than too few. With the history it counts every step.
+    assert recorded_epsilon([trained], tmp_path / "resumed", fresh=False) is None
+    trained.restored = True
+    assert recorded_epsilon([trained], tmp_path / "restored", fresh=False) == 2.5
+    trained.restored = False
+    assert recorded_epsilon([trained], tmp_path / "model", fresh=True) == 2.5
+    # A later setting that reuses the trained model reads the recorded epsilon back.
+    assert recorded_epsilon([DPSGD()], tmp_path / "model", fresh=False) == 2.5
+    assert recorded_epsilon([], tmp_path / "model", fresh=False) is None
