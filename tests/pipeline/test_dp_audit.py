@@ -137,20 +137,49 @@ def test_the_command_trains_and_states_the_bound(tones, tmp_path):
     assert bad.exit_code != 0 and "kind" in bad.output
 
 
-def test_a_model_that_never_saw_a_canary_gets_no_bound(memorized, tones, tmp_path):
-    """The null control: the same recipe on the same fixed training set, no canary in it."""
-    from voxaudit.data.canaries import canary_units, make_canaries
-    from voxaudit.mia import families
-    from voxaudit.mia.one_run import canary_scores
+@pytest.fixture(scope="module")
+def null_model(tones, tmp_path_factory):
+    """The recipe on the same fixed training set, no canary in it: the null control, and a
+    reference model for calibrated scores."""
+    from voxaudit.data.canaries import make_canaries
     from voxaudit.train.run import train_model
 
     canaries, rest = make_canaries(tones, "wrong-label", CANARIES, seed=0, label="transcript")
-    train_model("classifier", rest, None, "null", _recipe() | {"train": _recipe()["train"] |
-                {"device": "cpu", "seed": 0}}, tmp_path, progress=False,
+    run_dir = tmp_path_factory.mktemp("null")
+    recipe = _recipe()
+    recipe["train"] |= {"device": "cpu", "seed": 0}
+    train_model("classifier", rest, None, "null", recipe, run_dir, progress=False,
                 train_ids=[u.id for u in rest])  # fmt: skip
-    model = families.get("classifier").load(tmp_path, "null", "cpu").model
+    return run_dir, canaries
+
+
+def test_a_model_that_never_saw_a_canary_gets_no_bound(null_model):
+    from voxaudit.data.canaries import canary_units
+    from voxaudit.mia import families
+    from voxaudit.mia.one_run import canary_scores
+
+    run_dir, canaries = null_model
+    model = families.get("classifier").load(run_dir, "null", "cpu").model
     scores = canary_scores(model, canary_units(canaries), label="transcript")
     assert audit_canaries(scores, canaries.included)["epsilon"] == 0.0
+
+
+def test_a_calibrated_score_subtracts_the_reference_models(null_model, memorized, tones, tmp_path):
+    run_dir, _ = null_model
+    settings = DPAuditConfig(canaries=CANARIES, score="calibrated")
+    result = dp_audit("classifier", tones, _recipe(), tmp_path, settings, reference=run_dir,
+                      device="cpu", progress=False)  # fmt: skip
+    plain = {e["canary"]: e["score"] for e in memorized[1]["examples"]}
+    # The same canaries and model as the plain run; each score moved by the reference's loss.
+    assert [e["ids"] for e in result["examples"]] == [e["ids"] for e in memorized[1]["examples"]]
+    assert any(abs(e["score"] - plain[e["canary"]]) > 1e-3 for e in result["examples"])
+    # Still a positive bound; weaker than the plain loss's here, where the reference (trained
+    # from the same seed without canaries) adds its own noise to every score.
+    assert result["epsilon_hat"] > 0
+    with pytest.raises(VoxauditError):
+        dp_audit("classifier", tones, _recipe(), tmp_path / "bad", settings,
+                 reference=tmp_path / "no-such-model", progress=False)  # fmt: skip
+    assert not (tmp_path / "bad" / "model").exists()
 
 
 @pytest.mark.parametrize(

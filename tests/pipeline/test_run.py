@@ -346,3 +346,14 @@ def test_the_dp_audit_stage_states_its_bound_on_the_first_screen(tiny_config_pat
     assert "Privacy in epsilon terms" in glance and 'href="#dp-audit"' in html
     caption = audit_table(report).caption
     assert caption is not None and "DP audit:" in caption
+
+
+def test_a_dp_audit_recipe_opacus_cannot_train_fails_before_any_level(tiny_config_path, tmp_path):
+    from voxaudit.mia.configs import DPAuditConfig
+
+    tiny = PipelineConfig.load(tiny_config_path)  # a classifier with plain GRU layers
+    settings = DPAuditConfig(canaries=8, noise_multiplier=1.0).check("classifier", "test", False)
+    config = replace(tiny, corpus=replace(tiny.corpus, path=tmp_path / "corpus"), dp_audit=settings)
+    with pytest.raises(VoxauditError, match="dpgru"):
+        run_audit(config, tmp_path / "out", progress=False)
+    assert not (tmp_path / "out" / "sample").exists()

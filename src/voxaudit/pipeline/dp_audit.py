@@ -103,6 +103,10 @@ def dp_audit(
     if done.exists():
         return json.loads(done.read_text("utf-8"))
     began = time.time()
+    base = None  # loaded before any training, so that a bad reference fails in a second
+    if config.score == "calibrated":
+        assert reference is not None
+        base = families.resolve_model(family, reference, "reference-0", device).model
     label = str(run_config.get("model", {}).get("label", "speaker"))
     canaries, rest = make_canaries(
         corpus,
@@ -145,10 +149,6 @@ def dp_audit(
     if unseen:
         metric, value = found.utility(audited, corpus, unseen)
         utility = {"metric": metric, "value": round(value, 4), "recordings": len(unseen)}
-    base = None
-    if config.score == "calibrated":
-        assert reference is not None
-        base = families.resolve_model(family, reference, "reference-0", device).model
     units = canary_units(canaries)
     scores = canary_scores(model, units, base, label=label)
     bound = audit_canaries(scores, canaries.included, config.delta, config.confidence)

@@ -3,18 +3,19 @@
 Stages, each shown as it runs and resumable after an interruption:
 
 1. corpus: read from disk, or synthesize the built-in one;
-2. for each level (sample, speaker): a split; the target (trained, a checkpoint, or an adapter)
+2. optionally, a one-run DP audit: the target's recipe trained once more with canaries, and
+   a lower bound on its epsilon (beside DP-SGD's accountant, when it trains under DP);
+3. for each level (sample, speaker): a split; the target (trained, a checkpoint, or an adapter)
    and shadow models trained with the target's recipe; the family's audit (with its null
    control); the target's utility on its members and its holdout;
-3. optionally, a defense sweep;
-4. optionally, a one-run DP audit: the target's recipe trained once more with canaries, and
-   a lower bound on its epsilon (beside DP-SGD's accountant, when it trains under DP);
+4. optionally, a defense sweep;
 5. optionally (asr targets), a guard evaluation: would the guard's detectors catch adversarial
    attacks on the first level's target, and after how many queries;
 6. the report (``report.json``, ``report.html``).
 
-A finished level is recorded in ``OUT/LEVEL/done.json`` and the guard evaluation in
-``OUT/guard/done.json``, each read back on a rerun; training resumes from checkpoints and
+A finished level is recorded in ``OUT/LEVEL/done.json``, the DP audit in
+``OUT/dp-audit/result.json`` and the guard evaluation in ``OUT/guard/done.json``, each read
+back on a rerun; training resumes from checkpoints and
 feature extraction from its cache. A rerun with a different config into the same folder is
 refused, because its models would not match the config.
 """
@@ -76,6 +77,12 @@ def run_audit(
     with _stage("corpus", durations, console):
         corpus = _corpus(config, progress, console)
 
+    # Before the levels: a recipe Opacus cannot train privately fails here, not after them.
+    dp = None
+    if config.dp_audit is not None:
+        with _stage("DP audit (one run)", durations, console):
+            dp = _dp_audit(config, family, corpus, out_dir, progress)
+
     levels = []
     for level in _levels(config):
         with _stage(f"{level}-level audit", durations, console):
@@ -91,11 +98,6 @@ def run_audit(
             sweep = run_sweep(SweepConfig.load(config.defense_sweep), out_dir / "defenses",
                               progress=progress)  # fmt: skip
             sweep["plot"] = str((out_dir / "defenses" / "pareto.png").resolve())
-
-    dp = None
-    if config.dp_audit is not None:
-        with _stage("DP audit (one run)", durations, console):
-            dp = _dp_audit(config, family, corpus, out_dir, progress)
 
     guard = None
     if config.guard is not None:
