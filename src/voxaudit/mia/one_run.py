@@ -273,7 +273,9 @@ def _raw_canary_scores(
         return out
 
     if isinstance(model, SpeakerEncoder):
-        embeddings = np.asarray(batched(model.embed))
+        embeddings = np.asarray(batched(model.embed), dtype=float)
+        # Cosines: the protocol promises unit vectors, but an adapter may not keep it.
+        embeddings /= np.maximum(np.linalg.norm(embeddings, axis=1, keepdims=True), 1e-12)
         scores, start = [], 0
         for size in sizes:
             unit = embeddings[start : start + size]
