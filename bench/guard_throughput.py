@@ -1,7 +1,7 @@
 """Guard cost per query: fingerprint + check of 4 s clips with 10^3, 10^5, 10^6 stored queries.
 
 Usage: python bench/guard_throughput.py [--stored 1000 100000 1000000] [--queries 300]
-           [--detectors index memory] [--out results.json]
+           [--detectors index memory] [--redis URL] [--out results.json]
 
 One process, one thread (queries per second are per core). The store is filled first: the
 index with queries whose landmark hashes are real speech hashes with their two frequencies
@@ -11,6 +11,12 @@ Then fresh 4 s synthetic-speech clips are fingerprinted and checked, each timed 
 clock), and the whole loop's process CPU time gives queries per CPU-second. Bytes
 per stored query: the store's own tables and items (``nbytes``) divided by the stored count, and
 the process's resident-memory growth while filling, divided the same way.
+
+``--redis URL`` puts the index in Redis (``RedisStore``, the store gateway replicas share) at
+URL instead of in the process; a server of one's own, since the bench writes under a prefix of
+its own and deletes nothing. It then also counts the Redis commands each checked query sends
+(``INFO commandstats``, summed) and the dataset's growth per stored query, the figures that
+size a Redis for a given traffic.
 """
 
 from __future__ import annotations
@@ -30,7 +36,7 @@ import numpy as np
 from voxaudit.data.synth import synthesize_corpus_in_memory
 from voxaudit.guard.detectors import IndexDetector, MemoryDetector, encode_vector
 from voxaudit.guard.fingerprint import DT_BITS, FREQ_BITS, Fingerprint, Fingerprinter
-from voxaudit.guard.store import InMemoryStore
+from voxaudit.guard.store import InMemoryStore, RedisStore
 from voxaudit.progress import make_progress
 
 SECONDS = 4.0
@@ -86,20 +92,34 @@ def fill(detector, stored: int, pool: list[Fingerprint], seed: int) -> None:
                     progress.update(task, completed=i)
 
 
-def measure(name: str, stored: int, queries: list[np.ndarray], pool, seed: int) -> dict:
+def redis_calls(store: RedisStore) -> int:
+    """Commands the Redis server has run since it started, all kinds together."""
+    stats = store._redis.info("commandstats")
+    return sum(int(entry["calls"]) for entry in stats.values())
+
+
+def measure(
+    name: str, stored: int, queries: list[np.ndarray], pool, seed: int, redis_url: str | None
+) -> dict:
     fingerprinter = Fingerprinter()
-    if name == "index":
+    if name == "index" and redis_url:
+        prefix = f"bench:{os.getpid()}:{stored}"
+        store = RedisStore(redis_url, prefix=prefix, index_keys=2**22, bucket_size=16)
+        detector = IndexDetector(store, threshold=5)
+    elif name == "index":
         store = InMemoryStore(index_keys=2**22, bucket_size=16, max_queries=2**20)
         detector = IndexDetector(store, threshold=5)
     else:
         store = InMemoryStore(index_keys=1, max_queries=1)
         detector = MemoryDetector(store, threshold=0.5)
-    before = rss_bytes()
+    before, dataset_before = rss_bytes(), store.nbytes()
     started = time.perf_counter()
     fill(detector, stored, pool, seed)
     fill_s = time.perf_counter() - started
     grown = rss_bytes() - before
+    dataset_grown = store.nbytes() - dataset_before
     latencies, fingerprint_only = [], []
+    calls_before = redis_calls(store) if isinstance(store, RedisStore) else 0
     cpu_started = time.process_time()
     for i, clip in enumerate(queries):
         # The memory detector checks accounts whose memory is full (k earlier queries).
@@ -114,6 +134,11 @@ def measure(name: str, stored: int, queries: list[np.ndarray], pool, seed: int) 
     # counts the time other processes held the core.
     cpu_s = time.process_time() - cpu_started
     ms = np.asarray(latencies) * 1000
+    extra = {}
+    if isinstance(store, RedisStore):
+        # The INFO call itself counts once.
+        calls = redis_calls(store) - calls_before - 1
+        extra = {"store": "redis", "redis_commands_per_query": round(calls / len(queries), 1)}
     return {
         "detector": name,
         "stored": stored,
@@ -124,10 +149,10 @@ def measure(name: str, stored: int, queries: list[np.ndarray], pool, seed: int) 
         "p99_ms": round(float(np.percentile(ms, 99)), 3),
         "fingerprint_p50_ms": round(float(np.percentile(fingerprint_only, 50)) * 1000, 3),
         "store_bytes": store.nbytes(),
-        "store_bytes_per_query": round(store.nbytes() / stored, 1),
+        "store_bytes_per_query": round(dataset_grown / stored, 1),
         "rss_growth_bytes_per_query": round(grown / stored, 1),
         "fill_seconds": round(fill_s, 1),
-    }
+    } | extra
 
 
 def main() -> None:
@@ -136,6 +161,7 @@ def main() -> None:
     parser.add_argument("--queries", type=int, default=300)
     parser.add_argument("--detectors", nargs="+", default=["index", "memory"])
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--redis", help="a Redis URL: the index in Redis, not in the process")
     parser.add_argument("--out", help="also write the results here as JSON")
     args = parser.parse_args()
     fingerprinter = Fingerprinter()
@@ -153,7 +179,7 @@ def main() -> None:
     }
     for name in args.detectors:
         for stored in args.stored:
-            run = measure(name, stored, queries, pool, args.seed)
+            run = measure(name, stored, queries, pool, args.seed, args.redis)
             print(json.dumps(run), flush=True)
             results["runs"].append(run)
     if args.out:
