@@ -33,39 +33,25 @@ from voxaudit.pipeline.dp_audit import dp_audit
 
 FSDD = Path(__file__).resolve().parents[2] / "shared/data/fsdd"
 TRAIN = {"lr": 2e-3, "batch_size": 16, "warmup_steps": 50, "grad_clip": 5.0}
+#: Per family: the recipe's [model], and what DP-SGD swaps in (Opacus' recurrent layer).
+MODELS = {
+    "classifier": ({"hidden": 64, "n_mels": 40, "dropout": 0.0}, {"cell": "dpgru"}),
+    "asr": ({"family": "ctc", "preset": "tiny"}, {"rnn": "dpgru"}),
+}
+SYNTHETIC = {"speakers": 40, "per_speaker": 20}
+
+
+def _setup(family: str, corpus: Any, canaries: int, epochs: int, **model: Any) -> dict:
+    base, dp_model = MODELS[family]
+    return {"family": family, "corpus": corpus, "canaries": canaries, "epochs": epochs,
+            "model": base | model, "dp_model": dp_model}  # fmt: skip
+
+
 SETUPS: dict[str, dict[str, Any]] = {
-    "fsdd-classifier": {
-        "family": "classifier",
-        "corpus": "fsdd",
-        "canaries": 1000,
-        "model": {"label": "transcript", "hidden": 64, "n_mels": 40, "dropout": 0.0},
-        "dp_model": {"cell": "dpgru"},
-        "epochs": 30,
-    },
-    "fsdd-ctc": {
-        "family": "asr",
-        "corpus": "fsdd",
-        "canaries": 1000,
-        "model": {"family": "ctc", "preset": "tiny"},
-        "dp_model": {"rnn": "dpgru"},
-        "epochs": 30,
-    },
-    "synth-classifier": {
-        "family": "classifier",
-        "corpus": {"speakers": 40, "per_speaker": 20},
-        "canaries": 400,
-        "model": {"label": "speaker", "hidden": 64, "n_mels": 40, "dropout": 0.0},
-        "dp_model": {"cell": "dpgru"},
-        "epochs": 30,
-    },
-    "synth-ctc": {
-        "family": "asr",
-        "corpus": {"speakers": 40, "per_speaker": 20},
-        "canaries": 400,
-        "model": {"family": "ctc", "preset": "tiny"},
-        "dp_model": {"rnn": "dpgru"},
-        "epochs": 20,
-    },
+    "fsdd-classifier": _setup("classifier", "fsdd", 1000, 30, label="transcript"),
+    "fsdd-ctc": _setup("asr", "fsdd", 1000, 30),
+    "synth-classifier": _setup("classifier", SYNTHETIC, 400, 30, label="speaker"),
+    "synth-ctc": _setup("asr", SYNTHETIC, 400, 20),
 }
 
 

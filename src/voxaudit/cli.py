@@ -442,11 +442,12 @@ def dp_audit(
         noise_multiplier=noise_multiplier, max_grad_norm=max_grad_norm, per_speaker=per_speaker,
     ).check(kind.value, "dp-audit:", reference is not None)  # fmt: skip
     run_config = {} if config is None else read_config_file(config)
-    read_run_config(config if config is not None else {}, kind.value)  # a bad file fails now
     finetune = run_config.get("finetune", {})
     if config is not None and "init_from" in finetune:  # relative to the config file
         base = str(config.parent / finetune["init_from"])
         run_config["finetune"] = finetune | {"init_from": base}
+    # Before the corpus is read, so that a bad file fails in a second.
+    read_run_config(run_config, kind.value, where=str(config or "--config"))
     data = load_corpus(corpus, layout, pattern=pattern)
     result = run_dp_audit(
         kind.value, data, run_config, out, settings, reference=reference, seed=seed,

@@ -25,9 +25,10 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
+from voxaudit.data.canaries import RECORD as CANARY_RECORD
 from voxaudit.data.canaries import canary_corpus, canary_units, make_canaries
 from voxaudit.data.corpus import Corpus
-from voxaudit.files import claim_folder, write_json
+from voxaudit.files import claim_folder, json_key, write_json
 from voxaudit.mia.configs import DPAuditConfig
 
 SCHEMA = "voxaudit.dp-audit/1"
@@ -99,7 +100,7 @@ def dp_audit(
         "corpus": corpus.fingerprint(),
         "reference": None if reference is None else str(reference),
     }
-    claim_folder(out_dir, RECORD, _plain(record), "a DP audit")
+    claim_folder(out_dir, RECORD, json.loads(json_key(record)), "a DP audit")
     if done.exists():
         return json.loads(done.read_text("utf-8"))
     began = time.time()
@@ -118,7 +119,7 @@ def dp_audit(
         audio_dir=out_dir / "canary-audio",
         progress=progress,
     )
-    canaries.save(out_dir / "canaries.json")
+    canaries.save(out_dir / CANARY_RECORD)
     train_config = {name: dict(section) for name, section in run_config.items()}
     train_config.setdefault("train", {}).setdefault("seed", seed)
     train_config["train"].setdefault("device", device)
@@ -195,8 +196,8 @@ def statement(result: Mapping[str, Any]) -> str:
     Parameters
     ----------
     result:
-        What :func:`dp_audit` returns (``epsilon_hat``, ``delta``, ``confidence``,
-        ``canaries``, ``accountant_epsilon``, ``family``).
+        What :func:`dp_audit` returns (``epsilon_hat``, ``ceiling``, ``delta``,
+        ``confidence``, ``canaries``, ``accountant_epsilon``, ``family``).
     """
     eps, delta = result["epsilon_hat"], result["delta"]
     unit = "speaker" if result["family"] == "speaker" else "recording"
@@ -209,7 +210,7 @@ def statement(result: Mapping[str, Any]) -> str:
             f"This training recipe behaves at least as leaky as epsilon >= {eps:.2f} {at}: "
             f"no ({unit}-level) DP guarantee with a smaller epsilon can hold for it."
         )
-        if eps >= 0.95 * result.get("ceiling", float("inf")):
+        if eps >= 0.95 * result["ceiling"]:
             words += (
                 f" That is about the most {result['canaries']} canaries can show "
                 f"({result['ceiling']:.2f}); more canaries could show more."
@@ -237,14 +238,3 @@ def _train_seconds(run_dir: Path) -> float | None:
         return None
     epochs = json.loads(history.read_text("utf-8")).get("epochs", [])
     return round(sum(epoch.get("seconds", 0.0) for epoch in epochs), 1)
-
-
-def _plain(value: Any) -> Any:
-    """``value`` as JSON data: paths and tuples as strings and lists."""
-    if isinstance(value, Mapping):
-        return {str(k): _plain(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [_plain(v) for v in value]
-    if isinstance(value, Path):
-        return str(value)
-    return value
