@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import importlib.util
 import json
 import re
 from pathlib import Path
@@ -205,3 +206,14 @@ def test_a_users_own_training_loop_gets_a_one_run_epsilon_bound():
     scores = voxaudit.canary_scores(model, units, label="transcript")
     result = voxaudit.audit_canaries(scores, canaries.included)
     assert result["epsilon"] > 1.0, result
+
+
+@pytest.mark.skipif(importlib.util.find_spec("ray") is None, reason="Ray is not installed")
+def test_a_users_torch_module_is_audited_on_ray_with_the_same_scores(recordings):
+    classes = [f"s{s}" for s in range(SPEAKERS)]
+    model = voxaudit.TorchClassifier(memorizer(recordings, classes), classes, RATE)
+    lists = {"members": recordings / "members.txt", "nonmembers": recordings / "nonmembers.txt"}
+    here = voxaudit.audit(model, recordings / "recordings", **lists, draws=1)
+    on_ray = voxaudit.audit(model, recordings / "recordings", **lists, draws=1,
+                            compute=voxaudit.ComputeConfig(engine="ray", cpus=2))  # fmt: skip
+    assert on_ray.examples() == here.examples() and on_ray.risk == "high"

@@ -20,6 +20,7 @@ _EXPORTS = {
     "AuditConfig": "voxaudit.mia.core",
     "AuditedModel": "voxaudit.mia.core",
     "AuditSplit": "voxaudit.data.splits",
+    "ComputeConfig": "voxaudit.compute",
     "Corpus": "voxaudit.data.corpus",
     "Problem": "voxaudit.data.corpus",
     "Utterance": "voxaudit.data.corpus",
@@ -37,6 +38,7 @@ __all__ = [
     "AuditResult",
     "AuditSplit",
     "AuditedModel",
+    "ComputeConfig",
     "Corpus",
     "DPAuditConfig",
     "Problem",
@@ -54,6 +56,7 @@ __all__ = [
 
 if TYPE_CHECKING:
     from voxaudit.api import AuditResult, audit
+    from voxaudit.compute import ComputeConfig
     from voxaudit.data.canaries import make_canaries
     from voxaudit.data.corpus import Corpus, Problem, Utterance
     from voxaudit.data.splits import AuditSplit

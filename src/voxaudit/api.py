@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from voxaudit.compute import ComputeConfig
 from voxaudit.data.corpus import Corpus
 from voxaudit.data.splits import AuditSplit, IdList, read_ids
 from voxaudit.errors import VoxauditError
@@ -128,6 +129,7 @@ def audit(
     out_dir: str | Path | None = None,
     config: AuditConfig | None = None,
     progress: bool = False,
+    compute: ComputeConfig | None = None,
     **options: Any,
 ) -> AuditResult:
     """Audit ``model`` for membership leakage of ``members`` against ``nonmembers``.
@@ -166,6 +168,9 @@ def audit(
         go (a temporary folder, removed afterwards, when None).
     progress : show progress bars.
     config : the family's audit config, instead of ``threat`` and ``options``.
+    compute : where each model's features are extracted (:class:`~voxaudit.ComputeConfig`):
+        one model after another here (the default), or one Ray task per model
+        (``ComputeConfig(engine="ray")``); the models must then pickle.
     **options : fields of the family's audit config (e.g. ``max_per_side``, ``draws``).
 
     Returns
@@ -214,7 +219,8 @@ def audit(
     with tempfile.TemporaryDirectory(prefix="voxaudit-") as scratch:
         folder = Path(out_dir) if out_dir is not None else Path(scratch)
         report = run_audit(chosen, corpus, split, target, shadow_models, folder, null=null_model,
-                           config=config, progress=progress, references=references)  # fmt: skip
+                           config=config, progress=progress, references=references,
+                           compute=compute)  # fmt: skip
         if out_dir is not None:
             from voxaudit.report.mia import write_html
 

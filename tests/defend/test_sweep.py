@@ -3,6 +3,7 @@ and tiny resumable sweeps of each family."""
 
 from __future__ import annotations
 
+import importlib.util
 import json
 from pathlib import Path
 
@@ -17,6 +18,7 @@ from voxaudit.defend.sweep import (
     pareto_front,
     run_setting,
     run_sweep,
+    setting_groups,
 )
 from voxaudit.errors import VoxauditError
 from voxaudit.mia import families
@@ -250,3 +252,51 @@ def test_a_sweep_folder_refuses_another_config_or_a_redefined_setting(tmp_path):
     )
     with pytest.raises(VoxauditError, match="'none' was run with another definition"):
         run_setting(redefined, redefined.settings[0], out, progress=False)
+
+
+def test_settings_that_share_models_are_grouped_into_one_task(tmp_path):
+    head = 'family = "classifier"\ncorpus = "c"\nsplit = "s.json"\n'
+    config = SweepConfig.load(
+        _write(
+            tmp_path,
+            head + '[[settings]]\nname = "L2"\nhooks = { l2 = { weight = 0.01 } }\n'
+            '[[settings]]\nname = "top-1"\nserve = { top_k = { k = 1 } }\n'
+            '[[settings]]\nname = "distilled"\nhooks = { distillation = {} }\n'
+            '[[settings]]\nname = "none"\n'
+            '[[settings]]\nname = "memguard"\nserve = { memguard = {} }\n',
+        )
+    )
+    # top-1 serves the undefended models; distillation's teacher is the undefended model;
+    # MemGuard's defender holds a share out, so its models are its own, as are L2's.
+    assert [[s.name for s in group] for group in setting_groups(config)] == [
+        ["L2"],
+        ["top-1", "distilled", "none"],
+        ["memguard"],
+    ]
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(importlib.util.find_spec("ray") is None, reason="Ray is not installed")
+def test_a_sweep_on_ray_gives_the_local_engines_points(tmp_path):
+    corpus_dir = tmp_path / "corpus"
+    synthesize_corpus(corpus_dir, n_speakers=6, per_speaker=8, seed=2, workers=1)
+    make_split(load_corpus(corpus_dir), "sample", seed=0, n_shadow=2).save(tmp_path / "s.json")
+    text = (
+        'family = "classifier"\ncorpus = "corpus"\nsplit = "s.json"\n'
+        '[base.model]\nlabel = "speaker"\nhidden = 8\nn_mels = 16\n'
+        "[base.train]\nepochs = 2\nbatch_size = 4\nlr = 0.01\n"
+        '[audit]\ndraws = 1\nsnrs_db = [10.0]\nclassifiers = ["logistic"]\nn_bootstrap = 100\n'
+        '[[settings]]\nname = "none"\n'
+        '[[settings]]\nname = "top-1"\nserve = { top_k = { k = 1 } }\n'
+        '[[settings]]\nname = "L2"\nhooks = { l2 = { weight = 0.01 } }\n'
+    )
+    local = run_sweep(SweepConfig.load(_write(tmp_path, text)), tmp_path / "local", progress=False)
+    on_ray = SweepConfig.load(_write(tmp_path, text + '[compute]\nengine = "ray"\ncpus = 2\n'))
+    assert on_ray.compute.engine == "ray"
+    ray_summary = run_sweep(on_ray, tmp_path / "ray", progress=False)
+
+    def points(summary):
+        keys = ("setting", "utility", "leakage", "pareto")
+        return [[r[key] for key in keys] for r in summary["settings"]]
+
+    assert points(ray_summary) == points(local)

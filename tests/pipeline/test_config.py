@@ -315,3 +315,33 @@ def test_the_dp_audit_section_resolves_its_canary_kind(tmp_path):
     config = PipelineConfig.load(path).dp_audit
     assert config is not None and config.kind == "wrong-label" and config.canaries == 100
     assert config.noise_multiplier == 1.0 and config.delta == 1e-5
+
+
+@pytest.mark.parametrize(
+    ("section", "message"),
+    [
+        ({"engine": "spark"}, r"audit.json: \[compute\]: engine must be local or ray"),
+        ({"cpus_per_task": "two"}, r"\[compute\]: key 'cpus_per_task': expected a number"),
+        ({"workers": 4}, r"\[compute\]: unknown key\(s\) workers"),
+        ({"address": "auto"}, r"\[compute\]: address and cpus are Ray settings"),
+    ],
+)
+def test_a_bad_compute_section_is_refused_naming_the_key(tmp_path, section, message):
+    data = tomllib.loads(EXAMPLE)
+    data["compute"] = section
+    path = tmp_path / "audit.json"
+    path.write_text(json.dumps(data))
+    with pytest.raises(VoxauditError, match=message):
+        PipelineConfig.load(path)
+
+
+def test_the_compute_section_is_read_and_defaults_to_the_local_engine(tmp_path):
+    assert PipelineConfig.example().compute.engine == "local"
+    pytest.importorskip("ray")
+    data = tomllib.loads(EXAMPLE)
+    data["compute"] = {"engine": "ray", "address": "auto", "cpus_per_task": 2, "gpus_per_task": 0.5}
+    path = tmp_path / "audit.json"
+    path.write_text(json.dumps(data))
+    compute = PipelineConfig.load(path).compute
+    assert (compute.engine, compute.address, compute.cpus_per_task) == ("ray", "auto", 2)
+    assert compute.record()["gpus_per_task"] == 0.5

@@ -57,6 +57,7 @@ import numpy as np
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
+from voxaudit.compute import ComputeConfig, map_tasks
 from voxaudit.config import checked, from_mapping, keyword_types, read_config_file
 from voxaudit.data.corpus import Corpus
 from voxaudit.data.loaders import load_corpus
@@ -118,6 +119,7 @@ class SweepConfig:
     shadows: int = 2
     threat: str = "grey"
     device: str = "auto"
+    compute: ComputeConfig = field(default_factory=ComputeConfig)  # [compute], as an audit's
 
     @classmethod
     def load(cls, path: str | Path) -> SweepConfig:
@@ -186,13 +188,21 @@ def _held_out_share(setting: Setting, run_config: dict[str, Any]) -> float:
     return REFERENCE_FRACTION if needs_reference or early_stopping else 0.0
 
 
+def _recipe(
+    kind: str, run_config: dict[str, Any], hooks: dict[str, Any], held_out: float
+) -> tuple[dict[str, Any], str]:
+    """One training recipe (run config, hooks, held-out share) and its folder's name."""
+    recipe = {"kind": kind, "config": run_config, "hooks": hooks, "held_out": held_out}
+    text = json.dumps(recipe, sort_keys=True)
+    return recipe, hashlib.sha256(text.encode()).hexdigest()[:12]
+
+
 def _recipe_dir(
     out_dir: Path, kind: str, run_config: dict[str, Any], hooks: dict[str, Any], held_out: float
 ) -> Path:
     """The models folder of one training recipe: settings that train alike share it."""
-    recipe = {"kind": kind, "config": run_config, "hooks": hooks, "held_out": held_out}
-    text = json.dumps(recipe, sort_keys=True)
-    folder = out_dir / "models" / hashlib.sha256(text.encode()).hexdigest()[:12]
+    recipe, name = _recipe(kind, run_config, hooks, held_out)
+    folder = out_dir / "models" / name
     if not (folder / "recipe.json").exists():
         write_json(folder / "recipe.json", recipe)  # for a reader of the folder
     return folder
@@ -398,12 +408,33 @@ def pareto_front(
     ]
 
 
-def run_sweep(config: SweepConfig, out_dir: str | Path, progress: bool = True) -> dict[str, Any]:
-    """Every setting (finished ones are read back), the Pareto frontier and its plot."""
+def run_sweep(
+    config: SweepConfig,
+    out_dir: str | Path,
+    progress: bool = True,
+    compute: ComputeConfig | None = None,
+) -> dict[str, Any]:
+    """Every setting (finished ones are read back), the Pareto frontier and its plot.
+
+    Parameters
+    ----------
+    config : the sweep (:meth:`SweepConfig.load`).
+    out_dir : settings, models and the summary go there; a rerun resumes.
+    progress : show progress.
+    compute : where the settings run (``config.compute`` when None). Settings that train
+        into one models folder (:func:`setting_groups`) run one after another in one task.
+    """
     out_dir = Path(out_dir)
     _claim(config, out_dir)
     corpus = load_corpus(config.corpus)
-    results = [run_setting(config, s, out_dir, progress, corpus) for s in config.settings]
+    groups = setting_groups(config)
+    done = map_tasks(
+        _run_group, {" + ".join(s.name for s in group): (group,) for group in groups},
+        compute or config.compute, shared={"config": config, "out_dir": out_dir, "corpus": corpus},
+        description="defense settings", progress=progress,
+    )  # fmt: skip
+    by_name = {r["setting"]: r for results in done.values() for r in results}
+    results = [by_name[s.name] for s in config.settings]
     metric = results[0]["utility"]["metric"]
     points = [(r["utility"]["value"], r["leakage"]["auroc"]["value"]) for r in results]
     front = pareto_front(points, higher_utility_is_better=metric not in LOWER_IS_BETTER)
@@ -419,6 +450,41 @@ def run_sweep(config: SweepConfig, out_dir: str | Path, progress: bool = True) -
     write_json(out_dir / "sweep.json", summary)
     _plot(summary, out_dir / "pareto.png")
     return summary
+
+
+def setting_groups(config: SweepConfig) -> list[list[Setting]]:
+    """The settings in groups that share no models folder with another group, in config
+    order: settings that train alike (serve-time defenses, distillation's teacher) train into
+    one folder, which two tasks must not write at once."""
+    kind = families.get(config.family).train_kind
+    groups: list[tuple[set[str], list[Setting]]] = []
+    for setting in config.settings:
+        run_config = _run_config(config.base, setting, config.device)
+        folders = {
+            _recipe(kind, run_config, setting.hooks, _held_out_share(setting, run_config))[1]
+        }
+        if "distillation" in setting.hooks:
+            teacher = _run_config(config.base, Setting("teacher"), config.device)
+            folders.add(_recipe(kind, teacher, {}, 0.0)[1])
+        # The setting joins (and so merges) every group it shares a folder with.
+        sharing = [g for g in groups if g[0] & folders]
+        merged = (folders.union(*(g[0] for g in sharing)), [s for g in sharing for s in g[1]])
+        groups = [g for g in groups if not g[0] & folders] + [(merged[0], [*merged[1], setting])]
+    order = {s.name: k for k, s in enumerate(config.settings)}
+    return sorted((sorted(g[1], key=lambda s: order[s.name]) for g in groups),
+                  key=lambda g: order[g[0].name])  # fmt: skip
+
+
+def _run_group(
+    settings: Sequence[Setting],
+    *,
+    config: SweepConfig,
+    out_dir: Path,
+    corpus: Corpus,
+    progress: bool,
+) -> list[dict[str, Any]]:
+    """Settings that share models, one after another: a task of :func:`run_sweep`."""
+    return [run_setting(config, s, out_dir, progress, corpus) for s in settings]
 
 
 def _plot(summary: dict[str, Any], path: Path) -> None:

@@ -31,6 +31,7 @@ from typing import Any, ClassVar
 import numpy as np
 import torch
 
+from voxaudit.compute import ComputeConfig
 from voxaudit.data.corpus import Corpus
 from voxaudit.data.splits import AuditSplit
 from voxaudit.errors import VoxauditError
@@ -89,6 +90,7 @@ class AuditRun:
     out_dir: Path
     progress: bool
     references: Sequence[AuditedModel] = field(default_factory=tuple)
+    compute: ComputeConfig | None = None  # where each model's features are extracted
 
     @property
     def shadow_roles(self) -> list[str]:
@@ -181,6 +183,7 @@ def run_audit(
     config: AuditConfig | None = None,
     progress: bool = True,
     references: Sequence[AuditedModel] = (),
+    compute: ComputeConfig | None = None,
 ) -> Report:
     """Audit ``target`` for membership leakage; write ``report.json`` and ``examples.csv``.
 
@@ -202,6 +205,8 @@ def run_audit(
         public checkpoint the target was fine-tuned from; they calibrate each example without
         any shadow training. Refused when their recorded trained ids reach into the evaluated
         members or non-members; taken on trust (and flagged so) when unrecorded.
+    compute : where each model's features are extracted (``voxaudit.compute``): one after
+        another here by default, or one Ray task per model.
 
     Returns
     -------
@@ -224,7 +229,7 @@ def run_audit(
     # Roles of their own: features and losses are cached by role.
     references = [r.as_role(f"reference-{k}") for k, r in enumerate(references)]
     run = AuditRun(corpus, split, target, list(shadows), null, config, out_dir, progress,
-                   references)  # fmt: skip
+                   references, compute)  # fmt: skip
     family.check_data(corpus, split, run.shadow_roles, config)
     family.check(run)
     warnings = check_trained_ids(split, target) + reference_warnings(references)

@@ -15,6 +15,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
+from voxaudit.compute import ComputeConfig
 from voxaudit.config import checked, from_mapping, keyword_types, read_config_file
 from voxaudit.errors import VoxauditError
 from voxaudit.mia import families
@@ -91,6 +92,17 @@ draws = 4
 #                          # of every speaker's (a speaker classifier keeps its classes)
 # train = { epochs = 30 }  # the base's [train]; the target's when unset
 # freeze = ["front_end"]   # parameter-name prefixes the fine-tuning leaves as the base has them
+
+# Where the shadow (and target) models train, each model's features are extracted and a
+# defense sweep's settings run: here one after another (local), or as Ray tasks, on a Ray
+# started on this machine or on a cluster (pip install 'voxaudit[ray]'). The figures do not
+# depend on the engine, given the same threads per model; a rerun may change it.
+# [compute]
+# engine = "ray"           # or "local" (the default)
+# address = "auto"         # join this machine's cluster (or "HOST:6379"); unset: start one here
+# cpus_per_task = 1        # also torch's threads in each task
+# gpus_per_task = 0
+# max_retries = 3          # reruns of a task whose worker died (it resumes from its checkpoint)
 
 # Optional stages:
 # [defenses]
@@ -193,6 +205,7 @@ TOP_LEVEL: dict[str, Any] = {
             "defenses",
             "guard",
             "dp_audit",
+            "compute",
         ),
         dict[str, Any],
     ),
@@ -216,6 +229,7 @@ class PipelineConfig:
     defense_sweep: Path | None = None
     guard: GuardEvaluation | None = None
     dp_audit: DPAuditConfig | None = None  # a one-run epsilon lower bound of the recipe
+    compute: ComputeConfig = field(default_factory=ComputeConfig)  # where tasks run, not results
     origin: str = field(default="the config", compare=False)  # the file, for error messages
 
     @classmethod
@@ -263,6 +277,7 @@ class PipelineConfig:
             defense_sweep=root / defenses["sweep"] if "sweep" in defenses else None,
             guard=_guard(data.get("guard"), target, where),
             dp_audit=_dp_audit(data.get("dp_audit"), target, reference, base, where),
+            compute=from_mapping(ComputeConfig, data.get("compute", {}), f"{where}: [compute]"),
             origin=where,
         )
 

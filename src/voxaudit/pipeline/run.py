@@ -96,7 +96,7 @@ def run_audit(
             from voxaudit.defend.sweep import SweepConfig, run_sweep
 
             sweep = run_sweep(SweepConfig.load(config.defense_sweep), out_dir / "defenses",
-                              progress=progress)  # fmt: skip
+                              progress=progress, compute=config.compute)  # fmt: skip
             sweep["plot"] = str((out_dir / "defenses" / "pareto.png").resolve())
 
     guard = None
@@ -190,11 +190,9 @@ def _audit_level(
     # Split-level checks (a clip too short for the speaker audit) fail before any training.
     family.check_data(corpus, split, shadow_roles, audit_config)
     trains_target = source in ("train", "checkpoint")
-    run_dirs = {
-        role: _trained(config, family.train_kind, corpus, split_path, role, level_dir, progress,
-                       base_dir)
-        for role in (["target"] if trains_target else []) + list(shadow_roles)
-    }  # fmt: skip
+    run_dirs = _trained_models(config, family.train_kind, corpus, split_path,
+                               (["target"] if trains_target else []) + list(shadow_roles),
+                               level_dir, progress, base_dir)  # fmt: skip
     shadows = [family.load(run_dirs[role], role, config.device) for role in shadow_roles]
     report_dir = level_dir / "report"
     if source == "adapter":
@@ -215,7 +213,7 @@ def _audit_level(
         ]
         report = core.run_audit(family, corpus, split, target, shadows, report_dir,
                                 config=audit_config, progress=progress,
-                                references=references)  # fmt: skip
+                                references=references, compute=config.compute)  # fmt: skip
         write_html(report_dir, report)
         utility = _utility(family, target, corpus, split, config.seed)
     result = {
@@ -342,28 +340,50 @@ def _membership_split(config: PipelineConfig, corpus: Corpus, level: str) -> Aud
     )
 
 
-def _trained(
+def _trained_models(
     config: PipelineConfig,
     kind: str,
     corpus: Corpus,
     split_path: Path,
-    role: str,
+    roles: Sequence[str],
     level_dir: Path,
     progress: bool,
     base_dir: Path | None = None,
-) -> Path:
-    """The run folder of ``role``: the given checkpoint, or a model trained (or resumed) here
-    on the audit's ``corpus`` (read once, in the corpus stage), fine-tuned from the built-in
-    scenario's base when there is one."""
-    if role == "target" and config.target.checkpoint is not None:
-        return config.target.checkpoint
-    from voxaudit.train.run import train_model
-
+) -> dict[str, Path]:
+    """The run folder of each of ``roles``: the given checkpoint, or a model trained (or
+    resumed) here on the audit's ``corpus`` (read once, in the corpus stage), fine-tuned from
+    the built-in scenario's base when there is one; the models train as the [compute] engine's
+    tasks."""
+    given = {"target": config.target.checkpoint} if config.target.checkpoint is not None else {}
     run_config = _run_config(config)
     if base_dir is not None:
         assert config.base is not None
         run_config["finetune"] = {"init_from": str(base_dir), "freeze": list(config.base.freeze)}
-    run_dir = level_dir / "models" / role
+    from voxaudit.compute import map_tasks
+
+    trained = map_tasks(
+        _train_role, {role: (role,) for role in roles if role not in given}, config.compute,
+        shared={"kind": kind, "corpus": corpus, "split_path": split_path,
+                "run_config": run_config, "models_dir": level_dir / "models"},
+        description="models trained", progress=progress,
+    )  # fmt: skip
+    return {role: given[role] if role in given else trained[role] for role in roles}
+
+
+def _train_role(
+    role: str,
+    *,
+    kind: str,
+    corpus: Corpus,
+    split_path: Path,
+    run_config: dict[str, Any],
+    models_dir: Path,
+    progress: bool,
+) -> Path:
+    """One model of the split's ``role`` trained (or resumed) into ``models_dir/role``."""
+    from voxaudit.train.run import train_model
+
+    run_dir = models_dir / role
     train_model(kind, corpus, split_path, role, run_config, run_dir, progress=progress)
     return run_dir
 
@@ -448,6 +468,8 @@ def _as_record(config: PipelineConfig) -> dict[str, Any]:
     """The config as plain JSON data (paths as strings), without where it was read from."""
     record = json.loads(json.dumps(dataclasses.asdict(config), default=str))
     record.pop("origin")
+    # Where the work runs changes no model: a rerun may resume a local run on Ray.
+    record.pop("compute")
     if not record["corpus"]["strict"]:  # recorded only when set, so earlier folders still match
         del record["corpus"]["strict"]
     if record["reference"] is None:  # the same
@@ -487,6 +509,7 @@ def _run_metadata(config: PipelineConfig, durations: dict[str, float]) -> dict[s
         "cpu_count": os.cpu_count(),
         "gpu": torch.cuda.get_device_name(0) if cuda else None,
         "device": config.device,
+        "compute": config.compute.record(),
         "seed": config.seed,
         "command": " ".join(sys.argv),
         "seconds": dict(durations),  # a copy: the report stage is still running

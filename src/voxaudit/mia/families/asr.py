@@ -173,7 +173,7 @@ class AsrFamily(TabularFamily):
                                    trained=s.trained_ids, seed=config.seed)
             for s in shadows
         }  # fmt: skip
-        tables = {s.role: self.features(run, s, sets[s.role]) for s in shadows}
+        tables = self.feature_tables(run, {s.role: s for s in shadows}, sets)
         shadow = Fitted(run, tables, sets, [s.role for s in shadows]).shadow_view()
         assert shadow is not None
         missing = sorted(set(SCORING_FAMILIES) - set(shadow.data.table.families))

@@ -24,6 +24,7 @@ from functools import partial
 from pathlib import Path
 from typing import Any
 
+from voxaudit.compute import map_tasks
 from voxaudit.data.corpus import Corpus
 from voxaudit.data.splits import AuditSplit
 from voxaudit.errors import VoxauditError
@@ -108,11 +109,13 @@ class SpeakerFamily(Family):
         imposters = imposters_of(corpus, split, config)
         views_for = {role: draw_ids(draws[role], k) for role in draws}
         imposter_ids = [i for v in imposters.values() for i in v]
-        queried = {
-            model.role: embed(model, corpus, [*views_for[model.role], *imposter_ids],
-                              views_for[model.role], config, run.out_dir, run.progress)
-            for model in (target, *shadows, null)
-        }  # fmt: skip
+        queried = map_tasks(
+            _embed_task,
+            {model.role: (model, [*views_for[model.role], *imposter_ids], views_for[model.role])
+             for model in (target, *shadows, null)},
+            run.compute, shared={"corpus": corpus, "config": config, "out_dir": run.out_dir},
+            description="embeddings", progress=run.progress,
+        )  # fmt: skip
         # The base-calibrated similarity compares whole voices: the references embed no chunk.
         voices = sorted({i for ids in views_for.values() for i in ids})
         whole = replace(config, chunk_seconds=None)
@@ -253,6 +256,20 @@ class SpeakerFamily(Family):
 
 #: Verification trials the speaker family's EER is computed from (as bench/mia_speaker.py).
 EER_TRIALS = 20000
+
+
+def _embed_task(
+    model: AuditedModel,
+    ids: Sequence[str],
+    view_ids: Sequence[str],
+    *,
+    corpus: Corpus,
+    config: SpeakerAuditConfig,
+    out_dir: Path,
+    progress: bool,
+) -> Embeddings:
+    """One model's embeddings (:func:`embed`): a task of the compute engine."""
+    return embed(model, corpus, ids, view_ids, config, out_dir, progress)
 
 
 def check_embeddings(

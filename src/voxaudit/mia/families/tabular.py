@@ -32,6 +32,7 @@ from typing import Any, ClassVar
 import numpy as np
 from sklearn.base import BaseEstimator, clone
 
+from voxaudit.compute import map_tasks
 from voxaudit.data.corpus import Utterance
 from voxaudit.mia.attack_data import AttackData
 from voxaudit.mia.attacks import ShadowAttack, ThresholdAttack, registered_attacks
@@ -116,7 +117,7 @@ class TabularFamily(Family):
         models = {m.role: m for m in (run.target, *run.shadows)}
         if null is not None:
             models["null"] = null
-        tables = {role: self.features(run, m, sets[role]) for role, m in models.items()}
+        tables = self.feature_tables(run, models, sets)
         if null is None:
             tables["null"] = tables["target"]
             target = sets["target"]
@@ -160,8 +161,22 @@ class TabularFamily(Family):
         """More facts for the report's setup (the classifier's accuracy gap)."""
         return {}
 
-    def features(self, run: AuditRun, model: AuditedModel, eval_set: EvalSet) -> FeatureTable:
-        """``model``'s feature table on ``eval_set``, through the audit's threat level."""
+    def feature_tables(
+        self, run: AuditRun, models: Mapping[str, AuditedModel], sets: Mapping[str, EvalSet]
+    ) -> dict[str, FeatureTable]:
+        """Each model's feature table on its evaluation set (by role), one task per model on
+        the run's compute engine."""
+        return map_tasks(
+            _features_task, {role: (model, sets[role]) for role, model in models.items()},
+            run.compute, shared={"family": self, "run": run}, description="feature tables",
+            progress=run.progress,
+        )  # fmt: skip
+
+    def features(
+        self, run: AuditRun, model: AuditedModel, eval_set: EvalSet, progress: bool | None = None
+    ) -> FeatureTable:
+        """``model``'s feature table on ``eval_set``, through the audit's threat level
+        (progress shown as the run's unless ``progress`` says)."""
         access = Access(model.model, run.config.threat)
         label_of = self.label_of(model)
         utterances = [run.corpus[i] for i in eval_set.ids]
@@ -172,7 +187,7 @@ class TabularFamily(Family):
             list(eval_set.ids),
             list(eval_set.speakers),
             cache_dir=run.out_dir / "features" / model.role,
-            progress=run.progress,
+            progress=run.progress if progress is None else progress,
             model_id=model_digest(model.model, model.source),
         )
 
@@ -461,6 +476,13 @@ class TabularFamily(Family):
         """Columns known of each example without any model, beside its acoustics, for the
         quantile regressor (by name, one value per utterance); none by default."""
         return {}
+
+
+def _features_task(
+    model: AuditedModel, eval_set: EvalSet, *, family: TabularFamily, run: AuditRun, progress: bool
+) -> FeatureTable:
+    """One model's feature table: a task of :meth:`TabularFamily.feature_tables`."""
+    return family.features(run, model, eval_set, progress)
 
 
 class Losses:
