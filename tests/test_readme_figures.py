@@ -51,7 +51,7 @@ def problems(readme: str, figures: dict[str, Any]) -> list[str]:
     """What is wrong between the README text and the figures file; empty when they agree."""
     found = []
     texts = {key: text for key, text in figures["readme"].items() if key != "gate_line"}
-    body = prose(readme)
+    body = re.sub(r"\s+", " ", prose(readme))  # a figure may wrap onto the next line
     covered: set[int] = set()
     for key, text in texts.items():
         spans = [m.span() for m in re.finditer(re.escape(text), body)]
@@ -61,8 +61,8 @@ def problems(readme: str, figures: dict[str, Any]) -> list[str]:
             covered.update(range(start, end))
     for match in NUMBER.finditer(body):
         if match.start() not in covered and match.group() not in NOT_FIGURES:
-            line = body.count("\n", 0, match.start()) + 1
-            found.append(f"README line {line}: {match.group()!r} is no figure of the file")
+            context = body[max(0, match.start() - 40) : match.end() + 40]
+            found.append(f"{match.group()!r} is no figure of the file: ...{context}...")
     gate = figures["readme"]["gate_line"]
     stated = [line.strip() for line in readme.splitlines() if "privacy gate:" in line]
     if gate not in stated:
