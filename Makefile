@@ -5,7 +5,7 @@ VENV ?= .venv
 TORCH_SPEC ?= torch==2.13.0
 BIN := $(VENV)/bin
 
-.PHONY: demo test lint bench clean redis-server
+.PHONY: demo test lint bench docs clean redis-server
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -40,6 +40,11 @@ test: $(VENV)/.installed-dev redis-server
 lint: $(VENV)/.installed-dev
 	$(BIN)/ruff check src tests bench
 	$(BIN)/ruff format --check src tests bench
+
+# The guides, results and API reference (mkdocs + mkdocstrings, see mkdocs.yml) into site/,
+# warnings as errors: a broken link or a docstring the reference cannot read fails it.
+docs: $(VENV)/.installed-dev
+	$(BIN)/mkdocs build --strict
 
 bench: $(VENV)/.installed
 	$(BIN)/python bench/synth_speed.py

@@ -209,6 +209,9 @@ class AuditSplit:
     ) -> AuditSplit:
         """The split of a model trained elsewhere, from what it is known to have trained on.
 
+        An id outside the corpus, a member that is also a non-member, or (at speaker level) a
+        speaker on both sides is an error naming the first culprit.
+
         Parameters
         ----------
         corpus : the corpus every id belongs to.
@@ -218,9 +221,6 @@ class AuditSplit:
         shadows : for each shadow or reference model, its (members, non-members).
         reference : speaker level: imposter utterances no model trained on.
         unseen : speaker level: voices of member speakers the target did not train on.
-
-        An id outside the corpus, a member that is also a non-member, or (at speaker level) a
-        speaker on both sides is an error naming the first culprit.
         """
         if level not in LEVELS:
             raise VoxauditError(f"unknown level {level!r}; use one of: {', '.join(LEVELS)}")

@@ -92,6 +92,9 @@ def attack_metrics(
     """AUROC and TPR at each FPR; given predictions, also their accuracy, precision, recall and
     advantage (TPR - FPR of the predictions).
 
+    A TPR at an FPR the non-members cannot resolve (``n_nonmembers * fpr < 1``) is NaN, and so
+    is precision when the attack predicts no member (in the data or in some resample).
+
     Parameters
     ----------
     scores:
@@ -104,9 +107,6 @@ def attack_metrics(
         The false-positive rates to report the TPR at.
     n_bootstrap, seed:
         Stratified resamples for the intervals, and their random seed.
-
-    A TPR at an FPR the non-members cannot resolve (``n_nonmembers * fpr < 1``) is NaN, and so
-    is precision when the attack predicts no member (in the data or in some resample).
     """
     scores, is_member, predictions = _checked(scores, is_member, predictions)
     if n_bootstrap < 1:
