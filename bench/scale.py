@@ -53,9 +53,10 @@ METRICS = ("auroc", "tpr_at_0.1%_fpr", "tpr_at_1%_fpr")
 def _recipe(args: argparse.Namespace) -> dict[str, Any]:
     """The target's (and shadows') run config: the demo's over-fitted speaker classifier."""
     return {
-        "model": {"label": "speaker", "hidden": 64, "n_mels": 40, "dropout": 0.0},
-        "train": {"epochs": args.epochs, "lr": 2e-3, "batch_size": 16, "warmup_steps": 50,
-                  "grad_clip": 5.0, "device": "cpu", "seed": 0},
+        "model": {"label": "speaker", "hidden": args.hidden, "n_mels": args.n_mels,
+                  "dropout": 0.0},
+        "train": {"epochs": args.epochs, "lr": args.lr, "batch_size": args.batch_size,
+                  "warmup_steps": 50, "grad_clip": 5.0, "device": "cpu", "seed": 0},
     }  # fmt: skip
 
 
@@ -90,13 +91,14 @@ def engines(args: argparse.Namespace) -> dict[str, Any]:
     map_tasks(_nothing, {"start": ()}, RAY, progress=False)  # starts Ray and one worker
     startup = time.perf_counter() - began
     runs: dict[str, Any] = {}
-    default_threads = torch.get_num_threads()
-    for name, threads, compute in (
-        ("local, torch on 1 thread", 1, ComputeConfig()),
-        (f"local, torch on {default_threads} threads", default_threads, ComputeConfig()),
-        (f"Ray, {os.cpu_count()} tasks at once, 1 thread each", 1, RAY),
+    threads_before = torch.get_num_threads()
+    cores = os.cpu_count() or 1
+    for folder, name, threads, compute in (
+        ("local-1", "local, torch on 1 thread", 1, ComputeConfig()),
+        ("local-all", f"local, torch on {cores} threads", cores, ComputeConfig()),
+        ("ray", f"Ray, {cores} tasks at once, 1 thread each", 1, RAY),
     ):
-        out = args.work / "engines" / name.split(",")[0].lower() / str(threads)
+        out = args.work / "engines" / folder
         shutil.rmtree(out, ignore_errors=True)  # timed from scratch, every run
         torch.set_num_threads(threads)
         began = time.perf_counter()
@@ -104,7 +106,7 @@ def engines(args: argparse.Namespace) -> dict[str, Any]:
         seconds = time.perf_counter() - began
         runs[name] = {"seconds": round(seconds, 1), "out": str(out)}
         print(f"{name}: {seconds:.1f} s")
-    torch.set_num_threads(default_threads)
+    torch.set_num_threads(threads_before)
     names = list(runs)
     scores = [Path(runs[n]["out"], "sample", "report", "examples.csv").read_bytes() for n in names]
     overhead = _task_overhead(200)
@@ -156,7 +158,8 @@ def shadows(args: argparse.Namespace) -> dict[str, Any]:
     split_path = args.work / "shadows" / f"split-{most}.json"
     if not split_path.exists():
         split = make_split(corpus, "sample", seed=0, n_shadow=most, shadow_mode="halves",
-                           halves_population="target")  # fmt: skip
+                           halves_population="target",
+                           target_fraction=args.target_fraction)  # fmt: skip
         split.save(split_path)
     split = AuditSplit.load(split_path)
     roles = split.roles[: 1 + most]
@@ -175,9 +178,16 @@ def shadows(args: argparse.Namespace) -> dict[str, Any]:
                            snrs_db=(20.0,), classifiers=("logistic",),
                            n_bootstrap=args.bootstrap)  # fmt: skip
     table: dict[str, Any] = {}
+    shared_features = args.work / "shadows" / "features"
+    shared_features.mkdir(parents=True, exist_ok=True)
     for count in sorted(args.counts):
+        # Every K queries the same models on the same rows: one feature cache for all.
+        folder = args.work / "shadows" / f"audit-{count}"
+        folder.mkdir(parents=True, exist_ok=True)
+        if not (folder / "features").exists():
+            (folder / "features").symlink_to(shared_features.resolve(), target_is_directory=True)
         report = core.run_audit(family, corpus, split, target, models[:count],
-                                args.work / "shadows" / f"audit-{count}", config=config,
+                                folder, config=config,
                                 compute=RAY)  # fmt: skip
         table[str(count)] = {
             f"{r['name']} | {r['model']}": {m: r["metrics"].get(m) for m in METRICS}
@@ -226,6 +236,11 @@ def main() -> None:
     parser.add_argument("--speakers", type=int, default=32)
     parser.add_argument("--per-speaker", type=int, default=16)
     parser.add_argument("--epochs", type=int, default=30)
+    parser.add_argument("--lr", type=float, default=2e-3)
+    parser.add_argument("--batch-size", type=int, default=16)
+    parser.add_argument("--hidden", type=int, default=64)
+    parser.add_argument("--n-mels", type=int, default=40)
+    parser.add_argument("--target-fraction", type=float, default=0.5)
     parser.add_argument("--max-per-side", type=int, default=128)
     parser.add_argument("--bootstrap", type=int, default=1000)
     args = parser.parse_args()

@@ -1,4 +1,5 @@
 import json
+from pathlib import Path
 
 import pytest
 import yaml
@@ -299,20 +300,20 @@ def test_a_bad_base_section_is_refused_naming_the_key(tmp_path, edit, message):
     ],
 )
 def test_a_bad_dp_audit_section_is_refused_naming_the_key(tmp_path, section, message):
-    data = tomllib.loads(EXAMPLE)
-    data["dp_audit"] = section
-    path = tmp_path / "audit.json"
-    path.write_text(json.dumps(data))
     with pytest.raises(VoxauditError, match=message):
-        PipelineConfig.load(path)
+        PipelineConfig.load(_example_with(tmp_path, dp_audit=section))
+
+
+def _example_with(tmp_path: Path, **sections: dict) -> Path:
+    """The built-in example with ``sections`` added, as a config file."""
+    path = tmp_path / "audit.json"
+    path.write_text(json.dumps(tomllib.loads(EXAMPLE) | sections))
+    return path
 
 
 def test_the_dp_audit_section_resolves_its_canary_kind(tmp_path):
-    data = tomllib.loads(EXAMPLE)
-    data["dp_audit"] = {"canaries": 100, "noise_multiplier": 1.0}
-    path = tmp_path / "audit.json"
-    path.write_text(json.dumps(data))
-    config = PipelineConfig.load(path).dp_audit
+    section = {"canaries": 100, "noise_multiplier": 1.0}
+    config = PipelineConfig.load(_example_with(tmp_path, dp_audit=section)).dp_audit
     assert config is not None and config.kind == "wrong-label" and config.canaries == 100
     assert config.noise_multiplier == 1.0 and config.delta == 1e-5
 
@@ -327,21 +328,14 @@ def test_the_dp_audit_section_resolves_its_canary_kind(tmp_path):
     ],
 )
 def test_a_bad_compute_section_is_refused_naming_the_key(tmp_path, section, message):
-    data = tomllib.loads(EXAMPLE)
-    data["compute"] = section
-    path = tmp_path / "audit.json"
-    path.write_text(json.dumps(data))
     with pytest.raises(VoxauditError, match=message):
-        PipelineConfig.load(path)
+        PipelineConfig.load(_example_with(tmp_path, compute=section))
 
 
 def test_the_compute_section_is_read_and_defaults_to_the_local_engine(tmp_path):
     assert PipelineConfig.example().compute.engine == "local"
     pytest.importorskip("ray")
-    data = tomllib.loads(EXAMPLE)
-    data["compute"] = {"engine": "ray", "address": "auto", "cpus_per_task": 2, "gpus_per_task": 0.5}
-    path = tmp_path / "audit.json"
-    path.write_text(json.dumps(data))
-    compute = PipelineConfig.load(path).compute
+    section = {"engine": "ray", "address": "auto", "cpus_per_task": 2, "gpus_per_task": 0.5}
+    compute = PipelineConfig.load(_example_with(tmp_path, compute=section)).compute
     assert (compute.engine, compute.address, compute.cpus_per_task) == ("ray", "auto", 2)
     assert compute.record()["gpus_per_task"] == 0.5
