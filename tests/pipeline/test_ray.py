@@ -74,9 +74,7 @@ def _worker_running(task: str) -> int | None:
     return None
 
 
-def test_a_worker_killed_mid_training_is_retried_and_the_figures_do_not_change(
-    local_run, tmp_path
-):
+def test_a_worker_killed_mid_training_is_retried_and_the_figures_do_not_change(local_run, tmp_path):
     config, local = local_run
     out = tmp_path / "out"
     first_epoch = out / "sample" / "models" / "shadow-1" / "checkpoint.pt"
