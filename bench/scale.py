@@ -171,7 +171,17 @@ def shadows(args: argparse.Namespace) -> dict[str, Any]:
         description="models trained",
     )  # fmt: skip
     train_seconds = time.perf_counter() - began
+    # Every shadow trained on halves of the target's pools, so none can be the null control:
+    # one more model, trained on the recordings outside them, never saw an evaluated row.
+    from voxaudit.train.run import train_model
+
+    candidates = {*split.train_ids("target"), *split.holdout_ids("target")}
+    outside = [u.id for u in corpus if u.id not in candidates]
+    null_dir = args.work / "shadows" / "models" / "null"
+    train_model("classifier", corpus, None, "null", _recipe(args), null_dir, progress=False,
+                train_ids=outside)  # fmt: skip
     family = families.get("classifier")
+    null = family.load(null_dir, "null", "cpu")
     target = family.load(run_dirs["target"], "target", "cpu")
     models = [family.load(run_dirs[r], r, "cpu") for r in roles[1:]]
     config = family.config(threat="grey", max_per_side=args.max_per_side, draws=2,
@@ -187,7 +197,7 @@ def shadows(args: argparse.Namespace) -> dict[str, Any]:
         if not (folder / "features").exists():
             (folder / "features").symlink_to(shared_features.resolve(), target_is_directory=True)
         report = core.run_audit(family, corpus, split, target, models[:count],
-                                folder, config=config,
+                                folder, null=null, config=config,
                                 compute=RAY)  # fmt: skip
         table[str(count)] = {
             f"{r['name']} | {r['model']}": {m: r["metrics"].get(m) for m in METRICS}

@@ -270,7 +270,13 @@ class TabularFamily(Family):
         if run.shadows:
             results += self._lira(run, sets, null, losses, left_out)
             extra = population(run, candidates, run.shadows)
-            if extra:
+            outs = (~np.stack([reference_mask(run, s, candidates) for s in run.shadows])).sum(0)
+            if not outs.all():  # few shadows on halves of the target's pools
+                left_out.append(
+                    "RMIA: it needs, for every evaluated utterance, a shadow model that did not "
+                    "train on it (use more shadow models)"
+                )
+            elif extra:
                 results += self._rmia("RMIA", run, run.shadows, extra, sets, null, losses)
             else:
                 left_out.append(f"RMIA: {NO_POPULATION}")
