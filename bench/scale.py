@@ -203,8 +203,9 @@ def shadows(args: argparse.Namespace) -> dict[str, Any]:
             f"{r['name']} | {r['model']}": {m: r["metrics"].get(m) for m in METRICS}
             for r in report["results"] if r["name"] in ROWS
         }  # fmt: skip
-        evaluated = report["setup"]["evaluated"]["target"]
-        table[str(count)]["evaluated"] = evaluated
+        table[str(count)]["evaluated"] = report["setup"]["evaluated"]["target"]
+        # An attack some evaluated utterance has no reference for is left out, with why.
+        table[str(count)]["left out"] = report["selection"].get("calibrated attacks left out", [])
         print(f"{count} shadows: done")
     result = {"counts": sorted(args.counts), "corpus": corpus_dir.name, "epochs": args.epochs,
               "train_seconds_all_models": round(train_seconds, 1), "results": table,
@@ -230,7 +231,9 @@ def _markdown(result: dict[str, Any]) -> str:
              "|---|---|---|---|---|---|"]  # fmt: skip
     for count in result["counts"]:
         rows = result["results"][str(count)]
-        for key in sorted(k for k in rows if k != "evaluated"):
+        for reason in rows.get("left out", []):
+            lines.append(f"| {count} | {reason.split(':')[0]} | left out | {reason} | | |")
+        for key in sorted(k for k in rows if k not in ("evaluated", "left out")):
             attack, model = key.split(" | ")
             cells = [_cell(rows[key][m]) for m in METRICS]
             lines.append(f"| {count} | {attack} | {model} | " + " | ".join(cells) + " |")
