@@ -12,6 +12,7 @@ from dataclasses import replace
 from pathlib import Path
 
 import pytest
+import torch
 
 from tests.conftest import TINY
 from voxaudit.compute import ComputeConfig
@@ -31,7 +32,14 @@ def local_run(tmp_path_factory) -> tuple[PipelineConfig, Path]:
     folder = tmp_path_factory.mktemp("ray-audit")
     (folder / "audit.toml").write_text(TINY.replace("epochs = 2", f"epochs = {EPOCHS}"))
     config = PipelineConfig.load(folder / "audit.toml")
-    run_audit(config, folder / "local", progress=False)
+    # A module fixture is set up before conftest's one-thread fixture, and a float sum's last
+    # bits depend on how many threads share it: pin the thread count the Ray tasks use.
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        run_audit(config, folder / "local", progress=False)
+    finally:
+        torch.set_num_threads(threads)
     return config, folder / "local"
 
 
