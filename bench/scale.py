@@ -43,7 +43,7 @@ from voxaudit.data.synth import synthesize_corpus
 from voxaudit.files import write_atomically, write_json
 from voxaudit.mia import core, families
 from voxaudit.pipeline import PipelineConfig, run_audit
-from voxaudit.pipeline.run import _cpu_name
+from voxaudit.pipeline.run import cpu_name
 
 RAY = ComputeConfig(engine="ray", cpus=os.cpu_count())
 ROWS = ("LiRA online", "LiRA online, fixed variance", "LiRA offline, fixed variance", "RMIA")
@@ -68,7 +68,7 @@ def _corpus(args: argparse.Namespace) -> Path:
 
 
 def _machine() -> dict[str, Any]:
-    return {"cpu": _cpu_name(), "cpu_count": os.cpu_count(), "torch": torch.__version__}
+    return {"cpu": cpu_name(), "cpu_count": os.cpu_count(), "torch": torch.__version__}
 
 
 # --- engines ----------------------------------------------------------------------------------

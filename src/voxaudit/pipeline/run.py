@@ -505,7 +505,7 @@ def _run_metadata(config: PipelineConfig, durations: dict[str, float]) -> dict[s
         "python": sys.version.split()[0],
         "packages": packages,
         "platform": platform.platform(),
-        "cpu": _cpu_name(),
+        "cpu": cpu_name(),
         "cpu_count": os.cpu_count(),
         "gpu": torch.cuda.get_device_name(0) if cuda else None,
         "device": config.device,
@@ -516,7 +516,8 @@ def _run_metadata(config: PipelineConfig, durations: dict[str, float]) -> dict[s
     }
 
 
-def _cpu_name() -> str:
+def cpu_name() -> str:
+    """This machine's CPU model, as benchmarks and run records name the machine."""
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():
             if line.startswith("model name"):
