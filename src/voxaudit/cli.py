@@ -271,6 +271,14 @@ def split(
             "(shadow and target) or target (online LiRA, references drawn like the target)."
         ),
     ] = "shadow",
+    paired_halves: Annotated[
+        bool,
+        typer.Option(
+            help="With --halves and an even --shadows: deal the halves in complementary pairs of "
+            "models, so an audit with the first K shadows (K even) keeps every unit's IN and "
+            "OUT references."
+        ),
+    ] = False,
     target_fraction: float = 0.5,
     reference_speakers: Annotated[
         float, typer.Option(help="Speaker level: imposter speakers, a count or a fraction.")
@@ -309,6 +317,7 @@ def split(
         reference_speakers=_count_or_fraction(reference_speakers),
         unseen_fraction=unseen_fraction,
         stratify_labels=stratify_labels,
+        paired_halves=paired_halves,
     )
     audit_split.save(out)
     console.print(split_table(audit_split))

@@ -187,6 +187,33 @@ def test_halves_put_each_unit_in_half_the_models(corpus, seed, n, level, halves_
 
 
 @PROPERTY
+@given(corpora, seeds, st.integers(1, 4), st.sampled_from(["sample", "speaker"]))
+def test_paired_halves_keep_every_even_prefix_of_models_balanced(corpus, seed, pairs, level):
+    options = {"seed": seed, "n_shadow": 2 * pairs, "shadow_mode": "halves"}
+    options |= {"paired_halves": True, "reference_speakers": 0, "unseen_fraction": 0.0}
+    try:
+        split = make_split(corpus, level, **options)
+    except ValueError as exc:
+        assert "needs at least" in str(exc) or "too few" in str(exc)
+        return
+    assert split.params["paired_halves"] is True
+    _, matrix = split.membership_matrix()
+    shadow = matrix[:, matrix.any(axis=0)]
+    for k in range(2, 2 * pairs + 1, 2):
+        assert (shadow[:k].sum(axis=0) == k // 2).all(), f"the first {k} models are unbalanced"
+
+
+def test_paired_halves_are_refused_where_they_cannot_pair():
+    corpus = _corpus([4] * 8)
+    with pytest.raises(ValueError, match="paired_halves applies to shadow_mode='halves'"):
+        make_split(corpus, n_shadow=3, shadow_mode="halves", paired_halves=True)
+    with pytest.raises(ValueError, match="paired_halves applies"):
+        make_split(corpus, n_shadow=2, paired_halves=True)
+    # Unpaired splits keep their files: the option is recorded only when set.
+    assert "paired_halves" not in make_split(corpus, n_shadow=2, shadow_mode="halves").params
+
+
+@PROPERTY
 @given(corpora, seeds, st.randoms(use_true_random=False), st.sampled_from(["sample", "speaker"]))
 def test_split_depends_only_on_ids_and_seed(corpus, seed, random, level):
     options = {"n_shadow": 2, "shadow_mode": "halves", "reference_speakers": 0}

@@ -356,6 +356,7 @@ def make_split(
     unseen_fraction: float = 0.2,
     max_per_speaker: int | None = None,
     stratify_labels: bool = False,
+    paired_halves: bool = False,
 ) -> AuditSplit:
     """Deal ``corpus`` into disjoint audit pools; the same ids and seed always give the same split.
 
@@ -372,6 +373,11 @@ def make_split(
     members and non-members can differ in which words they hold, and a model that never saw
     either side then tells them apart through how hard each word is: the null control shows
     it, and the audit's leakage includes it.
+
+    ``paired_halves`` deals random halves in pairs of models (0 and 1, 2 and 3, ...): each
+    unit is IN for exactly one model of every pair, so the first K models, for every even K,
+    still hold each unit IN for half of them. An audit can then use fewer shadows than were
+    trained (to measure what more shadows buy) and every unit keeps IN and OUT references.
     """
     params: dict[str, Any] = {
         "target_fraction": target_fraction,
@@ -382,8 +388,11 @@ def make_split(
         "unseen_fraction": unseen_fraction,
         "max_per_speaker": max_per_speaker,
     }
-    if stratify_labels:  # recorded only when set, so earlier split files stay equal
+    # Recorded only when set, so earlier split files stay equal.
+    if stratify_labels:
         params["stratify_labels"] = True
+    if paired_halves:
+        params["paired_halves"] = True
     _check_options(level, seed, params)
     if len(corpus) == 0:
         raise VoxauditError(f"corpus {corpus.name!r} is empty: there is nothing to split")
@@ -471,6 +480,10 @@ def _check_options(level: str, seed: int, p: dict[str, Any]) -> None:
         (
             p["halves_population"] == "shadow" or p["shadow_mode"] == "halves",
             "halves_population applies to shadow_mode='halves'",
+        ),
+        (
+            not p.get("paired_halves") or (p["shadow_mode"] == "halves" and p["n_shadow"] % 2 == 0),
+            "paired_halves applies to shadow_mode='halves' with an even n_shadow",
         ),
         (0 <= p["unseen_fraction"] < 1, "unseen_fraction must lie in [0, 1)"),
         (
@@ -604,7 +617,12 @@ def _sample_level(
         pools["target_train"] + pools["target_holdout"],
         p["halves_population"],
     )
-    models: Models = [(ins, outs, []) for ins, outs in shadow_halves(units, p["n_shadow"], rng)]
+    models: Models = [
+        (ins, outs, [])
+        for ins, outs in shadow_halves(
+            units, p["n_shadow"], rng, paired=p.get("paired_halves", False)
+        )
+    ]
     return pools, speakers, models
 
 
@@ -733,7 +751,10 @@ def _speaker_level(name: str, groups: Groups, rng: np.random.Generator, p: dict[
         others = _round_robin(s_non, p["n_shadow"])
     else:
         units = _halves_units(s_member + s_non, t_member + t_non, p["halves_population"])
-        members, others = zip(*shadow_halves(units, p["n_shadow"], rng), strict=True)
+        members, others = zip(
+            *shadow_halves(units, p["n_shadow"], rng, paired=p.get("paired_halves", False)),
+            strict=True,
+        )
     models = [
         (_gather(m, trained), _gather(o, every), _gather(m, unseen))
         for m, o in zip(members, others, strict=True)
@@ -766,12 +787,23 @@ def _halves_units(shadow: list[str], target: list[str], population: str) -> list
 
 
 def shadow_halves(
-    units: list[str], n_models: int, rng: np.random.Generator
+    units: list[str], n_models: int, rng: np.random.Generator, *, paired: bool = False
 ) -> list[tuple[list[str], list[str]]]:
     """Per shadow model, the units it trains on and the rest, each unit IN for half the models
-    (random halves, balanced: LiRA's and RMIA's reference models)."""
+    (random halves, balanced: LiRA's and RMIA's reference models).
+
+    Parameters
+    ----------
+    units : the utterance or speaker ids to deal.
+    n_models : how many models; even when ``paired``.
+    rng : the random stream the halves are drawn from.
+    paired : deal each pair of models (0 and 1, 2 and 3, ...) complementary halves, so every
+        even-sized prefix of the models is balanced too.
+    """
+    if paired and n_models % 2:
+        raise VoxauditError(f"paired halves need an even number of models, got {n_models}")
     order = _permuted(sorted(units), rng)
-    keep = _balanced_halves(len(order), n_models, rng)
+    keep = _balanced_halves(len(order), n_models, rng, paired)
     return [
         (
             [u for u, k in zip(order, row, strict=True) if k],
@@ -781,18 +813,25 @@ def shadow_halves(
     ]
 
 
-def _balanced_halves(n_units: int, n_models: int, rng: np.random.Generator) -> np.ndarray:
+def _balanced_halves(
+    n_units: int, n_models: int, rng: np.random.Generator, paired: bool
+) -> np.ndarray:
     """A bool ``[n_models, n_units]`` IN matrix: each unit IN for half the models.
 
     LiRA's construction: each unit ranks the models at random and the first half are IN, so
     memberships are independent across units (odd ``n_models`` alternate floor and ceil).
-    Model sizes vary binomially; a draw that leaves a model with no training or no holdout
-    unit (only likely on tiny populations) is redrawn.
+    Paired, a coin per unit and pair of models says which of the two has it IN. Model sizes
+    vary binomially; a draw that leaves a model with no training or no holdout unit (only
+    likely on tiny populations) is redrawn.
     """
     need = np.array([n_models // 2 + (j % 2 if n_models % 2 else 0) for j in range(n_units)])
     for _ in range(1000):
-        ranks = rng.random((n_models, n_units)).argsort(axis=0).argsort(axis=0)
-        keep = ranks < need
+        if paired:
+            first = rng.random((n_models // 2, n_units)) < 0.5
+            keep = np.stack([first, ~first], axis=1).reshape(n_models, n_units)
+        else:
+            ranks = rng.random((n_models, n_units)).argsort(axis=0).argsort(axis=0)
+            keep = ranks < need
         sizes = keep.sum(axis=1)
         if n_units < 2 or ((sizes > 0) & (sizes < n_units)).all():
             return keep

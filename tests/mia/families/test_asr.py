@@ -152,6 +152,27 @@ def test_lira_that_the_references_cannot_fit_is_left_out_and_said_so(corpus, tmp
     assert [reason.split(":")[0] for reason in left_out] == ["LiRA offline", "LiRA online"]
 
 
+def test_rmia_without_an_out_reference_for_every_utterance_is_left_out_and_said_so(
+    corpus, tmp_path
+):
+    # The first of two halves of the target's pools: the utterances it trained on have no
+    # reference that did not, so RMIA (and LiRA) cannot score them.
+    split = make_split(
+        corpus, "sample", seed=0, n_shadow=2, shadow_mode="halves", halves_population="target"
+    )
+    null = replace(_model("null", 9), trained_ids=frozenset(split.pools["shadow_train"]))
+    report = audit_asr(
+        corpus, split, _model("target", 0), [_model("shadow-0", 1)], tmp_path, null=null,
+        config=AsrAuditConfig(threat="grey", **FAST), progress=False,
+    )  # fmt: skip
+    names = {r["name"] for r in report["results"]}
+    assert "RMIA" not in names and not any(n.startswith("LiRA") for n in names)
+    left_out = report["selection"]["calibrated attacks left out"]
+    assert any(
+        reason.startswith("RMIA: it needs, for every evaluated utterance") for reason in left_out
+    )
+
+
 def test_unknown_shadow_roles_are_refused(corpus, tmp_path):
     split = make_split(corpus, "sample", seed=0, n_shadow=1)
     with pytest.raises(VoxauditError, match="shadow roles"):
