@@ -13,8 +13,8 @@ the Ray run are identical, Ray's start-up time, and the time Ray adds per task (
 after a warm-up). Results: WORK/engines.json.
 
 ``shadows`` trains a target and max(--counts) shadow models on random halves of the target's
-pools (LiRA's setup: each utterance is in about half of the reference models, so online LiRA
-has IN references), as Ray tasks, then audits the target with the first K shadows for each K
+pools (LiRA's setup: each utterance is in half of the reference models, so online LiRA has IN
+references; dealt in complementary pairs, so the first K models are balanced too), as Ray tasks, then audits the target with the first K shadows for each K
 of --counts, and tabulates LiRA (online, offline) and RMIA: AUROC and TPR at 0.1% and 1% FPR,
 with bootstrap 95% intervals, on the target and its null control. Results: WORK/shadows.json
 and WORK/shadows.md (the table for docs/results-scale.md).
@@ -157,8 +157,10 @@ def shadows(args: argparse.Namespace) -> dict[str, Any]:
     most = max(args.counts)
     split_path = args.work / "shadows" / f"split-{most}.json"
     if not split_path.exists():
+        # Paired halves: the first K shadows, for every even K, keep each utterance IN for
+        # half of them, so every K of --counts has IN and OUT references for every utterance.
         split = make_split(corpus, "sample", seed=0, n_shadow=most, shadow_mode="halves",
-                           halves_population="target",
+                           halves_population="target", paired_halves=True,
                            target_fraction=args.target_fraction)  # fmt: skip
         split.save(split_path)
     split = AuditSplit.load(split_path)
