@@ -14,8 +14,9 @@ after a warm-up). Results: WORK/engines.json.
 
 ``shadows`` trains a target and max(--counts) shadow models on random halves of the target's
 pools (LiRA's setup: each utterance is in half of the reference models, so online LiRA has IN
-references; dealt in complementary pairs, so the first K models are balanced too), as Ray tasks, then audits the target with the first K shadows for each K
-of --counts, and tabulates LiRA (online, offline) and RMIA: AUROC and TPR at 0.1% and 1% FPR,
+references; dealt in complementary pairs, so the first K models are balanced too), as Ray
+tasks, then audits the target with the first K shadows for each K of --counts, and
+tabulates LiRA (online, offline) and RMIA: AUROC and TPR at 0.1% and 1% FPR,
 with bootstrap 95% intervals, on the target and its null control. Results: WORK/shadows.json
 and WORK/shadows.md (the table for docs/results-scale.md).
 
