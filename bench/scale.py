@@ -45,6 +45,7 @@ from voxaudit.files import write_atomically, write_json
 from voxaudit.mia import core, families
 from voxaudit.pipeline import PipelineConfig, run_audit
 from voxaudit.pipeline.run import cpu_name
+from voxaudit.train.run import train_model
 
 RAY = ComputeConfig(engine="ray", cpus=os.cpu_count())
 ROWS = ("LiRA online", "LiRA online, fixed variance", "LiRA offline, fixed variance", "RMIA")
@@ -146,8 +147,6 @@ def _task_overhead(tasks: int) -> float:
 
 def _train(role: str, *, corpus: Any, split_path: Path, run_config: dict, models: Path,
            progress: bool) -> Path:  # fmt: skip
-    from voxaudit.train.run import train_model
-
     train_model("classifier", corpus, split_path, role, run_config, models / role, progress=False)
     return models / role
 
@@ -176,8 +175,6 @@ def shadows(args: argparse.Namespace) -> dict[str, Any]:
     train_seconds = time.perf_counter() - began
     # Every shadow trained on halves of the target's pools, so none can be the null control:
     # one more model, trained on the recordings outside them, never saw an evaluated row.
-    from voxaudit.train.run import train_model
-
     candidates = {*split.train_ids("target"), *split.holdout_ids("target")}
     outside = [u.id for u in corpus if u.id not in candidates]
     null_dir = args.work / "shadows" / "models" / "null"

@@ -824,7 +824,7 @@ def _balanced_halves(
     vary binomially; a draw that leaves a model with no training or no holdout unit (only
     likely on tiny populations) is redrawn.
     """
-    need = np.array([n_models // 2 + (j % 2 if n_models % 2 else 0) for j in range(n_units)])
+    need = n_models // 2 + (np.arange(n_units) % 2 if n_models % 2 else 0)
     for _ in range(1000):
         if paired:
             first = rng.random((n_models // 2, n_units)) < 0.5
