@@ -58,6 +58,12 @@ def logit_confidence(loss: np.ndarray) -> np.ndarray:
     return np.clip(logit, -LOGIT_LIMIT, LOGIT_LIMIT)
 
 
+def without_out_reference(reference_in: np.ndarray) -> int:
+    """How many examples (columns of ``reference_in``, reference model x example) every
+    reference model trained on: RMIA has no OUT likelihood to calibrate them by."""
+    return int(np.asarray(reference_in, dtype=bool).all(axis=0).sum())
+
+
 def _reference(data: AttackData, who: str) -> tuple[np.ndarray, np.ndarray]:
     """The checked ``[models, rows]`` reference statistics and IN mask (``None`` = all OUT)."""
     if data.reference is None:
@@ -318,7 +324,7 @@ class RMIA(BaseEstimator):
         data = as_attack_data(X)
         likelihoods, is_in = _reference(data, "RMIA")
         likelihoods = self._floor(likelihoods)
-        only_in = int((is_in.sum(axis=0) == len(is_in)).sum())
+        only_in = without_out_reference(is_in)
         if only_in:
             raise VoxauditError(f"RMIA: {only_in} example(s) have no OUT reference model")
         self.p_x_, self.online_ = self._calibration(likelihoods, is_in)

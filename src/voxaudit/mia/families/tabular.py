@@ -36,7 +36,7 @@ from voxaudit.compute import map_tasks
 from voxaudit.data.corpus import Utterance
 from voxaudit.mia.attack_data import AttackData
 from voxaudit.mia.attacks import ShadowAttack, ThresholdAttack, registered_attacks
-from voxaudit.mia.calibrated import RMIA, LiRA, logit_confidence
+from voxaudit.mia.calibrated import RMIA, LiRA, logit_confidence, without_out_reference
 from voxaudit.mia.configs import TabularConfig
 from voxaudit.mia.core import (
     AuditedModel,
@@ -270,8 +270,8 @@ class TabularFamily(Family):
         if run.shadows:
             results += self._lira(run, sets, null, losses, left_out)
             extra = population(run, candidates, run.shadows)
-            outs = (~np.stack([reference_mask(run, s, candidates) for s in run.shadows])).sum(0)
-            if not outs.all():  # few shadows on halves of the target's pools
+            shadow_in = np.stack([reference_mask(run, s, candidates) for s in run.shadows])
+            if without_out_reference(shadow_in):  # few shadows on halves of the target's pools
                 left_out.append(
                     "RMIA: it needs, for every evaluated utterance, a shadow model that did not "
                     "train on it (use more shadow models)"
