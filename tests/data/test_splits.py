@@ -403,6 +403,14 @@ def test_load_names_the_file_and_the_bad_field(tmp_path):
     assert "'shadow_*'" in load_error(json.dumps({**good, "shadow_unseen": []}))
 
 
+def test_a_membership_split_without_shadow_models_reads_back(tmp_path):
+    corpus = _corpus([4] * 4)
+    ids = list(corpus.ids)
+    split = AuditSplit.from_membership(corpus, ids[:6], ids[6:12])
+    assert split.n_shadow == 0 and split.roles == ("target",)
+    assert AuditSplit.load(split.save(tmp_path / "split.json")) == split
+
+
 def test_halves_memberships_are_independent_across_units():
     corpus = _corpus([10] * 40)
     split = make_split(corpus, n_shadow=16, shadow_mode="halves", seed=3)

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from voxaudit.data.corpus import Corpus, Utterance
 from voxaudit.data.splits import AuditSplit
@@ -182,3 +184,21 @@ def test_cross_fit_halves_keep_speakers_whole_and_both_sides_in_each_half():
     shuffled = permuted(pure, speakers, seed=0)
     assert shuffled.sum() == pure.sum()
     assert all(len(set(shuffled[speakers == g])) == 1 for g in set(speakers))
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.lists(st.tuples(st.integers(0, 5), st.booleans()), min_size=2, max_size=40),
+       st.integers(0, 2**16))  # fmt: skip
+def test_the_permutation_null_keeps_every_speakers_member_count(rows, seed):
+    groups = np.array([f"s{g}" for g, _ in rows])
+    labels = np.array([member for _, member in rows])
+    shuffled = permuted(labels, groups, seed)
+    speakers = sorted(set(groups))
+    if all(len(set(labels[groups == g])) == 1 for g in speakers):
+        # Whole speakers shuffled: each keeps one label, and as many speakers are members.
+        assert all(len(set(shuffled[groups == g])) == 1 for g in speakers)
+        assert sum(shuffled[groups == g][0] for g in speakers) == sum(
+            labels[groups == g][0] for g in speakers
+        )
+    else:  # shuffled within each speaker: its member count is kept
+        assert all(shuffled[groups == g].sum() == labels[groups == g].sum() for g in speakers)

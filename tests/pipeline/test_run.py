@@ -9,6 +9,7 @@ from typer.testing import CliRunner
 from voxaudit.cli import app
 from voxaudit.errors import VoxauditError
 from voxaudit.guard.evaluation import DETECTORS
+from voxaudit.mia.core import CROSS_FIT
 from voxaudit.pipeline import PipelineConfig, run_audit
 from voxaudit.pipeline.config import BaseSpec
 
@@ -173,7 +174,7 @@ def test_a_speaker_encoder_is_audited_at_speaker_level_with_its_eer(tmp_path):
     assert any(r["name"].startswith("SLMIA-SR") for r in level["mia"]["results"])
 
 
-@pytest.mark.parametrize(("mode", "count"), [("disjoint", 1), ("halves", 2)])
+@pytest.mark.parametrize(("mode", "count"), [("disjoint", 1), ("halves", 2), ("halves", 0)])
 def test_a_model_trained_elsewhere_with_membership_lists_gets_a_verdict(
     tiny_audit, tmp_path, mode, count
 ):
@@ -202,11 +203,12 @@ train = {{ epochs = 2, lr = 3e-3, batch_size = 8 }}
 count = {count}
 mode = "{mode}"
 [audit]
-max_per_side = 8
+max_per_side = 16
 draws = 1
 classifiers = ["logistic"]
 n_bootstrap = 100
 min_per_side = 2
+cv = 2
 """
     (tmp_path / "audit.toml").write_text(text)
     loaded = PipelineConfig.load(tmp_path / "audit.toml")
@@ -220,12 +222,13 @@ min_per_side = 2
         assert set(made.train_ids(role)).isdisjoint(
             {*split.train_ids("target"), *split.holdout_ids("target")}
         )
-    if mode == "halves":  # each other recording trains exactly one of the two shadows
+    if mode == "halves" and count:  # each other recording trains exactly one of the two shadows
         ins = [set(made.train_ids(role)) for role in sorted(roles)]
         assert ins[0].isdisjoint(ins[1]) and ins[0] | ins[1] == set(
             made.pools["shadow_train"]
         ) | set(made.pools["shadow_holdout"])
-    assert level["mia"]["setup"]["attacks_fitted_on"] == "shadow models"
+    fitted_on = level["mia"]["setup"]["attacks_fitted_on"]
+    assert fitted_on == ("shadow models" if count else CROSS_FIT)
     assert level["mia"]["headline"]["name"]
 
 

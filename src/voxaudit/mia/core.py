@@ -333,7 +333,8 @@ def run_scoring(
 
 PERMUTATION_NULL = (
     "label permutation (no null model): the same attacks fitted and scored with membership "
-    "labels shuffled; it checks the attack pipeline, not the member and non-member sets"
+    "labels shuffled (within each speaker, or whole speakers at speaker level); it checks the "
+    "attack pipeline, not the member and non-member sets"
 )
 CROSS_FIT = (
     "the target's own known membership, cross-fitted: each half of the evaluated speakers is "

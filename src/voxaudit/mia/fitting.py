@@ -31,15 +31,22 @@ def grouped_folds(cv: int, labels: np.ndarray, groups: np.ndarray) -> int:
 def permuted(labels: np.ndarray, groups: np.ndarray, seed: int) -> np.ndarray:
     """Membership labels shuffled, the null control when there is no null model: what the
     pipeline gives when membership is noise. Where every group (speaker) holds one label, whole
-    groups are shuffled, so that a speaker keeps one label for all its rows."""
+    groups are shuffled, so that a speaker keeps one label for all its rows; otherwise labels
+    are shuffled within each group, so that every speaker keeps its count of members: the null
+    breaks only the recording-level link, and its folds can be dealt wherever the target's can
+    (a shuffle across speakers can leave a speaker, and then a fold, with one class)."""
     rng = np.random.default_rng([seed, *b"permutation null"])
     names = sorted(set(groups.tolist()))
     pure = all(len(set(labels[groups == g].tolist())) == 1 for g in names)
-    if not pure:
-        return rng.permutation(labels)
-    first = [bool(labels[groups == g][0]) for g in names]
-    shuffled = dict(zip(names, rng.permutation(first).tolist(), strict=True))
-    return np.array([shuffled[g] for g in groups.tolist()], dtype=bool)
+    if pure:
+        first = [bool(labels[groups == g][0]) for g in names]
+        shuffled = dict(zip(names, rng.permutation(first).tolist(), strict=True))
+        return np.array([shuffled[g] for g in groups.tolist()], dtype=bool)
+    out = np.array(labels, dtype=bool)
+    for name in names:
+        rows = np.flatnonzero(groups == name)
+        out[rows] = rng.permutation(out[rows])
+    return out
 
 
 def cross_fit_halves(groups: np.ndarray, labels: np.ndarray, seed: int) -> np.ndarray:
