@@ -217,6 +217,12 @@ def test_mia_asr_trains_nothing_and_audits_trained_checkpoints(tmp_path):
     assert header == "| attack | features | model | AUROC |" and rule.count("---") == 4
     assert rows and all(row.count("|") == 5 for row in rows)
     assert any("null" in row for row in rows)
+    # The gate's spelling of a TPR names the same column as the report's key.
+    spellings = [
+        runner.invoke(app, ["mia", "table", str(tmp_path / "report"), "--metric", name]).output
+        for name in ("tpr@1%fpr", "tpr_at_1%_fpr")
+    ]
+    assert spellings[0] == spellings[1] and "TPR" in spellings[0].splitlines()[0]
     bad = runner.invoke(app, ["mia", "table", str(tmp_path / "report"), "--metric", "f1"])
     assert bad.exit_code != 0 and "no metric f1" in bad.output
     # An audit folder (LEVEL/report beside the audit's own report.json): a table per level.

@@ -810,17 +810,17 @@ def mia_table_markdown(
     metric: Annotated[
         list[str] | None,
         typer.Option(
-            help="A column, e.g. precision or tpr_at_1%_fpr; repeat (default: accuracy, auroc, "
-            "tpr_at_0.1%_fpr, tpr_at_1%_fpr)."
+            help="A column, e.g. precision or tpr@1%fpr (or tpr_at_1%_fpr); repeat (default: "
+            "accuracy, auroc, tpr@0.1%fpr, tpr@1%fpr)."
         ),
     ] = None,
 ) -> None:
     """Print a written report's results as a Markdown table, each metric with its interval."""
-    from voxaudit.mia.results import MIA_METRICS, read_reports
+    from voxaudit.mia.results import MIA_METRICS, metric_key, read_reports
     from voxaudit.report.mia import markdown_table
 
     found = read_reports(report)
-    metrics = metric or MIA_METRICS
+    metrics = [metric_key(m) for m in metric] if metric else MIA_METRICS
     known = {m for _, written in found for result in written["results"] for m in result["metrics"]}
     unknown = [m for m in metrics if m not in known]
     if unknown:

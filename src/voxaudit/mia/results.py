@@ -56,6 +56,17 @@ EXAMPLE_COLUMNS = (
     "prediction",
 )
 MIA_METRICS = ("accuracy", "auroc", "tpr_at_0.1%_fpr", "tpr_at_1%_fpr")  # the tables' columns
+_TPR_AT = re.compile(r"tpr@([0-9]+(?:\.[0-9]+)?)%fpr")
+
+
+def metric_key(name: str) -> str:
+    """A report's metric key from what a user types: ``tpr@1%fpr`` (the gate's spelling) is
+    ``tpr_at_1%_fpr``; any other name is lower-cased and kept."""
+    name = name.strip().lower()
+    match = _TPR_AT.fullmatch(name)
+    return f"tpr_at_{match.group(1)}%_fpr" if match else name
+
+
 ROC_POINTS = 200
 
 _TPR_KEY = re.compile(r"tpr_at_(.+)%_fpr")

@@ -15,10 +15,10 @@ from dataclasses import dataclass
 from typing import Any
 
 from voxaudit.errors import VoxauditError
+from voxaudit.mia.results import metric_key
 
 EXIT_LEAK = 1
 EXIT_INVALID = 3  # 2 is taken by bad input
-_TPR = re.compile(r"tpr@([0-9]+(?:\.[0-9]+)?)%fpr")
 
 
 @dataclass(frozen=True)
@@ -35,22 +35,17 @@ def parse_bounds(specs: Iterable[str]) -> dict[str, float]:
         if not spec:
             continue
         name, _, value = spec.partition("=")
-        name = name.strip().lower()
+        key = metric_key(name)
         try:
             bound = float(value)
         except ValueError:
             raise VoxauditError(
                 f"--fail-above {spec!r}: expected METRIC=NUMBER, e.g. auroc=0.6"
             ) from None
-        match = _TPR.fullmatch(name)
-        if match:
-            key = f"tpr_at_{match.group(1)}%_fpr"
-        elif name in ("auroc", "accuracy"):
-            key = name
-        else:
+        if key not in ("auroc", "accuracy") and not re.fullmatch(r"tpr_at_.+%_fpr", key):
             raise VoxauditError(
-                f"--fail-above {spec!r}: unknown metric {name!r}; use auroc, accuracy or "
-                "tpr@X%fpr (e.g. tpr@1%fpr)"
+                f"--fail-above {spec!r}: unknown metric {name.strip().lower()!r}; use auroc, "
+                "accuracy or tpr@X%fpr (e.g. tpr@1%fpr)"
             )
         bounds[key] = bound
     return bounds
