@@ -132,6 +132,17 @@ def test_a_shadow_fitted_audit_of_a_memorizer_leaks_and_of_a_null_model_does_not
     assert auroc["low"] <= 0.5 <= auroc["high"]
 
 
+def test_too_few_rows_to_cross_fit_say_so_and_what_to_do(corpus, tmp_path):
+    members, _ = halves(corpus)
+    target = AuditedModel(
+        "target", "t", Lookup(corpus, set(members)), frozenset(members), "speaker"
+    )
+    # Two members and two non-members evaluated: a half of the speakers cannot give every
+    # fold of the attack's own cross-validation both classes.
+    with pytest.raises(VoxauditError, match=r"^cross-fitting \(no shadow models\).*max_per_side"):
+        audit(corpus, target, tmp_path, max_per_side=2)
+
+
 def test_a_null_model_that_saw_the_evaluated_data_is_refused(corpus, tmp_path):
     members, _ = halves(corpus)
     target = AuditedModel(

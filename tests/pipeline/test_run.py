@@ -174,12 +174,18 @@ def test_a_speaker_encoder_is_audited_at_speaker_level_with_its_eer(tmp_path):
     assert any(r["name"].startswith("SLMIA-SR") for r in level["mia"]["results"])
 
 
-@pytest.mark.parametrize(("mode", "count"), [("disjoint", 1), ("halves", 2), ("halves", 0)])
+@pytest.mark.parametrize(
+    ("mode", "count", "given"),
+    [("disjoint", 1, "folder"), ("halves", 2, "folder"), ("halves", 0, "folder"),
+     ("disjoint", 1, "factory")],
+)  # fmt: skip
 def test_a_model_trained_elsewhere_with_membership_lists_gets_a_verdict(
-    tiny_audit, tmp_path, mode, count
+    tiny_audit, tmp_path, monkeypatch, mode, count, given
 ):
-    """The tiny audit's target, given as a model with its member and non-member lists: the
-    shadows train on the corpus' other recordings, and the verdict is the same kind."""
+    """The tiny audit's target, given as a model with its member and non-member lists (its run
+    folder, or a module.path:factory of the user's that returns the classifier, so nothing
+    records what it classifies by): the shadows train on the corpus' other recordings, and
+    the verdict is the same kind."""
     from voxaudit.data.splits import AuditSplit
 
     config, out, _ = tiny_audit
@@ -187,6 +193,14 @@ def test_a_model_trained_elsewhere_with_membership_lists_gets_a_verdict(
     (tmp_path / "members.txt").write_text("\n".join(split.train_ids("target")))
     (tmp_path / "nonmembers.txt").write_text("\n".join(split.holdout_ids("target")))
     corpus = config.corpus.path
+    adapter = out / "sample" / "models" / "target"
+    if given == "factory":
+        (tmp_path / "users_model.py").write_text(
+            "from voxaudit.models.classifier import SpokenClassifier\n\n\n"
+            f"def make():\n    return SpokenClassifier.load({str(adapter)!r}, 'cpu')\n"
+        )
+        monkeypatch.syspath_prepend(str(tmp_path))
+        adapter = "users_model:make"
     text = f"""
 seed = 0
 device = "cpu"
@@ -194,7 +208,7 @@ device = "cpu"
 path = "{corpus}"
 [target]
 family = "classifier"
-adapter = "{out / "sample" / "models" / "target"}"
+adapter = "{adapter}"
 members = "members.txt"
 nonmembers = "nonmembers.txt"
 model = {{ label = "speaker", hidden = 8, n_mels = 16, dropout = 0.0 }}
@@ -229,6 +243,7 @@ cv = 2
         ) | set(made.pools["shadow_holdout"])
     fitted_on = level["mia"]["setup"]["attacks_fitted_on"]
     assert fitted_on == ("shadow models" if count else CROSS_FIT)
+    assert level["mia"]["setup"]["label"] == "speaker"
     assert level["mia"]["headline"]["name"]
 
 

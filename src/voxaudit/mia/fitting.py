@@ -117,7 +117,16 @@ def fit_and_score(
         for k in (0, 1):
             fitted_on, scored = np.flatnonzero(fold != k), np.flatnonzero(fold == k)
             fitting = View(target.data.take(fitted_on), view.labels[fitted_on])
-            attack = make(fitting).fit(fitting.data, fitting.labels)
+            try:
+                attack = make(fitting).fit(fitting.data, fitting.labels)
+            except VoxauditError as exc:  # the attack's own folds, on a half too small for them
+                members = int(fitting.labels.sum())
+                raise VoxauditError(
+                    f"cross-fitting (no shadow models): an attack for the {role} model, fitted "
+                    f"on half of the evaluated speakers ({members} member and "
+                    f"{len(fitting.labels) - members} non-member rows), failed: {exc}. Give "
+                    "shadow models, or evaluate more recordings (max_per_side)"
+                ) from exc
             part = _scored(attack, view.data.take(scored))
             scores[scored], predictions[scored] = part.scores, part.predictions
             if part.shadow_auroc is not None:

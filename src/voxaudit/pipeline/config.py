@@ -163,6 +163,13 @@ class TargetSpec:
             return "membership" if self.members else "adapter"
         return "train"
 
+    @property
+    def label(self) -> str | None:
+        """What a classifier's classes are (``[target] model.label``, ``"speaker"`` unless set):
+        the shadows train on it, and a target given as ``module.path:factory`` is audited as
+        classifying by it. None for the other families."""
+        return self.model.get("label", "speaker") if self.family == "classifier" else None
+
 
 @dataclass(frozen=True)
 class BaseSpec:
@@ -415,11 +422,7 @@ def _base(data: Any, target: TargetSpec, reference: Path | None, where: str) -> 
         raise VoxauditError(f"{at} fraction must lie strictly between 0 and 1, got {base.fraction}")
     if base.by not in BASE_POOLS:
         raise VoxauditError(f"{at} by must be one of {', '.join(BASE_POOLS)}, got {base.by!r}")
-    if (
-        target.family == "classifier"
-        and base.by == "speakers"
-        and (target.model.get("label", "speaker") == "speaker")
-    ):
+    if base.by == "speakers" and target.label == "speaker":
         raise VoxauditError(
             f"{at}: a speaker classifier's classes are its speakers, and a base of other "
             'speakers has other classes: use by = "recordings"'

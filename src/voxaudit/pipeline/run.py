@@ -205,10 +205,12 @@ def _audit_level(
             target = family.load(run_dirs["target"], "target", config.device)
         else:
             assert config.target.adapter is not None
-            target = resolve_model(family.name, config.target.adapter, "target", config.device)
+            target = resolve_model(family.name, config.target.adapter, "target", config.device,
+                                   label=config.target.label)  # fmt: skip
         given = config.reference if config.reference is not None else base_dir
+        label = config.target.label
         references = [
-            resolve_model(family.name, path, "reference-0", config.device)
+            resolve_model(family.name, path, "reference-0", config.device, label=label)
             for path in ([given] if given is not None else [])
         ]
         report = core.run_audit(family, corpus, split, target, shadows, report_dir,
@@ -437,7 +439,8 @@ def _score(
     from voxaudit.mia.families import resolve_model
 
     family = _family(config.target.family)
-    target = resolve_model(config.target.family, config.target.adapter, device=config.device)
+    target = resolve_model(config.target.family, config.target.adapter, device=config.device,
+                           label=config.target.label)  # fmt: skip
     report = core.run_scoring(family, recordings, target, corpus, split, shadows, report_dir,
                          config=audit_config, progress=progress)  # fmt: skip
     write_html(report_dir, report)
