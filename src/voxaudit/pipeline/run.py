@@ -201,14 +201,14 @@ def _audit_level(
     else:
         from voxaudit.mia.families import resolve_model
 
+        label = config.target.label
         if trains_target:
             target = family.load(run_dirs["target"], "target", config.device)
         else:
             assert config.target.adapter is not None
             target = resolve_model(family.name, config.target.adapter, "target", config.device,
-                                   label=config.target.label)  # fmt: skip
+                                   label=label)  # fmt: skip
         given = config.reference if config.reference is not None else base_dir
-        label = config.target.label
         references = [
             resolve_model(family.name, path, "reference-0", config.device, label=label)
             for path in ([given] if given is not None else [])
